@@ -1,0 +1,31 @@
+"""Shared fixtures. Tests that use the real files in ../shared/data take the `shared_data` fixture:
+it skips with a reason when the folder is absent (a user's checkout), and fails instead when
+GPT_REPRO_REQUIRE_SHARED=1 (set by .ci/run, so CI always runs them)."""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("GPT_REPRO_SHARED_DATA", ROOT.parent / "shared" / "data"))
+sys.path.insert(0, str(ROOT))
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    if not SHARED_DATA.is_dir():
+        reason = f"real test data folder {SHARED_DATA} is absent (set GPT_REPRO_SHARED_DATA to point at it)"
+        if os.environ.get("GPT_REPRO_REQUIRE_SHARED") == "1":
+            pytest.fail(reason + "; GPT_REPRO_REQUIRE_SHARED=1 makes this an error")
+        pytest.skip(reason)
+    return SHARED_DATA
+
+
+@pytest.fixture
+def in_tmp_cwd(tmp_path, monkeypatch) -> Path:
+    """Run a test inside a temp dir (stages write reports/ and data/work/ relative to the cwd)."""
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
