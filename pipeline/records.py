@@ -41,9 +41,12 @@ def sha(text: str | bytes, n: int = 16) -> str:
     return hashlib.sha256(data).hexdigest()[:n]
 
 
-def book_id(content: bytes) -> str:
-    """Id of a book: hash of the raw file bytes, so a renamed copy keeps its id."""
-    return f"{BOOKS}/{sha(content)}"
+def book_id(file_name: str) -> str:
+    """Id of a book: hash of its file name inside the books folder.
+
+    Not of its bytes: two copies of one book must stay two documents, so that dedup,
+    not the id, decides which copy survives."""
+    return f"{BOOKS}/{sha(file_name)}"
 
 
 def webtext_id(url: str) -> str:
