@@ -1,0 +1,34 @@
+# Two commands on a fresh machine:  `make repro` (set up + dvc repro on the embedded sample)
+# and `make test` (set up + the test suite). Everything else here serves those two.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-$(shell cat requirements.lock pyproject.toml | sha256sum | cut -c1-12)
+export PATH := $(CURDIR)/$(BIN):$(PATH)
+
+.PHONY: setup repro test bench clean-work help
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
+
+$(STAMP): requirements.lock pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	# torch==2.13.0 resolves to the CPU wheel here; a GPU user installs a CUDA build first (README).
+	$(BIN)/pip install --quiet -r requirements.lock
+	rm -f $(VENV)/.installed-*; touch $@
+
+setup: $(STAMP)  ## create .venv with the pinned dependencies (idempotent)
+	@test -d .dvc || $(BIN)/dvc init --quiet
+
+repro: setup  ## run the whole pipeline (dvc repro) on the embedded sample, offline
+	$(BIN)/dvc repro
+
+test: setup  ## run the test suite (unit + end-to-end dvc repro on a tiny profile)
+	$(BIN)/python -m pytest -q
+
+bench: setup  ## benchmarks vs reference tools (not tests); results in bench/out/
+	$(BIN)/python bench/run_all.py
+
+clean-work:  ## remove resume state of killed stages (data/work)
+	rm -rf data/work

@@ -1,0 +1,98 @@
+"""dvc.yaml must be precise: every pipeline module a stage imports is a dep (dvc#9195 by test),
+every params section a stage reads is declared, and every stage writes its metrics."""
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+DVC = yaml.safe_load((ROOT / "dvc.yaml").read_text())
+PARAMS = yaml.safe_load((ROOT / "params.yaml").read_text())
+STAGES = DVC["stages"]
+
+
+def pipeline_imports(path: Path, seen: set[str] | None = None) -> set[str]:
+    """pipeline/*.py files imported by `path`, transitively."""
+    seen = set() if seen is None else seen
+    tree = ast.parse(path.read_text())
+    for node in ast.walk(tree):
+        names = []
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "pipeline":
+            if node.module == "pipeline":
+                names = [f"pipeline.{a.name}" for a in node.names]
+            else:
+                names = [node.module]
+        elif isinstance(node, ast.Import):
+            names = [a.name for a in node.names if a.name.startswith("pipeline.")]
+        for name in names:
+            rel = name.replace(".", "/")
+            for candidate in (ROOT / f"{rel}.py", ROOT / rel / "__init__.py"):
+                if candidate.exists():
+                    key = str(candidate.relative_to(ROOT))
+                    if key not in seen:
+                        seen.add(key)
+                        pipeline_imports(candidate, seen)
+    return seen
+
+
+def sections_read(path: Path) -> set[str]:
+    """params sections a script reads through params.load/params.config (string literals)."""
+    out = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr in ("load", "config"):
+            if getattr(node.func.value, "id", None) == "params":
+                for arg in node.args:
+                    if isinstance(arg, ast.Constant) and isinstance(arg.value, str):
+                        out.add(arg.value)
+    return out
+
+
+def script_of(stage: dict) -> Path:
+    return ROOT / stage["cmd"].split()[1]
+
+
+@pytest.mark.parametrize("name", sorted(STAGES))
+def test_stage_script_and_imports_are_deps(name):
+    stage = STAGES[name]
+    script = script_of(stage)
+    assert script.exists(), f"{name}: {script} missing"
+    deps = set(stage["deps"])
+    assert str(script.relative_to(ROOT)) in deps
+    missing = sorted(pipeline_imports(script) - deps)
+    assert not missing, f"stage {name} imports {missing} but dvc.yaml does not list them as deps"
+
+
+@pytest.mark.parametrize("name", sorted(STAGES))
+def test_params_read_are_declared(name):
+    stage = STAGES[name]
+    declared = {p.split(".")[0] for p in stage.get("params", []) if isinstance(p, str)}
+    read = sections_read(script_of(stage))
+    undeclared = sorted(read - declared - {"executor"})  # executor.* is output-neutral by design
+    assert not undeclared, f"stage {name} reads params {undeclared} that dvc.yaml does not declare"
+    for p in stage.get("params", []):
+        section, *key = p.split(".")
+        assert section in PARAMS, f"{name}: param {p} not in params.yaml"
+        if key:
+            assert key[0] in PARAMS[section], f"{name}: param {p} not in params.yaml"
+
+
+@pytest.mark.parametrize("name", sorted(set(STAGES) - {"sample"}))
+def test_every_stage_writes_its_metrics(name):
+    metrics = [next(iter(m)) if isinstance(m, dict) else m for m in STAGES[name].get("metrics", [])]
+    assert f"reports/{name}.json" in metrics
+
+
+def test_every_dep_is_produced_or_tracked():
+    outs = set()
+    for stage in STAGES.values():
+        for out in stage.get("outs", []):
+            outs.add(next(iter(out)) if isinstance(out, dict) else out)
+    for name, stage in STAGES.items():
+        for dep in stage["deps"]:
+            if dep.startswith(("data/", "models/", "reports/")):
+                assert any(dep == o or dep.startswith(o + "/") for o in outs), f"{name}: dep {dep} has no producer"
+            else:
+                assert (ROOT / dep).exists(), f"{name}: dep {dep} missing"

@@ -1,0 +1,120 @@
+"""The whole DAG under `dvc repro`, on a tiny profile, in a scratch copy of the project.
+
+Checks what a new user would: every stage runs and writes its metrics; a second `dvc repro`
+does nothing; changing `dedup.threshold` reruns dedup and only what is downstream; data
+outputs are byte-identical when rebuilt from scratch; the model beats the unigram baseline;
+the contamination report finds the planted leaks.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA_STAGES = ["sample", "books", "reddit_urls", "scrape", "cc", "quality_train", "quality_filter", "dedup", "mix",
+               "tokenizer", "tokenize"]
+DOWNSTREAM_OF_DEDUP = {"dedup", "mix", "tokenizer", "tokenize", "train", "evaluate", "contamination"}
+
+TINY = {  # smaller than the default sample profile; keeps the whole DAG at about a minute
+    "sample": {"n_books": 8, "n_articles": 24, "n_cc_good": 40, "n_cc_junk": 40, "n_eval": 20},
+    "train": {"max_steps": 60, "eval_interval": 30, "eval_batches": 4},
+    "eval": {"max_examples": 20},
+}
+
+
+def run(cmd: list[str], cwd: Path, timeout: int = 900) -> str:
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, f"{' '.join(cmd)} failed:\n{out[-6000:]}"
+    return out
+
+
+def ran_stages(output: str) -> set[str]:
+    return set(re.findall(r"Running stage '([^']+)'", output))
+
+
+def lock_hashes(project: Path, stages: list[str]) -> dict[str, str]:
+    lock = yaml.safe_load((project / "dvc.lock").read_text())["stages"]
+    return {f"{s}:{o['path']}": o["md5"] for s in stages for o in lock[s].get("outs", [])}
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory) -> Path:
+    """A git + DVC copy of the project's tracked files with the tiny profile, after one `dvc repro`."""
+    dst = tmp_path_factory.mktemp("project")
+    files = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
+                           capture_output=True, text=True, check=True).stdout.split()
+    for rel in files:
+        if rel == "dvc.lock" or rel.startswith(("reports/", "tests/", "bench/")) or not (ROOT / rel).is_file():
+            continue
+        (dst / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(ROOT / rel, dst / rel)
+    params = yaml.safe_load((dst / "params.yaml").read_text())
+    for section, values in TINY.items():
+        params[section].update(values)
+    (dst / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    run(["git", "init", "-q"], dst)
+    run(["git", "-c", "user.email=t@t", "-c", "user.name=t", "add", "-A"], dst)
+    run(["git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "tiny profile"], dst)
+    out = run(["dvc", "repro"], dst)
+    assert ran_stages(out) == set(yaml.safe_load((dst / "dvc.yaml").read_text())["stages"])
+    return dst
+
+
+@pytest.mark.slow
+def test_every_stage_reports_metrics(project):
+    for stage in yaml.safe_load((project / "dvc.yaml").read_text())["stages"]:
+        if stage != "sample":
+            data = json.loads((project / "reports" / f"{stage}.json").read_text())
+            assert data, stage
+    metrics = run(["dvc", "metrics", "show", "--json"], project)
+    assert "quality_filter" in metrics and "contamination" in metrics
+
+
+@pytest.mark.slow
+def test_filters_report_truth_scores(project):
+    for stage in ["books", "reddit_urls", "scrape", "cc", "quality_filter", "dedup"]:
+        data = json.loads((project / "reports" / f"{stage}.json").read_text())
+        assert "precision" in data["truth"] and "recall" in data["truth"], stage
+    for stage in ["books", "reddit_urls", "scrape", "cc", "dedup"]:
+        data = json.loads((project / "reports" / f"{stage}.json").read_text())["truth"]
+        assert data["recall"] >= 0.8 and data["precision"] >= 0.8, (stage, data)
+
+
+@pytest.mark.slow
+def test_model_beats_unigram_baseline(project):
+    data = json.loads((project / "reports" / "train.json").read_text())
+    assert data["final_val_loss"] < data["unigram_entropy_nats"] - 0.5, data
+
+
+@pytest.mark.slow
+def test_contamination_finds_exactly_the_planted_leaks(project):
+    data = json.loads((project / "reports" / "contamination.json").read_text())
+    leaks = data["leaks"]
+    assert leaks["planted_in_training"] > 0
+    assert leaks["exact_match"] is True, leaks
+    assert (project / "reports" / "contamination" / "report.html").exists()
+
+
+@pytest.mark.slow
+def test_second_repro_does_nothing_and_param_change_reruns_only_downstream(project):
+    assert ran_stages(run(["dvc", "repro"], project)) == set()
+    out = run(["dvc", "exp", "run", "-S", "dedup.threshold=0.9"], project)
+    assert ran_stages(out) == DOWNSTREAM_OF_DEDUP
+
+
+@pytest.mark.slow
+def test_data_outputs_rebuild_byte_identical(project):
+    before = lock_hashes(project, DATA_STAGES)
+    shutil.rmtree(project / "data" / "work", ignore_errors=True)
+    run(["dvc", "repro", "--force", "tokenize"], project)
+    assert lock_hashes(project, DATA_STAGES) == before
