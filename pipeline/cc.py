@@ -1,0 +1,394 @@
+"""Common Crawl documents: WARC/WET records -> extracted, language-filtered crawl documents.
+
+GPT-3 (Brown et al. 2020, sec. 2.2 and appendix A) started from raw Common Crawl, extracted
+text and kept English; quality filtering and fuzzy dedup are later stages (quality.py,
+dedup.py). This module is a datatrove pipeline so Slurm/Ray executors can take it over:
+
+    WarcRecordReader -> HtmlExtractor -> TooShortFilter -> LanguageFilter -> JsonlWriter
+
+datatrove's own WarcReader is not used: it drops the record's byte offset (needed for
+provenance: seek to `warc_offset` and the record is there), needs cchardet/libmagic, and
+silently stops on a truncated file. warcio is silent on truncation too, so we check it:
+a record whose body ends early, or a file whose last record does not reach its end, is
+counted as an error (`errors.truncated_record`) and reading goes on with the next file.
+
+Language: a local fastText LID model (lid.176.bin) when `cc.lang_model` is set, else an
+offline stopword heuristic. Nothing is downloaded, ever (datatrove's LanguageFilter would).
+"""
+from __future__ import annotations
+
+import hashlib
+import re
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+from datatrove.data import Document
+from datatrove.pipeline.base import PipelineStep
+from datatrove.pipeline.filters.base_filter import BaseFilter
+from datatrove.pipeline.readers.base import BaseDiskReader
+from datatrove.utils.logging import logger
+
+from pipeline import extract, io, records
+
+WARC_SUFFIXES = (".warc.gz", ".warc", ".warc.wet.gz", ".wet.gz", ".wet")
+HTML_TYPES = ("text/html", "application/xhtml+xml")
+WARC_TYPE = "warc_type"  # metadata: response (HTML, extracted here) or conversion (WET, text already)
+WARC_DATE = "warc_date"
+
+
+@dataclass(frozen=True)
+class CCConfig:
+    min_words: int = 50
+    languages: tuple[str, ...] = ("en",)  # empty: no language filter
+    lang_model: str = ""  # path to fastText lid.176.bin; empty: stopword heuristic
+
+
+def warc_files(folder: str | Path) -> list[Path]:
+    """WARC/WET files of a folder (not recursive), sorted by name so shards are stable."""
+    return sorted(p for p in Path(folder).iterdir() if p.is_file() and p.name.endswith(WARC_SUFFIXES))
+
+
+def input_digest(files: list[Path]) -> str:
+    """Hash of the input files' names and bytes: part of the resume fingerprint, so new input starts clean."""
+    h = hashlib.sha256()
+    for path in files:
+        h.update(path.name.encode() + b"\0" + io.sha256_file(path).encode())
+    return h.hexdigest()[:12]
+
+
+# --- reading ---------------------------------------------------------------------------------
+def _charset(content_type: str | None, body: bytes = b"") -> str | None:
+    """Charset from the HTTP Content-Type, else from a <meta> tag in the page's first 4 KB."""
+    match = re.search(r"charset=([\w\-]+)", content_type or "", re.I)
+    if not match:
+        match = re.search(rb"""<meta[^>]+charset=["']?([\w\-]+)""", body[:4096], re.I)
+        return match.group(1).decode("ascii") if match else None
+    return match.group(1)
+
+
+def iter_warc(path: str | Path, stat=lambda key, n=1: None):
+    """Yield candidate documents of one WARC/WET file as dicts (text, id, metadata).
+
+    HTML responses keep their raw HTML as text (extracted by HtmlExtractor); WET conversion
+    records already hold text. Other records (request, metadata, non-HTML) are read through and
+    counted. `stat(key)` receives counters: records, skipped_<type>, error_<reason>.
+    A truncated or corrupt file ends its iteration after counting the error; the caller goes on.
+    """
+    from warcio.archiveiterator import ArchiveIterator
+
+    path = Path(path)
+    size = path.stat().st_size
+    with open(path, "rb") as fh:
+        it = ArchiveIterator(fh)
+        try:
+            for record in it:
+                if not record.format.startswith("warc"):  # warcio reads any text line as an ARC header
+                    raise ValueError(f"not a WARC record (format {record.format})")
+                stat("records")
+                wanted = record.rec_type == "conversion" or (
+                    record.rec_type == "response" and _is_html(record)
+                )
+                body = record.content_stream().read() if wanted else record.raw_stream.read()
+                truncated = record.raw_stream.limit > 0  # body shorter than its Content-Length
+                offset = it.get_record_offset()  # (reads the record to its end: only after the body)
+                if truncated:
+                    stat("error_truncated_record")
+                    logger.warning(f"{path.name}: record at byte {offset} is truncated; skipping the rest of the file")
+                    return
+                if not wanted:
+                    stat(f"skipped_{record.rec_type}")
+                    continue
+                yield _record_dict(record, path.name, offset, body, stat)
+            # warcio stops silently on a cut-off record header: the last record must reach the file's end
+            end = it.get_record_offset() + it.get_record_length() if it.member_info else 0
+            fh.seek(end)
+            if (end < size and fh.read().strip()) or not _gzip_complete(path):
+                stat("error_truncated_record")
+                logger.warning(f"{path.name}: file ends inside a record after byte {end}; it is truncated")
+        except Exception as exc:  # corrupt gzip, garbage instead of a WARC header...
+            stat("error_corrupt_file")
+            logger.warning(f"{path.name}: unreadable, not a WARC or corrupt ({exc!r}); going on with the next file")
+
+
+def _gzip_complete(path: Path) -> bool:
+    """False when a .gz file's last member is cut short. warcio yields a record whose gzip trailer
+    is missing without complaint; one extra decompression pass (cheap next to extraction) catches it."""
+    import gzip
+
+    if not path.name.endswith(".gz"):
+        return True
+    try:
+        with gzip.open(path, "rb") as gz:
+            while gz.read(1 << 22):
+                pass
+        return True
+    except (EOFError, OSError):
+        return False
+
+
+def _is_html(record) -> bool:
+    payload = record.rec_headers.get_header("WARC-Identified-Payload-Type")
+    declared = record.http_headers.get_header("Content-Type") if record.http_headers else None
+    if record.http_headers and record.http_headers.get_statuscode() not in (None, "200"):
+        return False
+    return any(t in (payload or declared or "").lower() for t in HTML_TYPES)
+
+
+def _record_dict(record, file_name: str, offset: int, body: bytes, stat) -> dict:
+    declared = record.http_headers.get_header("Content-Type") if record.http_headers else None
+    text, clean = extract.decode_html(body, _charset(declared, body))
+    if not clean:
+        stat("decoded_with_replacement")
+    rid = record.rec_headers.get_header("WARC-Record-ID")
+    return {
+        "text": text,
+        "id": records.cc_id(rid),
+        "metadata": {
+            records.SOURCE: records.CC,
+            records.SOURCE_FILE: file_name,
+            records.URL: record.rec_headers.get_header("WARC-Target-URI") or "",
+            records.WARC_FILE: file_name,
+            records.WARC_OFFSET: offset,
+            records.WARC_RECORD_ID: rid,
+            WARC_DATE: record.rec_headers.get_header("WARC-Date") or "",
+            WARC_TYPE: record.rec_type,
+        },
+    }
+
+
+class WarcRecordReader(BaseDiskReader):
+    """datatrove reader: WARC/WET files -> Documents with WARC provenance (file, offset, record id)."""
+
+    name = "🕷 WARC records (with offsets)"
+
+    def __init__(self, data_folder: str | Path):
+        super().__init__(str(data_folder), add_file_path=False)
+        self.folder = Path(data_folder)
+
+    def read_file(self, filepath: str):
+        for data in iter_warc(self.folder / filepath, stat=lambda key, n=1: self.stat_update(key, value=n)):
+            doc = self.get_document_from_dict(data, filepath, data["id"])
+            if doc:
+                yield doc
+
+    def run(self, data=None, rank: int = 0, world_size: int = 1):
+        files = [p.name for p in warc_files(self.folder)][rank::world_size]
+        for doc in self.read_files_shard(files):
+            self.update_doc_stats(doc)
+            yield doc
+
+
+# --- extraction and filters ------------------------------------------------------------------
+class HtmlExtractor(PipelineStep):
+    """HTML -> main text with trafilatura (extract.extract_text); WET text passes through.
+
+    A page with no extractable text keeps an empty text, so TooShortFilter drops it *with* a
+    reason instead of it vanishing here."""
+
+    name = "⛏ trafilatura"
+    type = "🛢 - EXTRAC"
+
+    def __init__(self, cfg: extract.ExtractConfig):
+        super().__init__()
+        self.cfg = cfg
+
+    def run(self, data, rank: int = 0, world_size: int = 1):
+        for doc in data:
+            self.stat_update("total")
+            if doc.metadata.get(WARC_TYPE) == "response":
+                with self.track_time():
+                    try:
+                        text = extract.extract_text(doc.text, self.cfg, url=doc.metadata.get(records.URL))
+                    except Exception as exc:  # a page that breaks the parser is bad input, not a crash
+                        self.stat_update("error_extract_failed")
+                        logger.warning(f"{doc.id}: extraction failed ({exc!r}); dropping it as too_short")
+                        text = None
+                doc.text = text or ""
+            yield doc
+
+
+class TooShortFilter(BaseFilter):
+    name = "📏 too short"
+
+    def __init__(self, min_words: int, exclusion_writer=None):
+        super().__init__(exclusion_writer)
+        self.min_words = min_words
+
+    def filter(self, doc: Document):
+        return extract.word_count(doc.text) >= self.min_words or (False, "too_short")
+
+
+# Stopwords: the ratio of a language's function words among a text's words is a robust, offline
+# identifier for prose (English prose: ~0.4-0.5; keyword spam and gibberish: near 0).
+STOPWORDS = {
+    "en": "the of and to a in is that it was for on are as with his they at be this from have or by one had not "
+    "but what all were when we there can an your which their said if do will each about how up out them then she "
+    "many some so these would other into has more her two like him see time could no make than been its who now",
+    "de": "der die und in den von zu das mit sich des auf für ist im dem nicht ein eine als auch es an werden aus "
+    "er hat dass sie nach wird bei einer um am sind noch wie einem über einen so zum war haben nur oder aber vor",
+    "fr": "le de un être et à il avoir ne je son que se qui ce dans en du elle au pour pas que vous par sur faire "
+    "plus dire me on mon lui nous comme mais pouvoir avec tout y aller voir bien où sans tu ou leur homme si deux",
+    "es": "el la de que y a en un ser se no haber por con su para como estar tener le lo todo pero más hacer o "
+    "poder decir este ir otro ese si me ya ver porque dar cuando él muy sin vez mucho saber qué sobre mi alguno",
+    "it": "di e il la che è per un in non a una sono del con si da le i dei della come lo ma anche gli al più nel "
+    "se questo ha delle alla io mi ci quando molto hanno essere tutto loro questa ne suo sua perché solo",
+    "nl": "de en van ik te dat die in een hij het niet zijn is was op aan met als voor had er maar om hem dan zou "
+    "of wat mijn men dit zo door over ze zich bij ook tot je mij uit der daar haar naar heb hoe heeft hebben",
+    "pt": "de a o que e do da em um para é com não uma os no se na por mais as dos como mas foi ao ele das tem à "
+    "seu sua ou ser quando muito há nos já está eu também só pelo pela até isso ela entre era depois sem",
+}
+_STOP = {lang: frozenset(words.split()) for lang, words in STOPWORDS.items()}
+_WORD = re.compile(r"[^\W\d_]+", re.UNICODE)
+MIN_STOPWORD_RATIO = 0.15  # below this no language is claimed: "unknown"
+
+
+UNKNOWN, NON_LATIN = "unknown", "non_latin"
+
+
+def stopword_language(text: str) -> tuple[str, float]:
+    """(language, score) by stopword ratio.
+
+    ("non_latin", share) when most letters are outside the Latin script (the stopword lists cannot
+    tell those languages apart); ("unknown", ratio) when Latin-script text reaches no language's
+    MIN_STOPWORD_RATIO: keyword lists, gibberish, link lists."""
+    words = [w.lower() for w in _WORD.findall(text)]
+    if not words:
+        return UNKNOWN, 0.0
+    letters = [c for w in words for c in w] + ["\ufffd"] * text.count("\ufffd")  # undecodable counts as foreign
+    latin = sum(c < "\u0250" for c in letters) / len(letters)  # Basic Latin .. Latin Extended-B
+    if latin < 0.5:
+        return NON_LATIN, round(1 - latin, 4)
+    counts = Counter(words)
+    ratios = {lang: sum(counts[w] for w in stop) / len(words) for lang, stop in _STOP.items()}
+    lang = max(sorted(ratios), key=ratios.get)
+    score = round(ratios[lang], 4)
+    return (lang if score >= MIN_STOPWORD_RATIO else UNKNOWN), score
+
+
+class LanguageFilter(BaseFilter):
+    """Keep documents in `languages`; tags every document with metadata lang and lang_score.
+
+    "unknown" (Latin script, no language's stopword profile) passes: such pages are mostly spam,
+    gibberish and boilerplate, which GPT-3 left to the quality classifier, and that classifier
+    needs them among its raw-crawl negatives. A fastText LID model labels them itself."""
+
+    name = "🌍 language"
+
+    def __init__(self, languages: tuple[str, ...], lang_model: str = "", exclusion_writer=None):
+        super().__init__(exclusion_writer)
+        self.languages = tuple(languages)
+        self.lang_model = lang_model
+        self._model = None
+
+    def identify(self, text: str) -> tuple[str, float]:
+        if not self.lang_model:
+            return stopword_language(text)
+        if self._model is None:
+            import fasttext
+
+            if not Path(self.lang_model).exists():
+                raise FileNotFoundError(f"cc.lang_model {self.lang_model} does not exist (nothing is downloaded)")
+            self._model = fasttext.load_model(self.lang_model)
+        # a LIST of strings: fasttext 0.9.2 + numpy 2 fails on a single string (ANCHORS.md)
+        labels, probs = self._model.predict([" ".join(text.split())], k=1)
+        return labels[0][0].replace("__label__", ""), round(float(probs[0][0]), 4)
+
+    def filter(self, doc: Document):
+        lang, score = self.identify(doc.text)
+        doc.metadata[records.LANG] = lang
+        doc.metadata[records.LANG_SCORE] = score
+        return not self.languages or lang in self.languages + (UNKNOWN,) or (False, "wrong_language")
+
+
+def build_pipeline(cfg: CCConfig, ecfg: extract.ExtractConfig, in_dir: str | Path, out_dir: str | Path) -> list:
+    """The cc datatrove pipeline: kept documents to out_dir/docs, drops to out_dir/removed/<reason>."""
+    return [
+        WarcRecordReader(in_dir),
+        HtmlExtractor(ecfg),
+        TooShortFilter(cfg.min_words, exclusion_writer=io.removed_writer(out_dir, "too_short")),
+        LanguageFilter(cfg.languages, cfg.lang_model, exclusion_writer=io.removed_writer(out_dir, "wrong_language")),
+        io.doc_writer(out_dir),
+    ]
+
+
+# --- the stage -------------------------------------------------------------------------------
+def read_records(folder: str | Path, subdir: str) -> list[dict]:
+    """Raw JSON lines of a document folder's shards. Unlike io.iter_docs this keeps documents
+    with empty text (pages trafilatura found nothing in), which the report must still count."""
+    import json
+
+    import zstandard
+
+    rows = []
+    for shard in io.shard_paths(folder, subdir):
+        with open(shard, "rb") as fh:
+            text = zstandard.ZstdDecompressor().stream_reader(fh).read().decode("utf-8")
+        rows.extend(json.loads(line) for line in text.splitlines() if line.strip())
+    return rows
+
+
+def datatrove_counters(stats_json: str | Path, prefix: str) -> Counter:
+    """Sum the `<prefix><name>` counters of a datatrove stats.json over all steps."""
+    import json
+
+    counts: Counter = Counter()
+    path = Path(stats_json)
+    if path.exists():
+        for step in json.loads(path.read_text()):
+            for key, value in step.get("stats", {}).items():
+                if key.startswith(prefix):
+                    counts[key[len(prefix):]] += int(value.get("total", 0) if isinstance(value, dict) else value)
+    return counts
+
+
+def run(cfg: CCConfig, ecfg: extract.ExtractConfig, in_dir: str | Path, out_dir: str | Path,
+        truth_path: str | Path | None = None):
+    """Run the cc stage: WARC/WET files in `in_dir` -> document folder `out_dir`.
+
+    Returns the StageReport (not yet written): in/out, drops per reason, errors per reason,
+    record counts, language histogram and, with truth.json, P/R of the drops (key "cc").
+    """
+    from datatrove.executor import LocalPipelineExecutor
+
+    from pipeline import params, report, truth
+
+    files = warc_files(in_dir)
+    rep = report.StageReport("cc")
+    if not files:
+        rep.error("no_input_files")
+        logger.warning(f"no WARC/WET files ({', '.join(WARC_SUFFIXES)}) in {in_dir}")
+    # the fingerprint covers params, input bytes and this code: DVC reruns the stage when the code
+    # changes, and stale datatrove completions must not turn that rerun into a no-op
+    code = records.sha(Path(__file__).read_bytes() + Path(extract.__file__).read_bytes())
+    work = io.work_dir("cc", params.fingerprint(cfg, ecfg, input_digest(files), code))
+    staged = work / "out"
+    if files:
+        LocalPipelineExecutor(build_pipeline(cfg, ecfg, in_dir, staged), tasks=1, workers=1,
+                              logging_dir=str(work / "logs")).run()
+    staged.mkdir(parents=True, exist_ok=True)
+    kept = read_records(staged, io.DOCS)
+    dropped = {}
+    for reason in ("too_short", "wrong_language"):
+        dropped[reason] = read_records(staged, f"{io.REMOVED}/{reason}")
+        rep.drop(reason, len(dropped[reason]))
+    stats = work / "logs" / "stats.json"
+    for reason, n in sorted(datatrove_counters(stats, "error_").items()):
+        rep.error(reason, n)
+    rep.docs_out = len(kept)
+    rep.docs_in = rep.docs_out + sum(len(v) for v in dropped.values())
+    rep.bytes_in = sum(p.stat().st_size for p in files)
+    rep.bytes_out = sum(len(r.get("text", "").encode()) for r in kept)
+    rep.extra["warc_files"] = len(files)
+    reader_keys = ("input_files", "records", "skipped_", "decoded_with_replacement")
+    rep.extra["records"] = {k: v for k, v in sorted(datatrove_counters(stats, "").items()) if k.startswith(reader_keys)}
+    all_docs = kept + [r for rows in dropped.values() for r in rows]
+    rep.extra["languages"] = dict(sorted(Counter(r["metadata"].get(records.LANG, "-") for r in all_docs).items()))
+    keys = lambda rows: [records.natural_key(r["metadata"]) for r in rows]  # noqa: E731
+    score = truth.score_drops(truth.load(truth_path), "cc", [k for rows in dropped.values() for k in keys(rows)],
+                              keys(kept))
+    if score:
+        rep.extra["truth"] = score
+    io.write_manifest(staged, "cc", {"cc": params.as_dict(cfg), "extract": params.as_dict(ecfg)})
+    io.publish(staged, out_dir)
+    return rep

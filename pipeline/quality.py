@@ -1,0 +1,399 @@
+"""GPT-3's Common Crawl quality filter: a fastText classifier and Pareto-sampled retention.
+
+Brown et al. 2020, appendix A: a logistic-regression classifier is trained with curated
+corpora (WebText, Wikipedia, books) as positives and raw Common Crawl as negatives; a crawl
+document is kept when `np.random.pareto(alpha) > 1 - document_score`, alpha = 9, so that
+mostly high-scoring documents survive but some out-of-distribution ones do too.
+
+Here the classifier is fastText supervised (fasttext-wheel 0.9.2; thread=1 and a fixed seed so
+training is reproducible) and the Pareto draw is `rng.pareto(alpha, rng.uniform(seed, id,
+"retention"))`: the same distribution as numpy's, keyed by document id, so a document's fate
+never depends on processing order or worker count. P(keep | score) = (2 - score) ** -alpha.
+Books are cut into ~100-300-word chunks before training: one 50k-word book is not one
+example, and chunks look like crawl documents in length.
+"""
+from __future__ import annotations
+
+import hashlib
+import re
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from datatrove.data import Document
+from datatrove.pipeline.filters.base_filter import BaseFilter
+from datatrove.utils.logging import logger
+
+from pipeline import io, records, rng
+
+POSITIVE, NEGATIVE = "__label__hq", "__label__raw"
+CHUNK_MIN_WORDS, CHUNK_MAX_WORDS = 100, 300  # crawl-page sized pieces of a book
+N_BUCKETS = 10  # score buckets of the calibration and retention tables
+
+
+@dataclass(frozen=True)
+class QualityConfig:
+    dim: int = 64
+    epoch: int = 20
+    word_ngrams: int = 2
+    lr: float = 0.5
+    min_count: int = 1
+    holdout_fraction: float = 0.2
+    alpha: float = 9.0
+    # not yet in params.yaml: fastText's default 2M hash buckets make a 512 MB model at dim 64
+    bucket: int = 65536
+
+
+@dataclass(frozen=True)
+class FilterConfig:
+    """quality_filter declares only quality.alpha (and seed): changing alpha reruns the filter alone."""
+
+    alpha: float = 9.0
+
+
+def normalise(text: str) -> str:
+    """The classifier's view of a text: lowercase, one line, single spaces."""
+    return " ".join(text.lower().split())
+
+
+def chunk_words(text: str, min_words: int = CHUNK_MIN_WORDS, max_words: int = CHUNK_MAX_WORDS) -> list[str]:
+    """Cut a long text into pieces of min_words..max_words words, on paragraph bounds where possible."""
+    chunks, current = [], []
+    for para in re.split(r"\n\s*\n", text):
+        words = para.split()
+        while words:
+            room = max_words - len(current)
+            current.extend(words[:room])
+            words = words[room:]
+            if len(current) >= max_words:
+                chunks.append(" ".join(current))
+                current = []
+        if len(current) >= min_words:
+            chunks.append(" ".join(current))
+            current = []
+    if current:
+        if chunks and len(current) < min_words:
+            chunks[-1] += " " + " ".join(current)  # a short tail joins the previous piece
+        else:
+            chunks.append(" ".join(current))
+    return chunks
+
+
+# --- training set ----------------------------------------------------------------------------
+def examples(folder: str | Path, label: str) -> list[tuple[str, str, str, str]]:
+    """(example id, parent doc id, label, normalised text) for every document of a folder; books chunked."""
+    out = []
+    for doc in io.iter_docs(folder):
+        pieces = chunk_words(doc.text) if records.source_of(doc.id) == records.BOOKS else [doc.text]
+        for i, piece in enumerate(pieces):
+            text = normalise(piece)
+            if text:
+                out.append((f"{doc.id}#{i}" if len(pieces) > 1 else doc.id, doc.id, label, text))
+    return out
+
+
+def build_dataset(positives: list[Path], negatives: list[Path], seed: int, holdout_fraction: float):
+    """Balanced, deterministically ordered train and held-out example lists, plus counts.
+
+    The larger class is downsampled to the smaller one's size by rng keyed on example id (positives
+    in equal shares per source, as far as each source has examples); the held-out split hashes the *parent* document id, so chunks of one book never straddle it."""
+    pos = [e for folder in positives for e in examples(folder, POSITIVE)]
+    neg = [e for folder in negatives for e in examples(folder, NEGATIVE)]
+    n = min(len(pos), len(neg))
+    by_draw = lambda pool, why: sorted(pool, key=lambda e: (rng.uniform(seed, e[0], why), e[0]))  # noqa: E731
+    pos_kept, neg_kept = _round_robin(by_draw(pos, "balance"))[:n], by_draw(neg, "balance")[:n]
+    train, heldout = [], []
+    for e in by_draw(pos_kept + neg_kept, "order"):  # interleaved classes: SGD sees no long runs of one label
+        (heldout if rng.uniform(seed, e[1], "holdout") < holdout_fraction else train).append(e)
+    counts = {
+        "positive_examples": len(pos), "negative_examples": len(neg), "balanced_per_class": n,
+        "positive_sources": _by_source(pos_kept), "negative_sources": _by_source(neg_kept),
+        "train": _by_label(train), "heldout": _by_label(heldout),
+    }
+    return train, heldout, counts
+
+
+def _round_robin(rows: list) -> list:
+    """Interleave rows source by source (books, webtext, ...), keeping each source's order: a
+    downsampled prefix then holds equal shares per source, so book chunks cannot crowd out WebText."""
+    groups: dict[str, list] = {}
+    for e in rows:
+        groups.setdefault(records.source_of(e[1]), []).append(e)
+    out, queues = [], [groups[k] for k in sorted(groups)]
+    for i in range(max(map(len, queues), default=0)):
+        out.extend(q[i] for q in queues if i < len(q))
+    return out
+
+
+def _by_source(rows) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for e in rows:
+        out[records.source_of(e[1])] = out.get(records.source_of(e[1]), 0) + 1
+    return dict(sorted(out.items()))
+
+
+def _by_label(rows) -> dict[str, int]:
+    return {"positive": sum(e[2] == POSITIVE for e in rows), "negative": sum(e[2] == NEGATIVE for e in rows)}
+
+
+# --- model ---------------------------------------------------------------------------------
+def train_model(train: list, cfg: QualityConfig, seed: int, model_path: str | Path) -> None:
+    """Train fastText on `train` examples and save it to model_path (atomically)."""
+    import fasttext
+
+    with tempfile.TemporaryDirectory() as tmp:
+        data = Path(tmp) / "train.txt"
+        data.write_text("".join(f"{label} {text}\n" for _, _, label, text in train), encoding="utf-8")
+        model = fasttext.train_supervised(
+            input=str(data), dim=cfg.dim, epoch=cfg.epoch, wordNgrams=cfg.word_ngrams, lr=cfg.lr,
+            minCount=cfg.min_count, bucket=cfg.bucket, thread=1, seed=seed, verbose=0,
+        )  # thread=1: with several threads Hogwild updates make the weights order-dependent
+        with io.atomic_path(model_path) as tmp_model:
+            model.save_model(str(tmp_model))
+
+
+class Scorer:
+    """P(high quality) of texts under a saved model (loaded lazily: fastText models do not pickle)."""
+
+    def __init__(self, model_path: str | Path):
+        self.model_path = str(model_path)
+        self._model = None
+
+    def __call__(self, texts: list[str]) -> np.ndarray:
+        if self._model is None:
+            import fasttext
+
+            self._model = fasttext.load_model(self.model_path)
+        if not texts:
+            return np.zeros(0)
+        # a LIST of strings: fasttext 0.9.2 + numpy 2 fails on a single string (ANCHORS.md). And k=1: on a
+        # list, fasttext-wheel 0.9.2 returns the top probability repeated k times for k > 1 (found here).
+        # With two softmax labels the top one says it all: P(pos) = p or 1 - p.
+        labels, probs = self._model.predict([normalise(t) for t in texts], k=1)
+        scores = [float(p[0]) if lab[0] == POSITIVE else 1.0 - float(p[0]) for lab, p in zip(labels, probs)]
+        return np.clip(np.asarray(scores, dtype=np.float64), 0.0, 1.0)
+
+
+# --- metrics -------------------------------------------------------------------------------
+def roc_auc(labels: np.ndarray, scores: np.ndarray) -> float:
+    """ROC AUC as the Mann-Whitney U statistic, ties counted half (no sklearn)."""
+    labels, scores = np.asarray(labels, bool), np.asarray(scores, float)
+    n_pos, n_neg = labels.sum(), (~labels).sum()
+    if not n_pos or not n_neg:
+        return float("nan")
+    order = np.argsort(scores, kind="mergesort")
+    ranks = np.empty(len(scores))
+    sorted_scores = scores[order]
+    i = 0
+    while i < len(scores):  # average ranks over ties
+        j = i
+        while j + 1 < len(scores) and sorted_scores[j + 1] == sorted_scores[i]:
+            j += 1
+        ranks[order[i:j + 1]] = (i + j) / 2 + 1
+        i = j + 1
+    return float((ranks[labels].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def precision_recall(labels: np.ndarray, scores: np.ndarray, threshold: float = 0.5) -> dict:
+    labels, pred = np.asarray(labels, bool), np.asarray(scores) >= threshold
+    tp, fp, fn = int((pred & labels).sum()), int((pred & ~labels).sum()), int((~pred & labels).sum())
+    p = tp / (tp + fp) if tp + fp else 0.0
+    r = tp / (tp + fn) if tp + fn else 0.0
+    return {"threshold": threshold, "precision": round(p, 4), "recall": round(r, 4),
+            "f1": round(2 * p * r / (p + r), 4) if p + r else 0.0}
+
+
+def bucket_name(score: float) -> str:
+    b = min(int(score * N_BUCKETS), N_BUCKETS - 1)
+    return f"{b / N_BUCKETS:.1f}-{(b + 1) / N_BUCKETS:.1f}"
+
+
+def calibration(labels: np.ndarray, scores: np.ndarray) -> list[dict]:
+    """Score bucket -> held-out examples and their positive fraction (a calibrated model: fraction ~ score)."""
+    rows = []
+    for b in range(N_BUCKETS):
+        name = f"{b / N_BUCKETS:.1f}-{(b + 1) / N_BUCKETS:.1f}"
+        mask = np.array([bucket_name(s) == name for s in scores], bool)
+        n = int(mask.sum())
+        rows.append({"score_bucket": name, "docs": n,
+                     "positive_fraction": round(float(np.asarray(labels)[mask].mean()), 4) if n else None,
+                     "mean_score": round(float(np.asarray(scores)[mask].mean()), 4) if n else None})
+    return rows
+
+
+# --- retention -----------------------------------------------------------------------------
+def retention(seed: int, doc_id: str, score: float, alpha: float) -> tuple[float, bool]:
+    """(draw, kept): GPT-3 keeps a document when pareto(alpha) > 1 - score; the draw is keyed by id."""
+    draw = rng.pareto(alpha, rng.uniform(seed, doc_id, "retention"))
+    return draw, draw > 1.0 - score
+
+
+def keep_probability(score: float, alpha: float) -> float:
+    """P(pareto(alpha) > 1 - score) = (1 + (1 - score)) ** -alpha = (2 - score) ** -alpha."""
+    return (2.0 - score) ** -alpha
+
+
+class QualityFilter(BaseFilter):
+    """datatrove filter: tags quality_score, retention_draw, kept; drops with reason low_quality."""
+
+    name = "⭐ GPT-3 quality (Pareto)"
+
+    def __init__(self, model_path: str | Path, seed: int, alpha: float, exclusion_writer=None, batch_size: int = 256):
+        super().__init__(exclusion_writer, batch_size=batch_size)
+        self.scorer = Scorer(model_path)
+        self.seed, self.alpha = seed, alpha
+
+    def filter_batch(self, batch: list[Document]):
+        results = []
+        for doc, score in zip(batch, self.scorer([d.text for d in batch])):
+            draw, kept = retention(self.seed, doc.id, float(score), self.alpha)
+            doc.metadata[records.QUALITY_SCORE] = round(float(score), 6)
+            doc.metadata[records.RETENTION_DRAW] = round(draw, 6)
+            doc.metadata[records.KEPT] = bool(kept)
+            results.append(True if kept else (False, "low_quality"))
+        return results
+
+    def filter(self, doc: Document):
+        return self.filter_batch([doc])[0]
+
+
+def read_records(folder: str | Path, subdir: str) -> list[dict]:
+    """Raw JSON lines of a document folder's shards (keeps documents io.iter_docs would skip: empty text)."""
+    import json
+
+    import zstandard
+
+    rows = []
+    for shard in io.shard_paths(folder, subdir):
+        with open(shard, "rb") as fh:
+            text = zstandard.ZstdDecompressor().stream_reader(fh).read().decode("utf-8")
+        rows.extend(json.loads(line) for line in text.splitlines() if line.strip())
+    return rows
+
+
+def folder_digest(folder: str | Path) -> str:
+    """Hash of a document folder's shards: part of a resume fingerprint."""
+    h = hashlib.sha256()
+    for path in io.shard_paths(folder):
+        h.update(path.name.encode() + io.sha256_file(path).encode())
+    return h.hexdigest()[:12]
+
+
+# --- the stages ----------------------------------------------------------------------------
+def run_train(cfg: QualityConfig, seed: int, positives: list, negatives: list, out_dir: str | Path):
+    """quality_train: build the balanced set, train, score the held-out part.
+
+    Writes out_dir/model.bin and out_dir/model.json; returns the StageReport (not yet written)
+    with held-out precision/recall/F1/AUC and a calibration table (also a plot)."""
+    import fasttext
+
+    from pipeline import params, report
+
+    rep = report.StageReport("quality_train")
+    positives, negatives = [Path(p) for p in positives], [Path(p) for p in negatives]
+    for folder in positives + negatives:
+        if not io.shard_paths(folder):
+            rep.error("empty_input_folder")
+            logger.warning(f"{folder} holds no documents; training goes on without it")
+    train, heldout, counts = build_dataset(positives, negatives, seed, cfg.holdout_fraction)
+    rep.docs_in = counts["positive_examples"] + counts["negative_examples"]
+    rep.docs_out = len(train)
+    rep.drop("balance_downsampled", rep.docs_in - 2 * counts["balanced_per_class"])
+    if not train or counts["train"]["positive"] == 0 or counts["train"]["negative"] == 0:
+        raise ValueError(f"cannot train a two-class model from {counts}: both classes need documents")
+    out_dir = Path(out_dir)
+    model_path = out_dir / "model.bin"
+    train_model(train, cfg, seed, model_path)
+    labels = np.array([e[2] == POSITIVE for e in heldout], bool)
+    scores = Scorer(model_path)([e[3] for e in heldout])
+    metrics = {**precision_recall(labels, scores), "roc_auc": round(roc_auc(labels, scores), 4),
+               "examples": len(heldout)}
+    calib = calibration(labels, scores)
+    rep.bytes_in = sum(len(e[3].encode()) for e in train + heldout)
+    rep.bytes_out = model_path.stat().st_size
+    rep.extra.update({"heldout": metrics, "counts": counts, "calibration": calib})
+    io.write_json(out_dir / "model.json", {
+        "labels": {"positive": POSITIVE, "negative": NEGATIVE}, "params": params.as_dict(cfg), "seed": seed,
+        "counts": counts, "heldout": metrics, "model_sha256": io.sha256_file(model_path),
+        "fasttext": getattr(fasttext, "__version__", "0.9.2"), "normalise": "lowercase; whitespace collapsed",
+        "chunk_words": [CHUNK_MIN_WORDS, CHUNK_MAX_WORDS],
+    })
+    report.write_plot("quality_train", "calibration", [r for r in calib if r["docs"]])
+    return rep
+
+
+def run_filter(fcfg: FilterConfig, seed: int, in_dir: str | Path, model_path: str | Path, out_dir: str | Path,
+               truth_path: str | Path | None = None):
+    """quality_filter: score every crawl document, keep by Pareto draw; docs/, removed/low_quality/,
+    scores.parquet. Returns the StageReport (expected vs observed kept fraction, truth P/R)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from datatrove.executor import LocalPipelineExecutor
+
+    from pipeline import params, report, truth
+
+    rep = report.StageReport("quality_filter")
+    code = records.sha(Path(__file__).read_bytes())  # a code change must not reuse stale completions
+    fp = params.fingerprint(fcfg, seed, io.sha256_file(model_path), folder_digest(in_dir), code)
+    work = io.work_dir("quality_filter", fp)
+    staged = work / "out"
+    if io.shard_paths(in_dir):
+        pipeline = [io.doc_reader(in_dir),
+                    QualityFilter(model_path, seed, fcfg.alpha, exclusion_writer=io.removed_writer(staged, "low_quality")),
+                    io.doc_writer(staged)]
+        LocalPipelineExecutor(pipeline, tasks=1, workers=1, logging_dir=str(work / "logs")).run()
+    else:
+        rep.error("empty_input_folder")
+        logger.warning(f"{in_dir} holds no documents to score")
+    staged.mkdir(parents=True, exist_ok=True)
+    kept = read_records(staged, io.DOCS)
+    dropped = read_records(staged, f"{io.REMOVED}/low_quality")
+    rows = sorted(kept + dropped, key=lambda r: r["id"])
+    md = lambda r, k: r["metadata"][k]  # noqa: E731
+    table = pa.table({"id": [r["id"] for r in rows], "url": [r["metadata"].get(records.URL, "") for r in rows],
+                      "score": [md(r, records.QUALITY_SCORE) for r in rows],
+                      "draw": [md(r, records.RETENTION_DRAW) for r in rows],
+                      "kept": [md(r, records.KEPT) for r in rows]}, schema=pa.schema(
+        [("id", pa.string()), ("url", pa.string()), ("score", pa.float64()), ("draw", pa.float64()),
+         ("kept", pa.bool_())]))
+    with io.atomic_path(staged / "scores.parquet") as tmp:
+        pq.write_table(table, tmp)
+    scores = np.array([md(r, records.QUALITY_SCORE) for r in rows], float)
+    kept_mask = np.array([md(r, records.KEPT) for r in rows], bool)
+    rep.docs_in, rep.docs_out = len(rows), len(kept)
+    rep.drop("low_quality", len(dropped))
+    rep.bytes_out = sum(len(r.get("text", "").encode()) for r in kept)
+    rep.bytes_in = rep.bytes_out + sum(len(r.get("text", "").encode()) for r in dropped)
+    rows_plot = retention_table(scores, kept_mask, fcfg.alpha)
+    rep.extra["retention"] = {
+        "alpha": fcfg.alpha,
+        "kept_fraction_observed": round(float(kept_mask.mean()), 4) if len(rows) else None,
+        "kept_fraction_expected": round(float(np.mean([keep_probability(s, fcfg.alpha) for s in scores])), 4)
+        if len(rows) else None,
+        "mean_score": round(float(scores.mean()), 4) if len(rows) else None,
+    }
+    keys = lambda rs: [records.natural_key(r["metadata"]) for r in rs]  # noqa: E731
+    score = truth.score_drops(truth.load(truth_path), "quality_filter", keys(dropped), keys(kept))
+    if score:
+        rep.extra["truth"] = score
+    report.write_plot("quality_filter", "retention", [r for r in rows_plot if r["docs"]])  # vega dislikes nulls
+    io.write_manifest(staged, "quality_filter", {"alpha": fcfg.alpha, "seed": seed,
+                                                  "model_sha256": io.sha256_file(model_path)}, {"cc": in_dir})
+    io.publish(staged, out_dir)
+    return rep
+
+
+def retention_table(scores: np.ndarray, kept: np.ndarray, alpha: float) -> list[dict]:
+    """Rows {score_bucket, docs, kept_fraction, expected_kept_fraction} for the retention plot."""
+    rows = []
+    names = [bucket_name(s) for s in scores]
+    for b in range(N_BUCKETS):
+        name = f"{b / N_BUCKETS:.1f}-{(b + 1) / N_BUCKETS:.1f}"
+        mask = np.array([n == name for n in names], bool)
+        n = int(mask.sum())
+        rows.append({"score_bucket": name, "docs": n,
+                     "kept_fraction": round(float(kept[mask].mean()), 4) if n else None,
+                     "expected_kept_fraction": round(float(np.mean([keep_probability(s, alpha) for s in scores[mask]])), 4)
+                     if n else None})
+    return rows

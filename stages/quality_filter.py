@@ -1,0 +1,32 @@
+"""Stage `quality_filter`: score crawl documents and keep each when pareto(alpha) > 1 - score (GPT-3 app. A).
+
+In:     --in     the cc stage's document folder; --model  the quality_train fastText model.bin
+Out:    --out    document folder: docs/ (kept), removed/low_quality/, scores.parquet (id, url, score, draw, kept);
+        reports/quality_filter.json (expected vs observed kept fraction, truth P/R with --truth);
+        reports/plots/quality_filter/retention.json (kept fraction per score bucket)
+Params: seed, quality.alpha (only: changing the classifier's knobs retrains via quality_train instead)
+Usage:  python stages/quality_filter.py --in data/interim/cc --model models/quality/model.bin \
+            --out data/interim/cc_filtered --truth data/raw/sample/truth.json
+"""
+import pathlib, sys; sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # noqa: E401,E702
+
+import argparse
+
+from pipeline import params, quality
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--in", dest="in_dir", required=True, help="crawl document folder to score")
+    parser.add_argument("--model", required=True, help="fastText model.bin from quality_train")
+    parser.add_argument("--out", required=True, help="output document folder")
+    parser.add_argument("--truth", default=None, help="sample truth.json: report precision/recall of drops")
+    args = parser.parse_args()
+    # only quality.alpha is a declared param of this stage
+    fcfg = params.build(quality.FilterConfig, {"alpha": params.load("quality")["alpha"]}, prefix="quality.")
+    rep = quality.run_filter(fcfg, params.load("seed"), args.in_dir, args.model, args.out, truth_path=args.truth)
+    rep.write()
+
+
+if __name__ == "__main__":
+    main()

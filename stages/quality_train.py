@@ -1,0 +1,31 @@
+"""Stage `quality_train`: GPT-3's quality classifier (fastText), curated text vs raw crawl.
+
+In:     --positives  document folders of curated text (WebText, books; books are cut into 100-300-word chunks)
+        --negatives  document folders of raw crawl (the cc stage's output, unfiltered by quality)
+Out:    --out        folder with model.bin (fastText) and model.json (params, labels, counts, held-out metrics);
+        reports/quality_train.json (held-out precision/recall/F1/ROC AUC, calibration);
+        reports/plots/quality_train/calibration.json
+Params: seed, quality.{dim, epoch, word_ngrams, lr, min_count, holdout_fraction}
+Usage:  python stages/quality_train.py --positives data/interim/webtext data/interim/books \
+            --negatives data/interim/cc --out models/quality
+"""
+import pathlib, sys; sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # noqa: E401,E702
+
+import argparse
+
+from pipeline import params, quality
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--positives", nargs="+", required=True, help="document folders of high-quality text")
+    parser.add_argument("--negatives", nargs="+", required=True, help="document folders of raw crawl text")
+    parser.add_argument("--out", required=True, help="output folder for model.bin and model.json")
+    args = parser.parse_args()
+    cfg = params.config(quality.QualityConfig, "quality")
+    rep = quality.run_train(cfg, params.load("seed"), args.positives, args.negatives, args.out)
+    rep.write()
+
+
+if __name__ == "__main__":
+    main()
