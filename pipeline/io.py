@@ -77,6 +77,32 @@ def work_dir(stage: str, fingerprint: str) -> Path:
     return path
 
 
+def run_fingerprint(params_fp: str, inputs: list[str | Path] = (), code: list[str | Path] = ()) -> str:
+    """Key of a resumable run: params, inputs and code together.
+
+    DVC reruns a stage when its code or inputs change, not only its params; keying the
+    work dir on params alone would let datatrove skip tasks it completed for old inputs.
+    Inputs are fingerprinted cheaply: a folder's _manifest.json when it has one, else the
+    names, sizes and mtimes of its files.
+    """
+    h = hashlib.sha256(params_fp.encode())
+    for item in inputs:
+        item = Path(item)
+        manifest = item / MANIFEST
+        if manifest.is_file():
+            h.update(sha256_file(manifest).encode())
+        elif item.is_file():
+            st = item.stat()
+            h.update(f"{item.name}:{st.st_size}:{st.st_mtime_ns}".encode())
+        elif item.is_dir():
+            for f in sorted(p for p in item.rglob("*") if p.is_file()):
+                st = f.stat()
+                h.update(f"{f.relative_to(item)}:{st.st_size}:{st.st_mtime_ns}".encode())
+    for module in code:
+        h.update(sha256_file(module).encode())
+    return h.hexdigest()[:12]
+
+
 def publish(src: str | Path, dst: str | Path) -> None:
     """Replace folder `dst` by a copy of `src` (copy to a temp sibling, then rename)."""
     src, dst = Path(src), Path(dst)
@@ -98,8 +124,10 @@ def doc_reader(folder: str | Path, subdir: str = DOCS, **kwargs):
     """
     from datatrove.pipeline.readers import JsonlReader
 
+    # absolute: datatrove caches DataFolders by path string, so a relative path would
+    # keep pointing at whatever cwd first resolved it
     return JsonlReader(
-        str(Path(folder) / subdir), glob_pattern=SHARD_GLOB, compression="zstd", add_file_path=False, **kwargs
+        str((Path(folder) / subdir).resolve()), glob_pattern=SHARD_GLOB, compression="zstd", add_file_path=False, **kwargs
     )
 
 
@@ -107,7 +135,7 @@ def doc_writer(folder: str | Path, subdir: str = DOCS):
     """A datatrove JsonlWriter writing zstd shards into `<folder>/<subdir>/`."""
     from datatrove.pipeline.writers import JsonlWriter
 
-    return JsonlWriter(str(Path(folder) / subdir), output_filename=SHARD_NAME, compression="zstd")
+    return JsonlWriter(str((Path(folder) / subdir).resolve()), output_filename=SHARD_NAME, compression="zstd")
 
 
 def removed_writer(folder: str | Path, reason_group: str):
