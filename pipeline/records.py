@@ -33,6 +33,7 @@ DEDUP_CLUSTER_ID = "dedup_cluster_id"
 DEDUP_CLUSTER_SIZE = "dedup_cluster_size"
 FILTER_REASON = "filter_reason"      # set on documents written to removed/<reason>/
 SPLIT = "split"                      # train / val, set by mix
+EPOCH = "epoch"                      # repeat number of a document the mix upsampled (0 = first copy)
 
 
 def sha(text: str | bytes, n: int = 16) -> str:
