@@ -1,0 +1,447 @@
+"""GPT-2 WebText scraping: fetch the Reddit-linked URLs, archive every exchange to WARC, extract the text.
+
+Radford et al. 2019 (GPT-2, sec. 2.2): WebText is the text of the pages linked from Reddit posts with at
+least 3 karma, extracted with Dragnet/Newspaper (here trafilatura, pipeline/extract.py). The live run is
+two halves with a WARC between them, as Common Crawl and OpenWebText2 work:
+  1. fetch (this module): every URL -> an append-only journal WARC in data/work/scrape/<fingerprint>/
+     (the resume state), then the published warc/webtext-00000.warc.gz, entries sorted by URL;
+  2. replay (pipeline/webarchive.py): that WARC alone -> documents, so a live run's documents can be
+     rebuilt byte for byte with no network.
+
+Fetching is polite and safe: robots.txt (RFC 9309, fetched once per origin, archived too), one request in
+flight per host with a minimum gap, a timeout for the whole request, a body cap, an HTML-only content-type
+check, redirects followed by hand, and a private-address guard before every hop: the host is resolved once,
+the address must be public unless inside `allow_networks`, and the connection goes to that vetted IP (no
+second lookup, so no DNS rebinding) with the URL's name in the Host header.
+Drop reasons: private_address, robots_disallowed, timeout, http_<status>, too_large, not_html,
+too_many_redirects, connection_error, bad_url, fetch_error; then, after extraction, no_text, too_short.
+"""
+from __future__ import annotations
+
+import email.utils
+import hashlib
+import ipaddress
+import logging
+import shutil
+import socket
+import threading
+import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable, Iterator
+from urllib.parse import urljoin, urlsplit
+from urllib.robotparser import RobotFileParser
+
+import urllib3
+from tqdm import tqdm
+from warcio.statusandheaders import StatusAndHeaders
+
+from pipeline import extract, io, params, truth
+from pipeline.report import StageReport
+from pipeline.webarchive import Journal, entry_bytes, origin, replay
+
+log = logging.getLogger(__name__)
+
+WARC_NAME = "webtext-00000.warc.gz"
+JOURNAL = "journal.warc.gz"
+REDIRECTS = {301, 302, 303, 307, 308}
+HTML_TYPES = ("text/html", "application/xhtml+xml")
+ROBOTS_MAX_BYTES = 512_000  # RFC 9309: crawlers must parse at least the first 500 KiB
+CHUNK = 1 << 16
+
+
+@dataclass(frozen=True)
+class ScrapeConfig:
+    """The `scrape` section of params.yaml."""
+    timeout_s: float = 2.0
+    max_bytes: int = 5_000_000
+    user_agent: str = "gpt-repro/0.1 (+https://github.com/gpt-repro; research crawler)"
+    per_domain_delay_s: float = 0.0
+    max_redirects: int = 5
+    respect_robots: bool = True
+    allow_networks: tuple[str, ...] = ("127.0.0.0/8",)
+    concurrency: int = 8
+
+
+class FetchError(Exception):
+    """A URL that cannot be fetched; `reason` is the drop reason."""
+
+    def __init__(self, reason: str, detail: str = ""):
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+
+
+@dataclass
+class Exchange:
+    """One HTTP request and its (possibly cut) response."""
+    url: str
+    ip: str
+    request: StatusAndHeaders
+    status: int
+    response: StatusAndHeaders
+    body: bytes
+    truncated: str | None  # WARC-Truncated value: length, time, disconnect, unspecified
+    date: str
+
+    def header(self, name: str) -> str:
+        return self.response.get_header(name) or ""
+
+
+@dataclass
+class Outcome:
+    """Everything that happened to one URL: its hops and the verdict (`reason` is "ok" when it worked)."""
+    url: str
+    purpose: str  # page | robots
+    reason: str
+    hops: list[Exchange] = field(default_factory=list)
+    tried: list[str] = field(default_factory=list)  # every URL of the chain, the refused one included
+    date: str = ""
+
+
+def warc_now() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+# --- the fetcher ----------------------------------------------------------------------------
+class Fetcher:
+    """Guarded, polite HTTP fetcher.
+
+    Args:
+        cfg: scrape params.
+        host_map: resolver override, host -> (ip, port); a key starting with "." matches every host under it
+            (the sample maps ".test" to the loopback site server). Overridden addresses are still vetted.
+        clock: WARC date of records that got no response (default: now, UTC).
+        on_robots: called with the Outcome of every robots.txt fetch (the stage journals it).
+    """
+
+    def __init__(self, cfg: ScrapeConfig, host_map: dict[str, tuple[str, int]] | None = None,
+                 clock: Callable[[], str] | None = None, on_robots: Callable[[Outcome], None] | None = None):
+        self.cfg = cfg
+        self.allow = [ipaddress.ip_network(n, strict=False) for n in cfg.allow_networks]
+        self.host_map = dict(host_map or {})
+        self.clock = clock or warc_now
+        self.on_robots = on_robots
+        self.robots: dict[str, RobotFileParser] = {}
+        self.network_fetches = 0
+        self._locks: dict[str, threading.Lock] = {}
+        self._last: dict[str, float] = {}
+        self._guard = threading.Lock()
+
+    def _lock(self, key: str) -> threading.Lock:
+        with self._guard:
+            return self._locks.setdefault(key, threading.Lock())
+
+    def address_ok(self, ip: str) -> bool:
+        addr = ipaddress.ip_address(ip.split("%")[0])
+        if addr.version == 6 and addr.ipv4_mapped:
+            addr = addr.ipv4_mapped
+        if any(addr in net for net in self.allow if net.version == addr.version):
+            return True
+        return addr.is_global and not (addr.is_private or addr.is_loopback or addr.is_link_local or addr.is_reserved
+                                       or addr.is_multicast or addr.is_unspecified)
+
+    def resolve(self, url: str) -> tuple[str, int]:
+        """Resolve once and vet: (ip, port) to connect to, or FetchError(private_address / connection_error)."""
+        parts = urlsplit(url)
+        host = (parts.hostname or "").rstrip(".")
+        if parts.scheme not in ("http", "https") or not host:
+            raise FetchError("bad_url", url)
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        for key, (ip, mapped_port) in self.host_map.items():
+            if host == key or (key.startswith(".") and host.endswith(key)):
+                candidates, port = [ip], mapped_port
+                break
+        else:
+            try:
+                candidates = list(dict.fromkeys(i[4][0] for i in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)))
+            except (socket.gaierror, UnicodeError) as exc:
+                raise FetchError("connection_error", f"cannot resolve {host}: {exc}") from None
+        for ip in candidates:
+            if self.address_ok(ip):
+                return ip, port
+        raise FetchError("private_address", f"{host} resolves to {', '.join(candidates)}, refused")
+
+    def robots_allow(self, url: str) -> bool:
+        key = origin(url)
+        with self._lock("robots " + key):  # one robots.txt fetch per origin, even with many threads
+            if key not in self.robots:
+                outcome = self.fetch(key + "/robots.txt", purpose="robots")
+                last = outcome.hops[-1] if outcome.hops else None
+                self.robots[key] = robots_rules(outcome.reason, last.status if last else 0, last.body if last else b"")
+                if self.on_robots:
+                    self.on_robots(outcome)
+        return self.robots[key].can_fetch(self.cfg.user_agent, url)
+
+    def fetch(self, url: str, purpose: str = "page") -> Outcome:
+        """Fetch `url`, following redirects by hand; every hop is vetted, robots-checked and rate limited."""
+        page = purpose == "page"
+        cap = self.cfg.max_bytes if page else min(self.cfg.max_bytes, ROBOTS_MAX_BYTES)
+        out = Outcome(url, purpose, "too_many_redirects")
+        current = url
+        for _ in range(self.cfg.max_redirects + 1):
+            out.tried.append(current)
+            try:
+                ip, port = self.resolve(current)
+                if page and self.cfg.respect_robots and not self.robots_allow(current):
+                    raise FetchError("robots_disallowed", current)
+                ex = self._exchange(current, ip, port, cap, html_only=page)
+            except FetchError as exc:
+                out.reason = exc.reason
+                break
+            out.hops.append(ex)
+            if ex.truncated in ("time", "disconnect"):
+                out.reason = "timeout" if ex.truncated == "time" else "connection_error"
+                break
+            if ex.status in REDIRECTS and ex.header("Location"):
+                current = urljoin(current, ex.header("Location").strip())
+                continue
+            out.reason = _verdict(ex, page)
+            break
+        out.date = out.hops[-1].date if out.hops else self.clock()
+        return out
+
+    def _exchange(self, url: str, ip: str, port: int, cap: int, html_only: bool) -> Exchange:
+        parts = urlsplit(url)
+        target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        headers = [("Host", parts.netloc.rsplit("@", 1)[-1]), ("User-Agent", self.cfg.user_agent),
+                   ("Accept", "text/html,application/xhtml+xml;q=0.9,*/*;q=0.1"),
+                   ("Accept-Encoding", "identity"), ("Connection", "close")]
+        request = StatusAndHeaders(f"GET {target} HTTP/1.1", headers, is_http_request=True)
+        timeout = urllib3.Timeout(connect=self.cfg.timeout_s, read=self.cfg.timeout_s)
+        if parts.scheme == "https":
+            import certifi
+
+            pool = urllib3.HTTPSConnectionPool(ip, port, timeout=timeout, retries=False, cert_reqs="CERT_REQUIRED",
+                                               ca_certs=certifi.where(), server_hostname=parts.hostname,
+                                               assert_hostname=parts.hostname)
+        else:
+            pool = urllib3.HTTPConnectionPool(ip, port, timeout=timeout, retries=False)
+        host = (parts.hostname or "").lower()
+        with self._lock("host " + host):  # politeness: one request in flight per host, spaced by the delay
+            wait = self._last.get(host, -1e9) + self.cfg.per_domain_delay_s - time.monotonic()
+            if wait > 0:
+                time.sleep(wait)
+            try:
+                with self._guard:
+                    self.network_fetches += 1
+                return self._read(pool, url, ip, target, request, cap, html_only)
+            finally:
+                self._last[host] = time.monotonic()
+                pool.close()
+
+    def _read(self, pool, url, ip, target, request, cap, html_only) -> Exchange:
+        deadline = time.monotonic() + self.cfg.timeout_s  # the whole request, not each socket read
+        try:
+            resp = pool.urlopen("GET", target, headers=dict(request.headers), redirect=False, retries=False,
+                                preload_content=False, assert_same_host=False)
+        except urllib3.exceptions.TimeoutError:
+            raise FetchError("timeout", url) from None
+        except (urllib3.exceptions.HTTPError, OSError) as exc:
+            raise FetchError("connection_error", f"{url}: {exc}") from None
+        protocol = "HTTP/1.0" if resp.version == 10 else "HTTP/1.1"
+        response = StatusAndHeaders(f"{resp.status} {resp.reason or ''}".strip(), list(resp.headers.items()),
+                                    protocol=protocol)
+        ctype, length = resp.headers.get("Content-Type", ""), resp.headers.get("Content-Length", "")
+        body, truncated = bytearray(), None
+        if html_only and 200 <= resp.status < 300 and not _is_html(ctype):
+            truncated = "unspecified"  # not_html: the body is not worth downloading
+        elif length.isdigit() and int(length) > cap:
+            truncated = "length"
+        else:
+            try:
+                for chunk in resp.stream(CHUNK, decode_content=False):
+                    body += chunk
+                    if len(body) > cap:
+                        del body[cap:]
+                        truncated = "length"
+                        break
+                    if time.monotonic() > deadline:
+                        truncated = "time"
+                        break
+            except urllib3.exceptions.TimeoutError:
+                truncated = "time"
+            except (urllib3.exceptions.HTTPError, OSError):
+                truncated = "disconnect"
+        resp.close()
+        return Exchange(url, ip, request, resp.status, response, bytes(body), truncated,
+                        _warc_date(resp.headers.get("Date")) or self.clock())
+
+
+def _is_html(content_type: str) -> bool:
+    return content_type.split(";")[0].strip().lower() in HTML_TYPES
+
+
+def _verdict(ex: Exchange, page: bool) -> str:
+    if not 200 <= ex.status < 300:
+        return f"http_{ex.status}"
+    if ex.truncated == "length":
+        return "too_large"
+    if page and not _is_html(ex.header("Content-Type")):
+        return "not_html"
+    return "ok"
+
+
+def _warc_date(http_date: str | None) -> str | None:
+    try:
+        return email.utils.parsedate_to_datetime(http_date).astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    except (TypeError, ValueError, IndexError):
+        return None
+
+
+def robots_rules(reason: str, status: int, body: bytes) -> RobotFileParser:
+    """RFC 9309: parse a 2xx; a 4xx means no rules; a 5xx or no answer means disallow everything."""
+    rules = RobotFileParser()
+    if reason == "ok":
+        rules.parse(body.decode("utf-8", errors="replace").splitlines())
+    elif 400 <= status < 500:
+        rules.allow_all = True
+    else:
+        rules.disallow_all = True
+    return rules
+
+
+# --- fetch all URLs into the journal -----------------------------------------------------------
+def load_urls(path: str | Path, report: StageReport) -> list[dict]:
+    """Rows of the reddit_urls table (url, post_id, score, subreddit); bad or repeated URLs are counted, not fatal."""
+    import pyarrow.parquet as pq
+
+    rows, seen = [], set()
+    for row in pq.read_table(path).to_pylist():
+        url = row.get("url")
+        parts = urlsplit(url) if isinstance(url, str) else None
+        if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
+            log.warning("url table row %r has no http(s) URL; skipped", row.get("post_id"))
+            report.error("bad_url")
+            continue
+        if url in seen:
+            log.warning("url %s appears twice in the url table; the first row is kept", url)
+            report.error("duplicate_url")
+            continue
+        seen.add(url)
+        rows.append(row)
+    return rows
+
+
+def _reddit_fields(row: dict) -> dict[str, str]:
+    return {"reddit-post-id": str(row.get("post_id") or ""), "reddit-score": str(row.get("score") or 0),
+            "subreddit": str(row.get("subreddit") or "")}
+
+
+def fetch_all(rows: list[dict], fetcher: Fetcher, journal: Journal, limit: int | None = None) -> Counter:
+    """Fetch every row's URL not already in the journal, appending one entry per URL as it finishes.
+
+    Hosts are interleaved in the queue so the threads spread over hosts instead of queueing on one.
+
+    Args:
+        rows: url table rows (url, post_id, score, subreddit).
+        fetcher: the Fetcher; robots.txt answers already in the journal are loaded into it.
+        journal: the resume journal.
+        limit: stop after that many URLs (tests use it to stand for a killed run).
+
+    Returns:
+        This run's fetch verdicts per reason ("ok" included).
+    """
+    for key, (reason, status, body) in journal.robots_answers().items():
+        fetcher.robots[key] = robots_rules(reason, status, body)
+    fetcher.on_robots = lambda outcome: journal.append(entry_bytes(outcome))
+    by_host: dict[str, list[dict]] = {}
+    for row in sorted(rows, key=lambda r: r["url"]):
+        if row["url"] not in journal.pages:
+            by_host.setdefault(urlsplit(row["url"]).hostname or "", []).append(row)
+    queue = [row for group in _zip_longest(*by_host.values()) for row in group]
+    queue = queue[:limit] if limit is not None else queue
+
+    def one(row: dict) -> str:
+        try:
+            outcome = fetcher.fetch(row["url"])
+        except Exception:  # a bug or an exotic failure must not lose the other URLs
+            log.exception("fetching %s failed unexpectedly", row["url"])
+            outcome = Outcome(row["url"], "page", "fetch_error", date=fetcher.clock())
+        if outcome.reason != "ok":
+            log.info("%s: %s", row["url"], outcome.reason)
+        journal.append(entry_bytes(outcome, _reddit_fields(row)))
+        return outcome.reason
+
+    verdicts: Counter = Counter()
+    with ThreadPoolExecutor(max(1, fetcher.cfg.concurrency)) as pool:
+        futures = [pool.submit(one, row) for row in queue]
+        for future in tqdm(as_completed(futures), total=len(futures), desc="scrape", unit="url", disable=not futures):
+            verdicts[future.result()] += 1
+    return verdicts
+
+
+def _zip_longest(*groups: list) -> Iterator[list]:
+    for i in range(max((len(g) for g in groups), default=0)):
+        yield [g[i] for g in groups if i < len(g)]
+
+
+# --- the stage ------------------------------------------------------------------------------------
+def _dir_digest(folder: Path) -> str:
+    h = hashlib.sha256()
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        h.update(f"{path.relative_to(folder)}\0{io.sha256_file(path)}\n".encode())
+    return h.hexdigest()[:16]
+
+
+def run(cfg: ScrapeConfig, ecfg: extract.ExtractConfig, urls: str | Path, out: str | Path,
+        site: str | Path | None = None, truth_path: str | Path | None = None, limit: int | None = None) -> StageReport:
+    """The scrape stage: URL table -> journal WARC (resumable) -> sorted WARC -> documents, published to `out`.
+
+    Args:
+        cfg: scrape params; ecfg: extract params (trafilatura, min_words).
+        urls: urls.parquet of the reddit_urls stage.
+        out: output folder (docs/, removed/<reason>/, warc/, fetch_log.parquet, _manifest.json).
+        site: sample mode: serve this site folder on loopback (sitesrv) and resolve every .test host to it.
+        truth_path: the sample's truth.json; adds precision/recall of the drops to the report.
+        limit: fetch at most this many new URLs (stands for a killed run in tests).
+
+    Returns:
+        The StageReport (not yet written).
+    """
+    from pipeline import sitesrv
+
+    report, urls, out = StageReport("scrape"), Path(urls), Path(out)
+    rows = load_urls(urls, report)
+    report.docs_in = len(rows)
+    # the journal is only valid for one world: the live web, or one version of the sample site
+    world = {"site": _dir_digest(Path(site)) if site else None}
+    work = io.work_dir("scrape", params.fingerprint(cfg, world))
+    journal = Journal(work / JOURNAL)
+    before = sum(row["url"] in journal.pages for row in rows)
+    with sitesrv.serve(site) if site else nullcontext() as server:
+        fetcher = Fetcher(cfg, host_map=server.host_map if server else None, clock=server.clock if server else None)
+        verdicts = fetch_all(rows, fetcher, journal, limit=limit)
+    journal.scan()
+
+    stage = work / "out"
+    shutil.rmtree(stage, ignore_errors=True)
+    archived = journal.export(stage / "warc" / WARC_NAME, [r["url"] for r in rows])
+    result = replay(stage / "warc" / WARC_NAME, stage, ecfg, logging_dir=work / "replay")
+    io.write_manifest(stage, "scrape", {"scrape": params.as_dict(cfg), "extract": params.as_dict(ecfg)},
+                      inputs={"urls": urls.parent, **({"site": Path(site).parent} if site else {})})
+    io.publish(stage, out)
+
+    reasons = {r["url"]: r["reason"] for r in result["rows"]}
+    kept = [u for u, r in reasons.items() if r == "ok"]
+    for row in rows:
+        reason = reasons.get(row["url"], "not_fetched")  # not_fetched: a run cut short by `limit`
+        if reason != "ok":
+            report.drop(reason)
+    report.docs_out = len(kept)
+    report.bytes_in = sum(r["bytes"] for r in result["rows"])
+    report.bytes_out = sum(len(d.text.encode()) for d in io.iter_docs(out))
+    if result["stats"].get("decode_replaced"):
+        report.error("decode_replaced", result["stats"]["decode_replaced"])
+    report.extra.update({
+        "urls_in": len(rows), "fetched": sum(verdicts.values()), "from_journal": before,
+        "http_requests": fetcher.network_fetches,
+        "archived": archived, "warc_bytes": (out / "warc" / WARC_NAME).stat().st_size})
+    dropped_keys = [r["url"] for r in rows if reasons.get(r["url"], "not_fetched") != "ok"]
+    score = truth.score_drops(truth.load(truth_path), "scrape", dropped_keys, kept)
+    if score is not None:
+        report.extra["truth"] = score
+    return report
