@@ -1,0 +1,39 @@
+"""Stage `train`: pretrain a GPT on the token shards (GPT-1/2/3 recipe, nanoGPT-style loop).
+
+In:  --data   token folder (<split>_*.bin shards + meta.json, from the tokenize stage)
+Out: --out    checkpoint folder: ckpt.pt (model args, weights, optimizer, iter, params, tokenizer sha256)
+     --live   dvclive folder: metrics.json and plots/metrics/{train_loss,val_loss,lr,tokens_per_s}.tsv
+     reports/train.json (final val/train loss, unigram entropy baseline, tokens/s, params)
+Params: seed, model.* (preset; sizes when preset is tiny), train.* (AdamW, schedule, eval cadence).
+Env: GPT_REPRO_THREADS (torch threads, default 2). Under torchrun, DDP over WORLD_SIZE processes.
+Usage: python stages/train.py --data data/processed/tokens --out models/gpt --live reports/train
+"""
+import pathlib, sys; sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # noqa: E401,E702
+
+import argparse
+import logging
+
+from pipeline import params
+from pipeline.model import ModelConfig
+from pipeline.train import TrainConfig, is_master, train
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", required=True, help="token shard folder (train_*.bin, val_*.bin, meta.json)")
+    ap.add_argument("--out", required=True, help="checkpoint folder; ckpt.pt is written there")
+    ap.add_argument("--live", required=True, help="dvclive output folder for metrics.json and loss curves")
+    args = ap.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    mcfg = params.config(ModelConfig, "model")
+    tcfg = params.config(TrainConfig, "train")
+    report = train(args.data, args.out, args.live, mcfg, tcfg, seed=params.load("seed"))
+    if not is_master():
+        return  # under torchrun, rank 0 alone writes the report
+    data = report.write()
+    print(f"train: val loss {data['final_val_loss']:.4f} vs unigram {data['unigram_entropy_nats']:.4f} nats, "
+          f"{data['tokens_per_s']:.0f} tokens/s, {data['params']:,} params")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,173 @@
+"""pipeline/model.py: presets match the papers, LN placement, banded attention, tying, checkpoints."""
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from pipeline import params
+from pipeline.model import (GPT, PRESETS, CausalSelfAttention, GPTConfig, ModelConfig, banded_causal_mask,
+                            from_params, load_checkpoint, save_checkpoint)
+
+torch.set_num_threads(1)
+SMALL = GPTConfig(vocab_size=61, block_size=16, n_layer=2, n_head=2, n_embd=16)
+
+
+@pytest.mark.parametrize("preset,expected", [
+    ("gpt2-small", 124_439_808), ("gpt2-medium", 354_823_168),
+    ("gpt2-large", 774_030_080), ("gpt2-xl", 1_557_611_200),
+])
+def test_gpt2_parameter_counts_match_released_checkpoints(preset, expected):
+    with torch.device("meta"):  # shapes only: no memory, no init cost
+        model = GPT(PRESETS[preset])
+    assert model.num_params() == expected
+
+
+def test_preset_architectures_follow_the_papers():
+    assert PRESETS["gpt1"].ln == "post" and not PRESETS["gpt1"].residual_scale_init
+    assert (PRESETS["gpt1"].block_size, PRESETS["gpt1"].vocab_size) == (512, 40478)
+    assert all(PRESETS[p].ln == "pre" and PRESETS[p].block_size == 1024 for p in PRESETS if p.startswith("gpt2"))
+    g3 = PRESETS["gpt3-small"]
+    assert (g3.block_size, g3.attn) == (2048, "alternating_sparse")
+    with torch.device("meta"):
+        model = GPT(g3)
+    assert [b.attn.sparse for b in model.transformer.h] == [False, True] * 6
+    with torch.device("meta"):  # banded layers attend fewer keys: fewer FLOPs than the dense twin
+        dense = GPT(dataclasses.replace(g3, attn="dense"))
+    assert model.flops_per_token() < dense.flops_per_token()
+
+
+def test_model_config_defaults_equal_params_yaml():
+    assert dataclasses.asdict(ModelConfig()) == params.load("model")
+
+
+def test_from_params_tiny_uses_params_and_presets_use_paper_values():
+    tiny = from_params(ModelConfig(n_layer=3, n_head=2, n_embd=32, block_size=64, dropout=0.1), vocab_size=257)
+    assert (tiny.n_layer, tiny.n_head, tiny.n_embd, tiny.block_size, tiny.vocab_size, tiny.dropout) == (
+        3, 2, 32, 64, 257, 0.1)
+    assert from_params(ModelConfig(preset="gpt2-small", n_layer=3), vocab_size=2048) == PRESETS["gpt2-small"]
+    with pytest.raises(ValueError, match="exceeds"):
+        from_params(ModelConfig(preset="gpt1"), vocab_size=50257)
+    with pytest.raises(ValueError, match="unknown"):
+        from_params(ModelConfig(preset="gpt5"), vocab_size=10)
+
+
+def _silence_branches(block):
+    """Zero both residual branches' output projections: the block then shows only its LN placement."""
+    with torch.no_grad():
+        for proj in (block.attn.c_proj, block.mlp.c_proj):
+            proj.weight.zero_()
+            proj.bias.zero_()
+
+
+def test_pre_ln_keeps_residual_stream_and_post_ln_normalises_it():
+    torch.manual_seed(0)
+    x = 3.0 + 5.0 * torch.randn(2, 8, 16)
+    pre = GPT(SMALL).transformer.h[0]
+    post_model = GPT(dataclasses.replace(SMALL, ln="post"))
+    post = post_model.transformer.h[0]
+    _silence_branches(pre)
+    _silence_branches(post)
+    # Pre-LN: LayerNorm only at sub-block inputs, so silent branches leave the stream untouched.
+    assert torch.equal(pre(x), x)
+    # Post-LN: the stream itself goes through ln_1 then ln_2.
+    assert torch.allclose(post(x), post.ln_2(post.ln_1(x)), atol=1e-6)
+    assert torch.allclose(post(x).mean(-1), torch.zeros(2, 8), atol=1e-5)
+    # GPT-2 adds a final LayerNorm; GPT-1's post-LN stack needs none.
+    assert isinstance(GPT(SMALL).transformer.ln_f, torch.nn.LayerNorm)
+    assert isinstance(post_model.transformer.ln_f, torch.nn.Identity)
+
+
+def test_banded_attention_equals_hand_computed_reference():
+    torch.manual_seed(0)
+    cfg = dataclasses.replace(SMALL, attn="alternating_sparse", sparse_window=3)
+    attn = CausalSelfAttention(cfg, sparse=True).eval()
+    B, T, C, H = 2, 8, cfg.n_embd, cfg.n_head
+    x = torch.randn(B, T, C)
+    q, k, v = attn.c_attn(x).split(C, dim=2)
+    q, k, v = (t.view(B, T, H, C // H).transpose(1, 2) for t in (q, k, v))
+    scores = q @ k.transpose(-2, -1) / math.sqrt(C // H)
+    allowed = torch.zeros(T, T, dtype=torch.bool)
+    for i in range(T):
+        for j in range(T):
+            allowed[i, j] = j <= i and i - j < 3  # by hand: itself and the two previous tokens
+    assert torch.equal(banded_causal_mask(T, 3), allowed)
+    probs = torch.softmax(scores.masked_fill(~allowed, float("-inf")), dim=-1)
+    expected = attn.c_proj((probs @ v).transpose(1, 2).reshape(B, T, C))
+    got = attn(x)
+    assert torch.allclose(got, expected, atol=1e-5)
+    dense = CausalSelfAttention(cfg, sparse=False).eval()
+    dense.load_state_dict(attn.state_dict())
+    assert not torch.allclose(dense(x), got, atol=1e-3)  # the band really removes distant keys
+    x2 = x.clone()
+    x2[:, 0] += 10.0  # token 0 is outside the band of tokens 3..7
+    assert torch.allclose(attn(x2)[:, 3:], got[:, 3:], atol=1e-5)
+
+
+def test_model_is_causal():
+    torch.manual_seed(0)
+    model = GPT(dataclasses.replace(SMALL, attn="alternating_sparse", sparse_window=4)).eval()
+    idx = torch.randint(0, SMALL.vocab_size, (1, 12))
+    idx2 = idx.clone()
+    idx2[0, 8:] = (idx2[0, 8:] + 1) % SMALL.vocab_size
+    logits, loss = model(idx)
+    assert logits.shape == (1, 12, SMALL.vocab_size) and loss is None
+    assert torch.allclose(model(idx2)[0][:, :8], logits[:, :8], atol=1e-6)
+
+
+def test_weight_tying_shares_one_tensor():
+    model = GPT(SMALL)
+    assert model.lm_head.weight is model.transformer.wte.weight
+    untied = GPT(dataclasses.replace(SMALL, tie_weights=False))
+    assert untied.num_params() - model.num_params() == SMALL.vocab_size * SMALL.n_embd
+    idx = torch.randint(0, SMALL.vocab_size, (2, 8))
+    _, loss = model(idx, idx)
+    loss.backward()
+    torch.optim.SGD(model.parameters(), lr=1.0).step()
+    assert model.lm_head.weight is model.transformer.wte.weight  # still one tensor after an update
+
+
+def test_residual_projections_scaled_init():
+    torch.manual_seed(0)
+    cfg = GPTConfig(vocab_size=64, block_size=8, n_layer=8, n_head=4, n_embd=256)
+    scaled = GPT(cfg).transformer.h[0].attn.c_proj.weight.std().item()
+    plain = GPT(dataclasses.replace(cfg, residual_scale_init=False)).transformer.h[0].attn.c_proj.weight.std().item()
+    assert scaled == pytest.approx(0.02 / math.sqrt(16), rel=0.05)
+    assert plain == pytest.approx(0.02, rel=0.05)
+
+
+def test_checkpoint_round_trip_gives_same_logits(tmp_path):
+    torch.manual_seed(0)
+    cfg = dataclasses.replace(SMALL, ln="post", attn="alternating_sparse", sparse_window=5)
+    model = GPT(cfg)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    idx = torch.randint(0, cfg.vocab_size, (2, 16))
+    model(idx, idx)[1].backward()
+    opt.step()
+    model.eval()
+    path = tmp_path / "gpt" / "ckpt.pt"
+    save_checkpoint(path, model, opt, step=7, extra={"params": {"seed": 1}, "tokenizer_sha256": "ab" * 32,
+                                                      "val_loss": 1.5})
+    loaded, ckpt = load_checkpoint(path)
+    assert not loaded.training
+    assert loaded.config == cfg
+    assert (ckpt["iter"], ckpt["params"], ckpt["tokenizer_sha256"], ckpt["val_loss"]) == (7, {"seed": 1}, "ab" * 32, 1.5)
+    assert ckpt["optimizer"]["state"]
+    assert torch.equal(loaded(idx)[0], model(idx)[0])
+    assert loaded.lm_head.weight is loaded.transformer.wte.weight
+    assert [p.name for p in path.parent.iterdir()] == ["ckpt.pt"]  # no temp file left behind
+    with pytest.raises(ValueError, match="overwrite"):
+        save_checkpoint(path, model, None, 1, extra={"model": 1})
+
+
+def test_loss_is_cross_entropy_of_logits():
+    torch.manual_seed(0)
+    model = GPT(SMALL).eval()
+    idx = torch.randint(0, SMALL.vocab_size, (2, 8))
+    logits, loss = model(idx, idx)
+    assert loss.item() == pytest.approx(F.cross_entropy(logits.reshape(-1, SMALL.vocab_size), idx.reshape(-1)).item())
+    with pytest.raises(ValueError, match="block_size"):
+        model(torch.zeros(1, SMALL.block_size + 1, dtype=torch.long))

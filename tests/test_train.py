@@ -1,0 +1,182 @@
+"""pipeline/train.py and stages/train.py: schedule, optimiser groups, real (tiny) training runs."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from pipeline import io, params, tokens
+from pipeline.model import GPT, ModelConfig, from_params, load_checkpoint
+from pipeline.train import TrainConfig, lr_at, make_optimizer, mean_loss, random_batch, train
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ModelConfig(n_layer=1, n_head=2, n_embd=32, block_size=32, dropout=0.0)
+FAST = TrainConfig(max_steps=100, batch_size=8, lr=0.01, warmup_steps=10, eval_interval=50, eval_batches=2)
+
+
+def _write_tokens(folder: Path, train_tokens, val_tokens, vocab: int, eot: int, meta: dict | None = None) -> Path:
+    tokens.write_shard(folder / "train_00000.bin", np.asarray(train_tokens), vocab, eot)
+    if val_tokens is not None:
+        tokens.write_shard(folder / "val_00000.bin", np.asarray(val_tokens), vocab, eot)
+    if meta is not None:
+        io.write_json(folder / "meta.json", meta)
+    return folder
+
+
+def _repetitive(tmp_path: Path, meta: dict | None = None) -> Path:
+    # A period-50 stream over 50 symbols: unigram entropy ln 50 = 3.91 nats, but each next token
+    # is determined by the previous one, so a working model drives the loss towards 0.
+    return _write_tokens(tmp_path / "tok", np.tile(np.arange(50), 100), np.tile(np.arange(50), 10), 64, 63, meta)
+
+
+def test_train_config_defaults_equal_params_yaml():
+    assert dataclasses.asdict(TrainConfig()) == params.load("train")
+
+
+def test_cosine_schedule_values():
+    cfg = TrainConfig(max_steps=110, lr=1.0, min_lr_ratio=0.1, warmup_steps=10)
+    assert lr_at(0, cfg) == pytest.approx(0.1)  # linear warmup from lr/warmup
+    assert lr_at(4, cfg) == pytest.approx(0.5)
+    assert lr_at(9, cfg) == pytest.approx(1.0)
+    assert lr_at(10, cfg) == pytest.approx(1.0)  # cosine starts at the peak
+    assert lr_at(60, cfg) == pytest.approx(0.55)  # halfway: (max + min) / 2
+    assert lr_at(110, cfg) == pytest.approx(0.1)  # ends at min_lr_ratio * lr
+    assert lr_at(500, cfg) == pytest.approx(0.1)
+    decay = [lr_at(s, cfg) for s in range(10, 111)]
+    assert all(a >= b for a, b in zip(decay, decay[1:]))
+
+
+def test_weight_decay_only_on_matrices():
+    model = GPT(from_params(TINY, vocab_size=64))
+    opt = make_optimizer(model, TrainConfig(weight_decay=0.1))
+    decay, no_decay = opt.param_groups
+    assert decay["weight_decay"] == 0.1 and no_decay["weight_decay"] == 0.0
+    assert all(p.dim() >= 2 for p in decay["params"]) and all(p.dim() == 1 for p in no_decay["params"])
+    assert any(p is model.transformer.wte.weight for p in decay["params"])
+    assert sum(p.numel() for g in opt.param_groups for p in g["params"]) == model.num_params()  # tied once
+    assert opt.defaults["betas"] == (0.9, 0.95)
+
+
+def test_random_batch_is_shifted_by_one_and_seeded():
+    data = np.arange(1000, dtype=np.uint16)
+    x, y = random_batch(data, 4, 16, torch.Generator().manual_seed(3))
+    assert x.shape == y.shape == (4, 16) and x.dtype == torch.int64
+    assert torch.equal(y, x + 1)
+    x2, _ = random_batch(data, 4, 16, torch.Generator().manual_seed(3))
+    assert torch.equal(x, x2)
+
+
+def test_training_beats_unigram_entropy_and_writes_outputs(tmp_path, in_tmp_cwd):
+    data = _repetitive(tmp_path, meta={"vocab_size": 64, "eot_id": 63, "tokenizer_sha256": "f" * 64,
+                                       "unigram_entropy_nats": math.log(50),
+                                       "splits": {"train": {"shards": ["train_00000.bin"]},
+                                                  "val": {"shards": ["val_00000.bin"]}}})
+    report = train(data, "models/gpt", "reports/train", TINY, FAST, seed=1, threads=1, progress=False).write()
+    assert report["unigram_entropy_nats"] == pytest.approx(math.log(50), abs=1e-6)
+    assert report["final_val_loss"] < 0.25 * math.log(50) and report["val_loss_below_unigram"] is True
+    assert report["final_train_loss"] < 0.25 * math.log(50)
+    assert report["steps"] == 100 and report["tokens_seen"] == 100 * 8 * 32
+    assert report["params"] > 0 and report["tokens_per_s"] > 0
+    assert json.loads(Path("reports/train.json").read_text())["final_val_loss"] == report["final_val_loss"]
+    # dvclive: metrics.json (latest values) and one tsv per metric, val at steps 0, 50, 100.
+    metrics = json.loads(Path("reports/train/metrics.json").read_text())
+    assert metrics["step"] == 100 and metrics["val_loss"] == pytest.approx(report["final_val_loss"], abs=1e-5)
+    val_rows = Path("reports/train/plots/metrics/val_loss.tsv").read_text().split("\n")
+    assert [r.split("\t")[0] for r in val_rows[1:] if r] == ["0", "50", "100"]
+    assert len(Path("reports/train/plots/metrics/train_loss.tsv").read_text().split()) == 2 + 2 * 100
+    assert Path("reports/train/plots/metrics/lr.tsv").exists()
+    assert not (in_tmp_cwd / "dvc.yaml").exists()  # dvclive must not write a dvc.yaml of its own
+    # The checkpoint reproduces the reported val loss on the same fixed batches.
+    model, ckpt = load_checkpoint("models/gpt/ckpt.pt")
+    assert ckpt["iter"] == 100 and ckpt["tokenizer_sha256"] == "f" * 64
+    assert ckpt["params"]["model"] == dataclasses.asdict(TINY) and ckpt["params"]["seed"] == 1
+    val = tokens.read_shard(data / "val_00000.bin")
+    batches = [random_batch(val, 8, 32, torch.Generator().manual_seed(1 + 10_007 + i)) for i in range(2)]
+    assert mean_loss(model, batches) == pytest.approx(report["final_val_loss"], abs=1e-5)
+
+
+def test_two_runs_are_identical(tmp_path, in_tmp_cwd):
+    data = _repetitive(tmp_path)  # no meta.json: shards found by glob, entropy computed from counts
+    cfg = dataclasses.replace(FAST, max_steps=12, eval_interval=6)
+    mcfg = dataclasses.replace(TINY, dropout=0.1)  # dropout draws must be seeded too
+    runs = []
+    for name in ("a", "b"):
+        r = train(data, f"models/{name}", f"reports/{name}", mcfg, cfg, seed=7, threads=1, progress=False).to_dict()
+        runs.append(r)
+    assert runs[0]["final_val_loss"] == runs[1]["final_val_loss"]
+    assert runs[0]["last_step_train_loss"] == runs[1]["last_step_train_loss"]
+    assert runs[0]["unigram_entropy_nats"] == pytest.approx(math.log(50), abs=1e-6)
+    a, b = (load_checkpoint(f"models/{n}/ckpt.pt")[0].state_dict() for n in ("a", "b"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert io.sha256_file("models/a/ckpt.pt") == io.sha256_file("models/b/ckpt.pt")  # byte-identical out
+    other = train(data, "models/c", "reports/c", mcfg, cfg, seed=8, threads=1, progress=False).to_dict()
+    assert other["last_step_train_loss"] != runs[0]["last_step_train_loss"]
+
+
+def test_bad_shard_and_missing_val_are_counted_not_fatal(tmp_path, in_tmp_cwd):
+    data = _write_tokens(tmp_path / "tok", np.tile(np.arange(20), 50), None, 32, 31)
+    (data / "train_00001.bin").write_bytes(b"not a shard at all")
+    cfg = dataclasses.replace(FAST, max_steps=3, eval_interval=3)
+    report = train(data, "models/gpt", "reports/train", TINY, cfg, seed=1, threads=1, progress=False).to_dict()
+    assert report["errors"] == {"bad_shard": 1, "no_val_split": 1}
+    assert report["tokens"] == {"train": 900, "val": 101}
+    assert math.isfinite(report["final_val_loss"])
+
+
+def test_stage_script_runs_as_dvc_yaml_says(tmp_path, in_tmp_cwd):
+    cmd = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]["train"]["cmd"].split()
+    assert cmd[:2] == ["python", "stages/train.py"]
+    p = yaml.safe_load((ROOT / "params.yaml").read_text())
+    p["model"].update(n_layer=1, n_embd=32, n_head=2, block_size=16)
+    p["train"].update(max_steps=4, eval_interval=2, eval_batches=1, batch_size=2)
+    Path("params.yaml").write_text(yaml.safe_dump(p))
+    _write_tokens(Path(cmd[cmd.index("--data") + 1]), np.tile(np.arange(50), 20), np.tile(np.arange(50), 4), 64, 63)
+    out = subprocess.run([sys.executable, str(ROOT / cmd[1]), *cmd[2:]], capture_output=True, text=True,
+                         env={"GPT_REPRO_THREADS": "1", "PATH": "/usr/bin:/bin"})
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "val loss" in out.stdout
+    report = json.loads(Path("reports/train.json").read_text())
+    assert report["steps"] == 4 and report["model"]["n_embd"] == 32
+    assert Path("models/gpt/ckpt.pt").is_file() and Path("reports/train/metrics.json").is_file()
+
+
+def test_loss_falls_on_a_real_book(shared_data, tmp_path, in_tmp_cwd):
+    text = (shared_data / "books" / "11-0.txt").read_bytes()  # Alice in Wonderland
+    data = np.frombuffer(text, dtype=np.uint8).astype(np.uint16)  # byte-level vocab: 256 bytes + eot 256
+    cut = int(len(data) * 0.9)
+    _write_tokens(tmp_path / "tok", np.append(data[:cut], 256), np.append(data[cut:], 256), 257, 256)
+    cfg = TrainConfig(max_steps=30, batch_size=8, lr=0.01, warmup_steps=5, eval_interval=30, eval_batches=2)
+    report = train(tmp_path / "tok", "models/gpt", "reports/train", TINY, cfg, seed=1, threads=1,
+                   progress=False).write()
+    rows = Path("reports/train/plots/metrics/val_loss.tsv").read_text().split("\n")[1:]
+    initial = float(rows[0].split("\t")[1])
+    assert initial == pytest.approx(math.log(257), abs=0.3)  # an untrained model is near uniform
+    assert report["final_val_loss"] < initial - 1.5  # 30 steps learn English byte statistics
+    assert 2.0 < report["unigram_entropy_nats"] < 3.6  # English bytes: about 3 nats
+
+
+def test_ddp_under_torchrun_with_gloo(tmp_path, in_tmp_cwd):
+    """Two CPU processes (gloo): gradients are averaged, rank 0 alone writes, tokens count both ranks."""
+    p = yaml.safe_load((ROOT / "params.yaml").read_text())
+    p["model"].update(n_layer=1, n_embd=32, n_head=2, block_size=16)
+    p["train"].update(max_steps=3, eval_interval=3, eval_batches=1, batch_size=2)
+    Path("params.yaml").write_text(yaml.safe_dump(p))
+    _write_tokens(Path("tok"), np.tile(np.arange(50), 20), np.tile(np.arange(50), 4), 64, 63)
+    out = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                          str(ROOT / "stages/train.py"), "--data", "tok", "--out", "models/gpt", "--live", "live"],
+                         capture_output=True, text=True, env={"GPT_REPRO_THREADS": "1", "PATH": "/usr/bin:/bin"},
+                         timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.count("val loss") == 1  # one report line: rank 0's
+    report = json.loads(Path("reports/train.json").read_text())
+    assert report["tokens_seen"] == 3 * 2 * 16 * 2
+    _, ckpt = load_checkpoint("models/gpt/ckpt.pt")
+    assert ckpt["iter"] == 3
