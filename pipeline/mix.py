@@ -41,6 +41,7 @@ class MixConfig:
     weights: dict[str, float] = dataclasses.field(
         default_factory=lambda: {records.CC: 0.6, records.WEBTEXT: 0.22, records.BOOKS: 0.18})
     val_fraction: float = 0.1
+    max_epochs: float = 4.0
 
 
 def is_val(seed: int, doc_id: str, val_fraction: float) -> bool:
@@ -48,13 +49,17 @@ def is_val(seed: int, doc_id: str, val_fraction: float) -> bool:
     return rng.uniform(seed, doc_id, "val") < val_fraction
 
 
-def plan(chars: dict[str, list[tuple[str, int]]], weights: dict[str, float], seed: int) -> dict[str, list[tuple[str, int]]]:
+def plan(chars: dict[str, list[tuple[str, int]]], weights: dict[str, float], seed: int,
+         max_epochs: float = 0.0) -> dict[str, list[tuple[str, int]]]:
     """Choose the training copies of each source: {source: [(doc id, epoch), ...]}.
 
     Args:
         chars: source -> [(doc id, characters)] of its training documents.
         weights: source -> target share of training characters (normalised over the sources given).
         seed: keys the order in which a partial pass picks documents.
+        max_epochs: cap on how often any source is repeated (0 = no cap). With a cap the mixture
+            shrinks instead, and the largest source is used for less than one epoch, as GPT-3's
+            Common Crawl was (0.44 epochs) while Wikipedia was repeated 3.4 times.
 
     Returns:
         The (id, epoch) copies per source; sources without weight or documents get none.
@@ -65,6 +70,8 @@ def plan(chars: dict[str, list[tuple[str, int]]], weights: dict[str, float], see
     if not live:
         return {s: [] for s in chars}
     total = max(sizes[s] / (w / norm) for s, w in live.items())  # the largest relative source, used once
+    if max_epochs > 0:  # ...unless that would repeat a small source more than max_epochs times
+        total = min(total, min(max_epochs * sizes[s] / (w / norm) for s, w in live.items()))
     out: dict[str, list[tuple[str, int]]] = {s: [] for s in chars}
     for s, w in live.items():
         budget = total * w / norm
@@ -125,7 +132,7 @@ def run(cfg: MixConfig, seed: int, in_dir: str | Path, out: str | Path) -> repor
     for source in sorted(set(folders) - set(cfg.weights)):
         log.error("source %s has no weight in mix.weights; its documents stay out of training", source)
         rep.drop("unweighted_source", len(train_chars.get(source, [])))
-    copies = plan(dict(train_chars), cfg.weights, seed)
+    copies = plan(dict(train_chars), cfg.weights, seed, cfg.max_epochs)
 
     fp = params.fingerprint(cfg, {"seed": seed})
     staging = io.work_dir(STAGE, fp).resolve() / "out"
