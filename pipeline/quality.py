@@ -11,6 +11,15 @@ training is reproducible) and the Pareto draw is `rng.pareto(alpha, rng.uniform(
 never depends on processing order or worker count. P(keep | score) = (2 - score) ** -alpha.
 Books are cut into ~100-300-word chunks before training: one 50k-word book is not one
 example, and chunks look like crawl documents in length.
+
+Cross-fitting (Chernozhukov et al. 2018's "cross-fitting"; K-fold out-of-fold prediction): the raw
+crawl is both the negative class and the data to filter, so a model scores nearly every crawl page
+in-sample, pushing good pages towards the negative label they were trained with. GPT-3 scored a
+crawl far larger than its classifier's training sample, so most pages were unseen. Here every
+training document gets a fold, `int(rng.uniform(seed, id, "quality_fold") * folds)`; fold model k
+is trained without fold k, and a page that was used in training (`train_ids.txt`) is scored by
+the fold model of its fold, any other page by the full model. The held-out metrics are the
+out-of-fold predictions over all training documents.
 """
 from __future__ import annotations
 
@@ -24,12 +33,16 @@ import numpy as np
 from datatrove.data import Document
 from datatrove.pipeline.filters.base_filter import BaseFilter
 from datatrove.utils.logging import logger
+from tqdm import tqdm
 
 from pipeline import io, records, rng
 
 POSITIVE, NEGATIVE = "__label__hq", "__label__raw"
 CHUNK_MIN_WORDS, CHUNK_MAX_WORDS = 100, 300  # crawl-page sized pieces of a book
 N_BUCKETS = 10  # score buckets of the calibration and retention tables
+TRAIN_IDS = "train_ids.txt"  # beside model.bin: sorted ids of every document any model trained on
+QUALITY_MODEL = records.QUALITY_MODEL
+FULL = "full"
 
 
 @dataclass(frozen=True)
@@ -39,10 +52,9 @@ class QualityConfig:
     word_ngrams: int = 2
     lr: float = 0.5
     min_count: int = 1
-    holdout_fraction: float = 0.2
+    bucket: int = 65536  # fastText's default 2M hash buckets make a 512 MB model at dim 64
+    folds: int = 5
     alpha: float = 9.0
-    # not yet in params.yaml: fastText's default 2M hash buckets make a 512 MB model at dim 64
-    bucket: int = 65536
 
 
 @dataclass(frozen=True)
@@ -93,25 +105,31 @@ def examples(folder: str | Path, label: str) -> list[tuple[str, str, str, str]]:
     return out
 
 
-def build_dataset(positives: list[Path], negatives: list[Path], seed: int, holdout_fraction: float):
-    """Balanced, deterministically ordered train and held-out example lists, plus counts.
+def fold_of(seed: int, doc_id: str, folds: int) -> int:
+    """Cross-fitting fold of a document: a pure function of (seed, parent document id), so the
+    chunks of one book share a fold and the filter can recompute it from the id alone."""
+    return min(int(rng.uniform(seed, doc_id, "quality_fold") * folds), folds - 1)
+
+
+def build_dataset(positives: list[Path], negatives: list[Path], seed: int, folds: int):
+    """Balanced, deterministically ordered training examples, plus counts.
 
     The larger class is downsampled to the smaller one's size by rng keyed on example id (positives
-    in equal shares per source, as far as each source has examples); the held-out split hashes the *parent* document id, so chunks of one book never straddle it."""
+    in equal shares per source, as far as each source has examples). Every kept example is trained on
+    by the full model and by all fold models but the one of its parent document's fold."""
     pos = [e for folder in positives for e in examples(folder, POSITIVE)]
     neg = [e for folder in negatives for e in examples(folder, NEGATIVE)]
     n = min(len(pos), len(neg))
     by_draw = lambda pool, why: sorted(pool, key=lambda e: (rng.uniform(seed, e[0], why), e[0]))  # noqa: E731
     pos_kept, neg_kept = _round_robin(by_draw(pos, "balance"))[:n], by_draw(neg, "balance")[:n]
-    train, heldout = [], []
-    for e in by_draw(pos_kept + neg_kept, "order"):  # interleaved classes: SGD sees no long runs of one label
-        (heldout if rng.uniform(seed, e[1], "holdout") < holdout_fraction else train).append(e)
+    train = by_draw(pos_kept + neg_kept, "order")  # interleaved classes: SGD sees no long runs of one label
     counts = {
         "positive_examples": len(pos), "negative_examples": len(neg), "balanced_per_class": n,
         "positive_sources": _by_source(pos_kept), "negative_sources": _by_source(neg_kept),
-        "train": _by_label(train), "heldout": _by_label(heldout),
+        "train": _by_label(train), "train_documents": len({e[1] for e in train}),
+        "folds": [_by_label([e for e in train if fold_of(seed, e[1], folds) == k]) for k in range(folds)],
     }
-    return train, heldout, counts
+    return train, counts
 
 
 def _round_robin(rows: list) -> list:
@@ -175,6 +193,54 @@ class Scorer:
         return np.clip(np.asarray(scores, dtype=np.float64), 0.0, 1.0)
 
 
+class CrossFitScorer:
+    """Scores each page with a model that never trained on it (the module docstring's cross-fitting).
+
+    Reads model.json and train_ids.txt beside model_path. A bare model.bin (no model.json) scores
+    every page with the full model; a model.json that declares folds whose files are missing is an
+    error, since falling back would silently score training pages in-sample again."""
+
+    def __init__(self, model_path: str | Path):
+        model_path = Path(model_path)
+        meta_path = model_path.parent / "model.json"
+        meta = io.read_json(meta_path) if meta_path.exists() else {}
+        self.folds, self.fit_seed = int(meta.get("folds", 0)), meta.get("seed")
+        self.scorers = {FULL: Scorer(model_path)}
+        self.train_ids: frozenset[str] = frozenset()
+        if not self.folds:
+            logger.warning(f"{model_path} has no cross-fitting folds: every page is scored by the full model")
+            return
+        ids_path = model_path.parent / TRAIN_IDS
+        paths = [ids_path] + [model_path.parent / f"fold_{k}.bin" for k in range(self.folds)]
+        missing = [str(p) for p in paths if not p.exists()]
+        if missing:
+            raise FileNotFoundError(f"model.json declares {self.folds} folds but these files are missing: {missing}")
+        self.train_ids = frozenset(ids_path.read_text(encoding="utf-8").split())
+        self.scorers.update({f"fold_{k}": Scorer(paths[1 + k]) for k in range(self.folds)})
+
+    def model_for(self, doc_id: str) -> str:
+        """'fold_<k>' for a document some model trained on, else 'full'."""
+        if doc_id in self.train_ids:
+            return f"fold_{fold_of(self.fit_seed, doc_id, self.folds)}"
+        return FULL
+
+    def __call__(self, ids: list[str], texts: list[str]) -> tuple[np.ndarray, list[str]]:
+        """(P(high quality) per text, name of the model that scored it)."""
+        names = [self.model_for(i) for i in ids]
+        scores = np.zeros(len(texts))
+        for name in sorted(set(names)):
+            idx = [j for j, n in enumerate(names) if n == name]
+            scores[idx] = self.scorers[name]([texts[j] for j in idx])
+        return scores, names
+
+    def digest(self) -> str:
+        """Hash of every file that decides a score: part of the filter's resume fingerprint."""
+        parent = Path(self.scorers[FULL].model_path).parent
+        files = [Path(s.model_path) for _, s in sorted(self.scorers.items())]
+        files += [p for p in (parent / "model.json", parent / TRAIN_IDS) if p.exists()]
+        return records.sha("".join(f"{p.name}={io.sha256_file(p)};" for p in files))
+
+
 # --- metrics -------------------------------------------------------------------------------
 def roc_auc(labels: np.ndarray, scores: np.ndarray) -> float:
     """ROC AUC as the Mann-Whitney U statistic, ties counted half (no sklearn)."""
@@ -182,16 +248,8 @@ def roc_auc(labels: np.ndarray, scores: np.ndarray) -> float:
     n_pos, n_neg = labels.sum(), (~labels).sum()
     if not n_pos or not n_neg:
         return float("nan")
-    order = np.argsort(scores, kind="mergesort")
-    ranks = np.empty(len(scores))
-    sorted_scores = scores[order]
-    i = 0
-    while i < len(scores):  # average ranks over ties
-        j = i
-        while j + 1 < len(scores) and sorted_scores[j + 1] == sorted_scores[i]:
-            j += 1
-        ranks[order[i:j + 1]] = (i + j) / 2 + 1
-        i = j + 1
+    ordered = np.sort(scores)  # 1-based rank of a score, averaged over its ties
+    ranks = (np.searchsorted(ordered, scores, "left") + np.searchsorted(ordered, scores, "right") + 1) / 2
     return float((ranks[labels].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 
@@ -209,17 +267,21 @@ def bucket_name(score: float) -> str:
     return f"{b / N_BUCKETS:.1f}-{(b + 1) / N_BUCKETS:.1f}"
 
 
+def _buckets(scores) -> list[tuple[str, np.ndarray]]:
+    """(bucket name, mask of the scores in it) for all N_BUCKETS buckets, empty ones included."""
+    names = np.array([bucket_name(s) for s in scores], dtype=object)
+    return [(n, names == n) for n in (bucket_name((b + 0.5) / N_BUCKETS) for b in range(N_BUCKETS))]
+
+
+def _mean(values) -> float | None:
+    return round(float(np.mean(values)), 4) if len(values) else None
+
+
 def calibration(labels: np.ndarray, scores: np.ndarray) -> list[dict]:
-    """Score bucket -> held-out examples and their positive fraction (a calibrated model: fraction ~ score)."""
-    rows = []
-    for b in range(N_BUCKETS):
-        name = f"{b / N_BUCKETS:.1f}-{(b + 1) / N_BUCKETS:.1f}"
-        mask = np.array([bucket_name(s) == name for s in scores], bool)
-        n = int(mask.sum())
-        rows.append({"score_bucket": name, "docs": n,
-                     "positive_fraction": round(float(np.asarray(labels)[mask].mean()), 4) if n else None,
-                     "mean_score": round(float(np.asarray(scores)[mask].mean()), 4) if n else None})
-    return rows
+    """Score bucket -> examples and their positive fraction (a calibrated model: fraction ~ score)."""
+    labels, scores = np.asarray(labels, bool), np.asarray(scores, float)
+    return [{"score_bucket": name, "docs": int(mask.sum()), "positive_fraction": _mean(labels[mask]),
+             "mean_score": _mean(scores[mask])} for name, mask in _buckets(scores)]
 
 
 # --- retention -----------------------------------------------------------------------------
@@ -235,20 +297,22 @@ def keep_probability(score: float, alpha: float) -> float:
 
 
 class QualityFilter(BaseFilter):
-    """datatrove filter: tags quality_score, retention_draw, kept; drops with reason low_quality."""
+    """datatrove filter: tags quality_score, quality_model, retention_draw, kept; drops with reason low_quality."""
 
     name = "⭐ GPT-3 quality (Pareto)"
 
     def __init__(self, model_path: str | Path, seed: int, alpha: float, exclusion_writer=None, batch_size: int = 256):
         super().__init__(exclusion_writer, batch_size=batch_size)
-        self.scorer = Scorer(model_path)
+        self.scorer = CrossFitScorer(model_path)
         self.seed, self.alpha = seed, alpha
 
     def filter_batch(self, batch: list[Document]):
         results = []
-        for doc, score in zip(batch, self.scorer([d.text for d in batch])):
+        scores, names = self.scorer([d.id for d in batch], [d.text for d in batch])
+        for doc, score, name in zip(batch, scores, names):
             draw, kept = retention(self.seed, doc.id, float(score), self.alpha)
             doc.metadata[records.QUALITY_SCORE] = round(float(score), 6)
+            doc.metadata[QUALITY_MODEL] = name
             doc.metadata[records.RETENTION_DRAW] = round(draw, 6)
             doc.metadata[records.KEPT] = bool(kept)
             results.append(True if kept else (False, "low_quality"))
@@ -282,40 +346,56 @@ def folder_digest(folder: str | Path) -> str:
 
 # --- the stages ----------------------------------------------------------------------------
 def run_train(cfg: QualityConfig, seed: int, positives: list, negatives: list, out_dir: str | Path):
-    """quality_train: build the balanced set, train, score the held-out part.
+    """quality_train: build the balanced set, train the full model and the cross-fitting fold models.
 
-    Writes out_dir/model.bin and out_dir/model.json; returns the StageReport (not yet written)
-    with held-out precision/recall/F1/AUC and a calibration table (also a plot)."""
+    Writes out_dir/model.bin (full), out_dir/fold_<k>.bin, out_dir/train_ids.txt and out_dir/model.json;
+    returns the StageReport (not yet written) with out-of-fold precision/recall/F1/AUC and a calibration
+    table (also a plot) over every training example."""
     import fasttext
 
     from pipeline import params, report
 
+    if cfg.folds < 2:
+        raise ValueError(f"quality.folds must be at least 2 for cross-fitting, got {cfg.folds}")
     rep = report.StageReport("quality_train")
     positives, negatives = [Path(p) for p in positives], [Path(p) for p in negatives]
     for folder in positives + negatives:
         if not io.shard_paths(folder):
             rep.error("empty_input_folder")
             logger.warning(f"{folder} holds no documents; training goes on without it")
-    train, heldout, counts = build_dataset(positives, negatives, seed, cfg.holdout_fraction)
+    train, counts = build_dataset(positives, negatives, seed, cfg.folds)
     rep.docs_in = counts["positive_examples"] + counts["negative_examples"]
     rep.docs_out = len(train)
     rep.drop("balance_downsampled", rep.docs_in - 2 * counts["balanced_per_class"])
-    if not train or counts["train"]["positive"] == 0 or counts["train"]["negative"] == 0:
-        raise ValueError(f"cannot train a two-class model from {counts}: both classes need documents")
+    fold = np.array([fold_of(seed, e[1], cfg.folds) for e in train], int)
+    for k in range(cfg.folds):  # every fold model needs both classes too
+        if not all(_by_label([e for e, f in zip(train, fold) if f != k]).values()):
+            raise ValueError(f"cannot train two-class fold model {k} from {counts}: both classes need documents")
     out_dir = Path(out_dir)
+    for stale in out_dir.glob("fold_*.bin"):  # left by an earlier run with more folds
+        stale.unlink()
     model_path = out_dir / "model.bin"
     train_model(train, cfg, seed, model_path)
-    labels = np.array([e[2] == POSITIVE for e in heldout], bool)
-    scores = Scorer(model_path)([e[3] for e in heldout])
-    metrics = {**precision_recall(labels, scores), "roc_auc": round(roc_auc(labels, scores), 4),
-               "examples": len(heldout)}
-    calib = calibration(labels, scores)
-    rep.bytes_in = sum(len(e[3].encode()) for e in train + heldout)
-    rep.bytes_out = model_path.stat().st_size
+    oof = np.zeros(len(train))
+    for k in tqdm(range(cfg.folds), desc="fold models"):
+        fold_path = out_dir / f"fold_{k}.bin"
+        train_model([e for e, f in zip(train, fold) if f != k], cfg, seed, fold_path)
+        idx = np.flatnonzero(fold == k)
+        oof[idx] = Scorer(fold_path)([train[i][3] for i in idx])
+    with io.atomic_path(out_dir / TRAIN_IDS) as tmp:
+        tmp.write_text("".join(f"{i}\n" for i in sorted({e[1] for e in train})), encoding="utf-8")
+    labels = np.array([e[2] == POSITIVE for e in train], bool)
+    metrics = {**precision_recall(labels, oof), "roc_auc": round(roc_auc(labels, oof), 4),
+               "examples": len(train), "method": "out_of_fold", "folds": cfg.folds}
+    calib = calibration(labels, oof)
+    rep.bytes_in = sum(len(e[3].encode()) for e in train)
+    rep.bytes_out = sum(p.stat().st_size for p in out_dir.glob("*.bin"))
     rep.extra.update({"heldout": metrics, "counts": counts, "calibration": calib})
     io.write_json(out_dir / "model.json", {
         "labels": {"positive": POSITIVE, "negative": NEGATIVE}, "params": params.as_dict(cfg), "seed": seed,
-        "counts": counts, "heldout": metrics, "model_sha256": io.sha256_file(model_path),
+        "folds": cfg.folds, "fold_rule": 'int(rng.uniform(seed, doc_id, "quality_fold") * folds)',
+        "train_ids": TRAIN_IDS, "counts": counts, "heldout": metrics, "model_sha256": io.sha256_file(model_path),
+        "fold_sha256": [io.sha256_file(out_dir / f"fold_{k}.bin") for k in range(cfg.folds)],
         "fasttext": getattr(fasttext, "__version__", "0.9.2"), "normalise": "lowercase; whitespace collapsed",
         "chunk_words": [CHUNK_MIN_WORDS, CHUNK_MAX_WORDS],
     })
@@ -326,7 +406,9 @@ def run_train(cfg: QualityConfig, seed: int, positives: list, negatives: list, o
 def run_filter(fcfg: FilterConfig, seed: int, in_dir: str | Path, model_path: str | Path, out_dir: str | Path,
                truth_path: str | Path | None = None):
     """quality_filter: score every crawl document, keep by Pareto draw; docs/, removed/low_quality/,
-    scores.parquet. Returns the StageReport (expected vs observed kept fraction, truth P/R)."""
+    scores.parquet. Each page is scored by a model that never trained on it (CrossFitScorer).
+    Returns the StageReport: expected vs observed kept fraction, pages per scoring model, and with
+    truth: P/R of the drops plus kept fraction and mean score per truth class (good vs junk)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
     from datatrove.executor import LocalPipelineExecutor
@@ -335,7 +417,8 @@ def run_filter(fcfg: FilterConfig, seed: int, in_dir: str | Path, model_path: st
 
     rep = report.StageReport("quality_filter")
     code = records.sha(Path(__file__).read_bytes())  # a code change must not reuse stale completions
-    fp = params.fingerprint(fcfg, seed, io.sha256_file(model_path), folder_digest(in_dir), code)
+    models = CrossFitScorer(model_path).digest()
+    fp = params.fingerprint(fcfg, seed, models, folder_digest(in_dir), code)
     work = io.work_dir("quality_filter", fp)
     staged = work / "out"
     if io.shard_paths(in_dir):
@@ -354,9 +437,10 @@ def run_filter(fcfg: FilterConfig, seed: int, in_dir: str | Path, model_path: st
     table = pa.table({"id": [r["id"] for r in rows], "url": [r["metadata"].get(records.URL, "") for r in rows],
                       "score": [md(r, records.QUALITY_SCORE) for r in rows],
                       "draw": [md(r, records.RETENTION_DRAW) for r in rows],
-                      "kept": [md(r, records.KEPT) for r in rows]}, schema=pa.schema(
+                      "kept": [md(r, records.KEPT) for r in rows],
+                      "model": [md(r, QUALITY_MODEL) for r in rows]}, schema=pa.schema(
         [("id", pa.string()), ("url", pa.string()), ("score", pa.float64()), ("draw", pa.float64()),
-         ("kept", pa.bool_())]))
+         ("kept", pa.bool_()), ("model", pa.string())]))
     with io.atomic_path(staged / "scores.parquet") as tmp:
         pq.write_table(table, tmp)
     scores = np.array([md(r, records.QUALITY_SCORE) for r in rows], float)
@@ -368,32 +452,43 @@ def run_filter(fcfg: FilterConfig, seed: int, in_dir: str | Path, model_path: st
     rows_plot = retention_table(scores, kept_mask, fcfg.alpha)
     rep.extra["retention"] = {
         "alpha": fcfg.alpha,
-        "kept_fraction_observed": round(float(kept_mask.mean()), 4) if len(rows) else None,
-        "kept_fraction_expected": round(float(np.mean([keep_probability(s, fcfg.alpha) for s in scores])), 4)
-        if len(rows) else None,
-        "mean_score": round(float(scores.mean()), 4) if len(rows) else None,
+        "kept_fraction_observed": _mean(kept_mask),
+        "kept_fraction_expected": _mean([keep_probability(s, fcfg.alpha) for s in scores]),
+        "mean_score": _mean(scores),
     }
+    by_model = [md(r, QUALITY_MODEL) for r in rows]
+    rep.extra["scored_by"] = {name: by_model.count(name) for name in sorted(set(by_model))}
     keys = lambda rs: [records.natural_key(r["metadata"]) for r in rs]  # noqa: E731
     score = truth.score_drops(truth.load(truth_path), "quality_filter", keys(dropped), keys(kept))
     if score:
         rep.extra["truth"] = score
+        rep.extra["truth_by_class"] = truth_by_class(truth.load(truth_path), rows, fcfg.alpha)
     report.write_plot("quality_filter", "retention", [r for r in rows_plot if r["docs"]])  # vega dislikes nulls
     io.write_manifest(staged, "quality_filter", {"alpha": fcfg.alpha, "seed": seed,
-                                                  "model_sha256": io.sha256_file(model_path)}, {"cc": in_dir})
+                                                  "model_sha256": io.sha256_file(model_path),
+                                                  "models_digest": models}, {"cc": in_dir})
     io.publish(staged, out_dir)
     return rep
 
 
 def retention_table(scores: np.ndarray, kept: np.ndarray, alpha: float) -> list[dict]:
     """Rows {score_bucket, docs, kept_fraction, expected_kept_fraction} for the retention plot."""
-    rows = []
-    names = [bucket_name(s) for s in scores]
-    for b in range(N_BUCKETS):
-        name = f"{b / N_BUCKETS:.1f}-{(b + 1) / N_BUCKETS:.1f}"
-        mask = np.array([n == name for n in names], bool)
-        n = int(mask.sum())
-        rows.append({"score_bucket": name, "docs": n,
-                     "kept_fraction": round(float(kept[mask].mean()), 4) if n else None,
-                     "expected_kept_fraction": round(float(np.mean([keep_probability(s, alpha) for s in scores[mask]])), 4)
-                     if n else None})
-    return rows
+    return [{"score_bucket": name, "docs": int(mask.sum()), "kept_fraction": _mean(kept[mask]),
+             "expected_kept_fraction": _mean([keep_probability(s, alpha) for s in scores[mask]])}
+            for name, mask in _buckets(scores)]
+
+
+def truth_by_class(truth_doc: dict, rows: list[dict], alpha: float) -> dict:
+    """Per truth class of quality_filter (good = expect_keep, junk = expect_drop): pages seen, kept,
+    kept fraction, mean score and the kept fraction the Pareto rule expects from those scores. With
+    alpha = 9 a good page is kept with probability (2 - score) ** -9 < 1: retention is a draw by design."""
+    classes = {"good": set(truth_doc.get("expect_keep", {}).get("quality_filter", [])),
+               "junk": set(truth_doc.get("expect_drop", {}).get("quality_filter", []))}
+    out = {}
+    for name, keys in classes.items():
+        sel = [r for r in rows if records.natural_key(r["metadata"]) in keys]
+        s = np.array([r["metadata"][records.QUALITY_SCORE] for r in sel], float)
+        kept = sum(bool(r["metadata"][records.KEPT]) for r in sel)
+        out[name] = {"docs": len(sel), "kept": kept, "kept_fraction": round(kept / len(sel), 4) if sel else None,
+                     "mean_score": _mean(s), "expected_kept_fraction": _mean([keep_probability(x, alpha) for x in s])}
+    return out

@@ -27,6 +27,7 @@ BOOK_TITLE = "book_title"
 LANG = "lang"
 LANG_SCORE = "lang_score"
 QUALITY_SCORE = "quality_score"
+QUALITY_MODEL = "quality_model"      # which fastText model scored a page: "full" or "fold_<k>" (cross-fitting)
 RETENTION_DRAW = "retention_draw"
 KEPT = "kept"
 DEDUP_CLUSTER_ID = "dedup_cluster_id"

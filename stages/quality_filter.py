@@ -1,8 +1,11 @@
 """Stage `quality_filter`: score crawl documents and keep each when pareto(alpha) > 1 - score (GPT-3 app. A).
 
-In:     --in     the cc stage's document folder; --model  the quality_train fastText model.bin
-Out:    --out    document folder: docs/ (kept), removed/low_quality/, scores.parquet (id, url, score, draw, kept);
-        reports/quality_filter.json (expected vs observed kept fraction, truth P/R with --truth);
+In:     --in     the cc stage's document folder; --model  the quality_train fastText model.bin: a page listed in
+                 train_ids.txt beside it is scored by fold_<its fold>.bin (a model that never saw it), any
+                 other page by model.bin; metadata quality_score and quality_model ("full" or "fold_<k>")
+Out:    --out    document folder: docs/ (kept), removed/low_quality/, scores.parquet (id, url, score, draw, kept, model);
+        reports/quality_filter.json (expected vs observed kept fraction, pages per scoring model; with --truth:
+        P/R of drops, and kept fraction and mean score per truth class, good vs junk);
         reports/plots/quality_filter/retention.json (kept fraction per score bucket)
 Params: seed, quality.alpha (only: changing the classifier's knobs retrains via quality_train instead)
 Usage:  python stages/quality_filter.py --in data/interim/cc --model models/quality/model.bin \
@@ -18,7 +21,7 @@ from pipeline import params, quality
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--in", dest="in_dir", required=True, help="crawl document folder to score")
-    parser.add_argument("--model", required=True, help="fastText model.bin from quality_train")
+    parser.add_argument("--model", required=True, help="fastText model.bin from quality_train (fold models and train_ids.txt beside it)")
     parser.add_argument("--out", required=True, help="output document folder")
     parser.add_argument("--truth", default=None, help="sample truth.json: report precision/recall of drops")
     args = parser.parse_args()

@@ -14,7 +14,7 @@ import pytest
 import yaml
 from datatrove.data import Document
 
-from pipeline import io, params, quality, records
+from pipeline import io, params, quality, records, rng
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -32,6 +32,10 @@ def _text(words: list[str], n: int, r: random.Random, sentences: bool) -> str:
     return " | ".join(out)
 
 
+def _planted(i: int) -> str:
+    return f"plantedtoken{i:03d}x"
+
+
 def _write_docs(folder: Path, docs: list[Document]) -> Path:
     with io.doc_writer(folder) as writer:
         for doc in docs:
@@ -47,7 +51,9 @@ def corpus(tmp_path):
                     metadata={records.URL: f"http://w.test/{i}", records.SOURCE: records.WEBTEXT}) for i in range(40)]
     books = [Document(_text(PROSE, 3000, r, True), records.book_id(f"b{i}.txt"),
                       metadata={records.SOURCE_FILE: f"b{i}.txt", records.SOURCE: records.BOOKS}) for i in range(2)]
-    crawl = [Document(_text(SPAM, r.randint(60, 200), r, False), records.cc_id(f"<urn:uuid:{i:08d}>"),
+    # each crawl page carries a token no other document has (_planted): which model saw it is then checkable
+    crawl = [Document(_text(SPAM, r.randint(60, 200), r, False) + f" {_planted(i)}" * 3,
+                      records.cc_id(f"<urn:uuid:{i:08d}>"),
                       metadata={records.URL: f"http://c{i}.cc.test/", records.SOURCE: records.CC}) for i in range(80)]
     return {"webtext": _write_docs(tmp_path / "webtext", web), "books": _write_docs(tmp_path / "books", books),
             "cc": _write_docs(tmp_path / "cc", crawl)}
@@ -103,44 +109,97 @@ def test_roc_auc_known_values():
     assert quality.roc_auc(y, np.array([0.1, 0.6, 0.5, 0.9])) == 0.75
 
 
+def test_fold_assignment_is_pure_function_of_seed_and_id():
+    ids = [f"cc/{i}" for i in range(2000)]
+    first = {i: quality.fold_of(1337, i, 5) for i in ids}
+    shuffled = ids[:]
+    random.Random(2).shuffle(shuffled)
+    assert first == {i: quality.fold_of(1337, i, 5) for i in shuffled}
+    assert first == {i: int(rng.uniform(1337, i, "quality_fold") * 5) for i in ids}  # the documented rule
+    sizes = np.bincount(list(first.values()), minlength=5)
+    assert sizes.min() > 300  # every fold gets about a fifth
+    assert {i: quality.fold_of(1338, i, 5) for i in ids} != first
+
+
 def test_train_separates_and_filter_keeps_by_score(corpus, in_tmp_cwd):
-    cfg = quality.QualityConfig(epoch=10)
+    cfg = quality.QualityConfig(epoch=10, folds=3)
     rep = quality.run_train(cfg, 1337, [corpus["webtext"], corpus["books"]], [corpus["cc"]], "models/quality")
     data = rep.to_dict()
+    assert data["heldout"]["method"] == "out_of_fold" and data["heldout"]["folds"] == 3
     assert data["heldout"]["roc_auc"] > 0.9
     assert data["heldout"]["f1"] > 0.8
     counts = data["counts"]
     assert counts["positive_sources"]["books"] > 2  # books were chunked into many examples
-    assert counts["train"]["positive"] + counts["heldout"]["positive"] == counts["balanced_per_class"]
+    # out-of-fold: every training example was predicted once, by the model of its fold
+    n_oof = sum(sum(f.values()) for f in counts["folds"])
+    assert data["heldout"]["examples"] == 2 * counts["balanced_per_class"] == n_oof
     meta = json.loads(Path("models/quality/model.json").read_text())
-    assert meta["labels"]["positive"] == quality.POSITIVE
+    assert meta["labels"]["positive"] == quality.POSITIVE and meta["folds"] == 3
     assert meta["model_sha256"] == io.sha256_file("models/quality/model.bin")
+    assert meta["fold_sha256"] == [io.sha256_file(f"models/quality/fold_{k}.bin") for k in range(3)]
+    train_ids = Path("models/quality/train_ids.txt").read_text().split()
+    assert train_ids == sorted(set(train_ids)) and len(train_ids) == counts["train_documents"]
     assert json.loads(Path("reports/plots/quality_train/calibration.json").read_text())
 
-    # fastText with thread=1 and a fixed seed: training twice gives the same bytes
+    # fastText with thread=1 and a fixed seed: training twice gives the same bytes, fold models too
     quality.run_train(cfg, 1337, [corpus["webtext"], corpus["books"]], [corpus["cc"]], "models/again")
-    assert io.sha256_file("models/again/model.bin") == meta["model_sha256"]
+    for name in ["model.bin", "fold_0.bin", "fold_1.bin", "fold_2.bin", "train_ids.txt", "model.json"]:
+        assert Path("models/again", name).read_bytes() == Path("models/quality", name).read_bytes(), name
 
-    frep = quality.run_filter(quality.FilterConfig(9.0), 1337, corpus["cc"], "models/quality/model.bin",
-                              "out").to_dict()
-    assert frep["docs_in"] == 80 and frep["docs_out"] + frep["dropped"]["low_quality"] == 80
+    # the filter scores the training crawl plus 5 pages no model saw (a crawl larger than the training sample)
+    r = random.Random(11)
+    crawl = list(io.iter_docs(corpus["cc"])) + [
+        Document(_text(SPAM, 100, r, False) + f" {_planted(i)}", records.cc_id(f"<urn:uuid:{i:08d}>"),
+                 metadata={records.URL: f"http://c{i}.cc.test/", records.SOURCE: records.CC}) for i in range(80, 85)]
+    _write_docs(Path("crawl"), crawl)
+    frep = quality.run_filter(quality.FilterConfig(9.0), 1337, "crawl", "models/quality/model.bin", "out").to_dict()
+    assert frep["docs_in"] == 85 and frep["docs_out"] + frep["dropped"]["low_quality"] == 85
     table = pq.read_table("out/scores.parquet").to_pylist()
     assert [r["id"] for r in table] == sorted(r["id"] for r in table)
     for row in table:  # kept exactly when the keyed Pareto draw beats 1 - score
         assert row["kept"] == quality.retention(1337, row["id"], row["score"], 9.0)[1]
+    # training pages by the fold model of their fold, the balance-downsampled rest by the full model
+    expect = {r["id"]: f"fold_{quality.fold_of(1337, r['id'], 3)}" if r["id"] in train_ids else "full"
+              for r in table}
+    assert {r["id"]: r["model"] for r in table} == expect
+    assert frep["scored_by"]["full"] >= 5 and sum(frep["scored_by"].values()) == 85
     kept = list(io.iter_docs("out"))
     assert len(kept) == frep["docs_out"] and all(d.metadata[records.KEPT] for d in kept)
+    assert all(d.metadata[quality.QUALITY_MODEL] == expect[d.id] for d in kept)
     removed = list(io.iter_docs("out", "removed/low_quality"))
     assert all(d.metadata[records.FILTER_REASON] == "low_quality" and not d.metadata[records.KEPT] for d in removed)
     # spam scores low, so few survive; expected and observed agree in kind
     assert frep["retention"]["kept_fraction_expected"] < 0.5
     plot = json.loads(Path("reports/plots/quality_filter/retention.json").read_text())
-    assert sum(r["docs"] for r in plot) == 80
+    assert sum(r["docs"] for r in plot) == 85
     assert {"score_bucket", "docs", "kept_fraction", "expected_kept_fraction"} <= set(plot[0])
+
+    # no page is scored by a model that trained on it: its planted token is missing from that model's
+    # vocabulary, and present in every model that did train on it
+    import fasttext
+
+    vocab = {name: set(fasttext.load_model(f"models/quality/{name}.bin").get_words())
+             for name in ["model", "fold_0", "fold_1", "fold_2"]}
+    for i in range(85):
+        doc_id = records.cc_id(f"<urn:uuid:{i:08d}>")
+        scorer = "model" if expect[doc_id] == "full" else expect[doc_id]
+        assert _planted(i) not in vocab[scorer], (doc_id, scorer)
+        saw = {name for name, words in vocab.items() if _planted(i) in words}
+        assert saw == (set(vocab) - {scorer} if doc_id in train_ids else set()), doc_id
+
+
+def test_truth_by_class_counts_kept_and_scores():
+    rows = [{"metadata": {records.URL: u, records.QUALITY_SCORE: s, records.KEPT: k}}
+            for u, s, k in [("g1", 0.9, True), ("g2", 0.7, False), ("j1", 0.1, False), ("x", 0.5, True)]]
+    truth_doc = {"expect_keep": {"quality_filter": ["g1", "g2"]}, "expect_drop": {"quality_filter": ["j1"]}}
+    out = quality.truth_by_class(truth_doc, rows, 9.0)
+    assert out["good"] == {"docs": 2, "kept": 1, "kept_fraction": 0.5, "mean_score": 0.8,
+                           "expected_kept_fraction": round((1.1 ** -9 + 1.3 ** -9) / 2, 4)}
+    assert out["junk"]["docs"] == 1 and out["junk"]["kept"] == 0 and out["junk"]["mean_score"] == 0.1
 
 
 def test_filter_output_is_byte_identical_across_runs(corpus, in_tmp_cwd):
-    quality.run_train(quality.QualityConfig(epoch=5), 1, [corpus["webtext"]], [corpus["cc"]], "m")
+    quality.run_train(quality.QualityConfig(epoch=5, folds=2), 1, [corpus["webtext"]], [corpus["cc"]], "m")
     quality.run_filter(quality.FilterConfig(2.0), 1, corpus["cc"], "m/model.bin", "a")
     import shutil
 
@@ -161,5 +220,7 @@ def test_stage_scripts_run_from_repo_layout(corpus, in_tmp_cwd):
     subprocess.run([py, str(ROOT / "stages/quality_filter.py"), "--in", str(corpus["cc"]), "--model",
                     "models/quality/model.bin", "--out", "cc_filtered"], check=True)
     assert json.loads(Path("reports/quality_train.json").read_text())["heldout"]["roc_auc"] > 0.9
+    assert len(list(Path("models/quality").glob("fold_*.bin"))) == params.load("quality")["folds"]
     report = json.loads(Path("reports/quality_filter.json").read_text())
     assert report["docs_in"] == 80 and report["retention"]["alpha"] == 9.0
+    assert sum(report["scored_by"].values()) == 80 and any(k.startswith("fold_") for k in report["scored_by"])
