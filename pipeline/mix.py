@@ -57,9 +57,9 @@ def plan(chars: dict[str, list[tuple[str, int]]], weights: dict[str, float], see
         chars: source -> [(doc id, characters)] of its training documents.
         weights: source -> target share of training characters (normalised over the sources given).
         seed: keys the order in which a partial pass picks documents.
-        max_epochs: cap on how often any source is repeated (0 = no cap). With a cap the mixture
-            shrinks instead, and the largest source is used for less than one epoch, as GPT-3's
-            Common Crawl was (0.44 epochs) while Wikipedia was repeated 3.4 times.
+        max_epochs: cap on how often a source is repeated (0 = no cap); GPT-3 repeated none more
+            than 3.4 times (Wikipedia). A capped source falls short of its weight and the report
+            says so: with no token budget to fill, no document is ever cut to honour a share.
 
     Returns:
         The (id, epoch) copies per source; sources without weight or documents get none.
@@ -70,11 +70,11 @@ def plan(chars: dict[str, list[tuple[str, int]]], weights: dict[str, float], see
     if not live:
         return {s: [] for s in chars}
     total = max(sizes[s] / (w / norm) for s, w in live.items())  # the largest relative source, used once
-    if max_epochs > 0:  # ...unless that would repeat a small source more than max_epochs times
-        total = min(total, min(max_epochs * sizes[s] / (w / norm) for s, w in live.items()))
     out: dict[str, list[tuple[str, int]]] = {s: [] for s in chars}
     for s, w in live.items():
         budget = total * w / norm
+        if max_epochs > 0:
+            budget = min(budget, max_epochs * sizes[s])
         full = math.floor(budget / sizes[s] + 1e-9)
         docs = sorted(chars[s])
         out[s] = [(d, k) for k in range(full) for d, _ in docs]

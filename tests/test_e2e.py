@@ -25,7 +25,7 @@ DOWNSTREAM_OF_DEDUP = {"dedup", "mix", "tokenizer", "tokenize", "train", "evalua
 
 TINY = {  # smaller than the default sample profile; keeps the whole DAG at about a minute
     "sample": {"n_books": 8, "n_articles": 24, "n_cc_good": 40, "n_cc_junk": 40, "n_eval": 20},
-    "train": {"max_steps": 60, "eval_interval": 30, "eval_batches": 4},
+    "train": {"max_steps": 150, "eval_interval": 50, "eval_batches": 4},
     "eval": {"max_examples": 20},
 }
 

@@ -104,10 +104,11 @@ def test_real_books_and_articles(shared_data, in_tmp_cwd):
     assert val_ids and val_ids.isdisjoint(d.id for d in io.iter_docs("mix/train"))
 
 
-def test_max_epochs_caps_repeats_and_cuts_the_largest_source():
+def test_max_epochs_caps_repeats_and_never_cuts_a_source():
     chars = {"big": [(f"b{i}", 100) for i in range(100)], "small": [(f"s{i}", 100) for i in range(2)]}
     uncapped = mix.plan(chars, {"big": 0.5, "small": 0.5}, seed=1)
     assert max(e for _, e in uncapped["small"]) + 1 == 50  # 200 chars repeated to match 10,000
     capped = mix.plan(chars, {"big": 0.5, "small": 0.5}, seed=1, max_epochs=3.0)
     assert max(e for _, e in capped["small"]) + 1 == 3
-    assert len(capped["big"]) == 6  # the big source is cut to keep the 50/50 share: 600 of its 10,000 chars
+    assert len(capped["small"]) == 6
+    assert len(capped["big"]) == 100  # every document of the largest source is still used once
