@@ -5,21 +5,22 @@ and removed WebText from Common Crawl. Here one run sees every source at once, s
 WebText page (or of a book) is found like any other near-duplicate; within a cluster the document of
 the highest-priority source survives (dedup.priority: books > webtext > cc), ties to the smallest id.
 
-Steps (datatrove style, files between them, all under the stage's resume work dir):
-  1. `SignatureStep` over each source's doc reader: whitespace-normalised text hash (exact dedup)
-     and a MinHash signature per document (`signatures`: numpy only, no per-word Python).
-  2. `decide`: exact groups, LSH banding (bands/rows from the threshold, as datasketch chooses them),
-     candidate pairs verified by signature agreement >= threshold, union-find clusters, keep rule.
-     Plain deterministic Python: datatrove's Rust cluster step is not deterministic (datatrove#106).
-  3. `DedupFilter` x2 with exclusion writers: removed/exact_duplicate and removed/duplicate.
-Signatures of all documents are held in memory (n_docs x num_perm x 4 bytes: 0.5 GB per million
-docs at 128 perms); fine for now, a bucketed on-disk pass is the scaling step.
+Steps (datatrove style, files between them, all under the stage's resume work dir; each pass runs on the
+executor params.yaml `executor` picks: local, Ray or Slurm, see executor.py):
+  1. `SignatureStep`, one task per input shard: exact-text keys (`text_hashes`) and MinHash signatures
+     (`signatures`: numpy only, no per-word Python), plus per LSH band the band hashes sorted, on disk.
+  2. `BandStep`, one task per band: merges the shards' sorted band tables range by range of the 64-bit
+     hash space (memory: one range, never all signatures) into candidate pairs.
+  3. `decide` in the driver: exact groups, candidates verified by signature agreement >= threshold (rows
+     read from shard memmaps), union-find clusters, keep rule. Plain deterministic Python: datatrove's Rust
+     cluster step is not deterministic (datatrove#106). It holds ids, text keys and parents in memory
+     (~150 bytes per document), not signatures (512 bytes per document at 128 permutations).
+  4. `DedupFilter` x2 with exclusion writers, one task per input shard: removed/exact_duplicate, removed/duplicate.
+Bands and rows come from the threshold as datasketch picks them (`optimal_bands`).
 """
 from __future__ import annotations
 
 import dataclasses
-import functools
-import hashlib
 import logging
 import shutil
 from collections import Counter, defaultdict
@@ -27,7 +28,20 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline import io, params, records, report, truth
+from pipeline import executor, io, params, records, report, truth
+from pipeline.minhash import (  # noqa: F401  signatures, optimal_bands, ...: part of the dedup API
+    SigStore,
+    bucket_pairs,
+    candidate_pairs,
+    has_words,
+    jaccard,
+    optimal_bands,
+    shingle_set,
+    signatures,
+    sorted_bands,
+    text_hash,
+    verify,
+)
 
 log = logging.getLogger(__name__)
 STAGE = "dedup"
@@ -44,214 +58,6 @@ class DedupConfig:
     priority: tuple[str, ...] = (records.BOOKS, records.WEBTEXT, records.CC)
 
 
-# --- hashing: bytes -> words -> shingles, all numpy --------------------------------------------
-def _mix64(x: np.ndarray) -> np.ndarray:
-    """splitmix64 finaliser: spreads the weak low-order structure of polynomial hashes over 64 bits."""
-    x = x.copy()
-    x ^= x >> np.uint64(30)
-    x *= np.uint64(0xBF58476D1CE4E5B9)
-    x ^= x >> np.uint64(27)
-    x *= np.uint64(0x94D049BB133111EB)
-    x ^= x >> np.uint64(31)
-    return x
-
-
-_WORD_P = 0x100000001B3  # odd, so invertible mod 2**64: lets a prefix sum give any substring's hash
-_WORD_R = pow(_WORD_P, -1, 1 << 64)
-_SHINGLE_Q = np.uint64(0x9E3779B97F4A7C15)
-_IS_WORD = np.zeros(256, dtype=bool)
-_IS_WORD[[ord(c) for c in "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"]] = True
-_IS_WORD[0x80:] = True  # non-ASCII UTF-8 bytes count as letters (accents, other scripts)
-
-
-_POW_CACHE: dict[int, np.ndarray] = {}
-
-
-def _powers(base: int, n: int) -> np.ndarray:
-    """base**0 .. base**(n-1) mod 2**64, cached and grown by doubling (one cumprod per size class)."""
-    have = _POW_CACHE.get(base)
-    if have is None or len(have) < n:
-        size = 1 << max(16, (n - 1).bit_length())
-        out = np.full(size, base, dtype=np.uint64)
-        out[0] = 1
-        with np.errstate(over="ignore"):
-            _POW_CACHE[base] = have = np.cumprod(out, dtype=np.uint64)  # wraps mod 2**64, as wanted
-    return have[:n]
-
-
-def _word_hashes(texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
-    """64-bit hash of every word of every text, and each text's first word index (len n+1).
-
-    Normalisation as for MinHash in datatrove/GPT-3 practice: case-folded ASCII, punctuation and
-    whitespace are separators; the Unicode punctuation of U+00A0-U+00BF and U+2000-U+206F
-    (curly quotes, dashes) too, found on the UTF-8 bytes so no per-character Python runs.
-    """
-    blobs = [t.encode("utf-8", "replace") for t in texts]
-    buf = np.frombuffer(b"\n".join(blobs) + b"\n", dtype=np.uint8)
-    lens = np.fromiter((len(b) + 1 for b in blobs), dtype=np.int64, count=len(blobs))
-    doc_start = np.concatenate([[0], np.cumsum(lens)])
-    upper = (buf >= 65) & (buf <= 90)
-    buf = np.where(upper, buf | 32, buf).astype(np.uint8)
-    word = _IS_WORD[buf]
-    nxt = np.concatenate([buf[1:], [0]])
-    e2 = np.flatnonzero((buf == 0xE2) & ((nxt == 0x80) | (nxt == 0x81)))  # U+2000-U+207F: 3 bytes
-    c2 = np.flatnonzero((buf == 0xC2) & (nxt >= 0xA0) & (nxt <= 0xBF))    # U+00A0-U+00BF: 2 bytes
-    for lead, width in ((e2, 3), (c2, 2)):
-        for k in range(width):
-            word[np.minimum(lead + k, len(buf) - 1)] = False
-    edges = np.diff(np.concatenate([[False], word, [False]]).astype(np.int8))
-    starts, ends = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)
-    with np.errstate(over="ignore"):
-        pre = np.concatenate([np.zeros(1, np.uint64), np.cumsum(buf.astype(np.uint64) * _powers(_WORD_R, len(buf)), dtype=np.uint64)])
-        h = (pre[ends] - pre[starts]) * _powers(_WORD_P, len(buf))[starts] + (ends - starts).astype(np.uint64)
-    return _mix64(h), np.searchsorted(starts, doc_start[:-1]).tolist() + [len(starts)]
-
-
-def _shingles(texts: list[str], ngram: int) -> tuple[np.ndarray, np.ndarray]:
-    """Hashes of every word n-gram (one shingle of all words for a text shorter than n words).
-
-    Returns (shingle hashes uint64, per-text offsets into them, len n+1); a text with no word
-    has no shingle.
-    """
-    w, word_off = _word_hashes(texts)
-    word_off = np.asarray(word_off, dtype=np.int64)
-    n_words = np.diff(word_off)
-    doc_of_word = np.repeat(np.arange(len(texts)), n_words)
-    end_of_word = word_off[1:][doc_of_word]
-    pos = np.arange(len(w))
-    sh = np.zeros(len(w), dtype=np.uint64)
-    with np.errstate(over="ignore"):
-        for k in range(ngram):  # rolling polynomial over the next `ngram` word hashes of the same text
-            idx = pos + k
-            ok = idx < end_of_word
-            sh = sh * _SHINGLE_Q + np.where(ok, w[np.minimum(idx, len(w) - 1)] if len(w) else 0, np.uint64(0))
-    valid = (pos + ngram <= end_of_word) | ((n_words[doc_of_word] < ngram) & (pos == word_off[:-1][doc_of_word]))
-    per_doc = np.bincount(doc_of_word[valid], minlength=len(texts))
-    return _mix64(sh[valid]), np.concatenate([[0], np.cumsum(per_doc)])
-
-
-def shingle_set(text: str, ngram: int) -> np.ndarray:
-    """The distinct shingle hashes of one text (sorted uint64): the set behind the true Jaccard."""
-    sh, _ = _shingles([text], ngram)
-    return np.unique(sh)
-
-
-def jaccard(a: np.ndarray, b: np.ndarray) -> float:
-    """Jaccard similarity of two sorted unique hash arrays."""
-    if not len(a) and not len(b):
-        return 1.0
-    inter = len(np.intersect1d(a, b, assume_unique=True))
-    return inter / (len(a) + len(b) - inter)
-
-
-def permutations(num_perm: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Coefficients (a odd, b) of num_perm affine maps h(x) = a*x + b mod 2**32.
-
-    Each is a bijection of 32-bit keys, and the keys are already well-mixed shingle hashes, so
-    each acts as a random permutation for MinHash; uint32 wrap-around arithmetic halves the memory
-    traffic of datasketch's 64-bit (a*x + b) mod (2**61 - 1) (tests check the Jaccard estimates).
-    """
-    gen = np.random.Generator(np.random.PCG64(seed))
-    a = (gen.integers(0, 1 << 31, size=num_perm, dtype=np.uint32) << np.uint32(1)) | np.uint32(1)
-    b = gen.integers(0, 1 << 32, size=num_perm, dtype=np.uint64).astype(np.uint32)
-    return a, b
-
-
-def signatures(texts: list[str], cfg: DedupConfig, seed: int = 0, chunk: int = 4096,
-               batch_bytes: int = 256_000) -> np.ndarray:
-    """MinHash signatures (n_docs, num_perm) uint32 of word n-gram shingles.
-
-    Texts are hashed in groups of about `batch_bytes` (the byte, word and shingle arrays of a group
-    stay in cache: 4x faster than one big group, measured): once per byte (vectorised prefix sums),
-    once per word and once per shingle. The permutations then run on blocks of num_perm x `chunk`
-    shingles (perm-major, so the per-document min is a contiguous reduceat; 4096 measured fastest).
-    A text without words gets the all-0xFFFFFFFF signature (the caller keeps it out of LSH).
-    """
-    a, b = permutations(cfg.num_perm, seed)
-    a, b = a[:, None], b[:, None]
-    sig = np.full((len(texts), cfg.num_perm), 0xFFFFFFFF, dtype=np.uint32)
-    block = np.empty((cfg.num_perm, chunk), dtype=np.uint32)
-    lo = 0
-    while lo < len(texts):
-        hi, size = lo, 0
-        while hi < len(texts) and (hi == lo or size + len(texts[hi]) <= batch_bytes):
-            size += len(texts[hi])
-            hi += 1
-        sh, off = _shingles(texts[lo:hi], cfg.ngram)
-        x = (sh >> np.uint64(32)).astype(np.uint32)  # the top 32 bits of the mixed shingle hash
-        doc_of = np.repeat(np.arange(lo, hi), np.diff(off))
-        for s0 in range(0, len(sh), chunk):
-            s1 = min(s0 + chunk, len(sh))
-            h = block[:, :s1 - s0]
-            np.multiply(a, x[None, s0:s1], out=h)
-            h += b
-            docs = doc_of[s0:s1]
-            heads = np.concatenate([[0], np.flatnonzero(np.diff(docs)) + 1])
-            rows = docs[heads]
-            sig[rows] = np.minimum(sig[rows], np.minimum.reduceat(h, heads, axis=1).T)
-        lo = hi
-    return sig
-
-
-def has_words(sig: np.ndarray) -> np.ndarray:
-    """Rows of a signature matrix that saw at least one shingle (the rest stay out of LSH)."""
-    return ~(sig == 0xFFFFFFFF).all(axis=1)
-
-
-def text_hash(text: str) -> str:
-    """Exact-duplicate key: hash of the whitespace-normalised text."""
-    return hashlib.blake2b(" ".join(text.split()).encode("utf-8"), digest_size=16).hexdigest()
-
-
-# --- LSH banding and clustering ----------------------------------------------------------------
-@functools.lru_cache(maxsize=None)
-def optimal_bands(threshold: float, num_perm: int, fp_weight: float = 0.5, fn_weight: float = 0.5) -> tuple[int, int]:
-    """(bands, rows) minimising the weighted false-positive + false-negative areas of the S-curve.
-
-    The same objective as datasketch's `_optimal_param`, integrated on a fine grid.
-    """
-    best, best_err = (1, 1), float("inf")
-    s_lo, s_hi = np.linspace(0.0, threshold, 2001), np.linspace(threshold, 1.0, 2001)
-    for bands in range(1, num_perm + 1):
-        for rows in range(1, num_perm // bands + 1):
-            fp = np.trapezoid(1 - (1 - s_lo ** rows) ** bands, s_lo)
-            fn = np.trapezoid((1 - s_hi ** rows) ** bands, s_hi)
-            err = fp * fp_weight + fn * fn_weight
-            if err < best_err:
-                best, best_err = (bands, rows), err
-    return best
-
-
-def lsh_buckets(sig: np.ndarray, bands: int, rows: int) -> dict[tuple[int, bytes], list[int]]:
-    """Band buckets holding more than one document: (band, band bytes) -> row indices."""
-    buckets: dict[tuple[int, bytes], list[int]] = {}
-    for band in range(bands):
-        keys, inverse, counts = np.unique(sig[:, band * rows:(band + 1) * rows], axis=0,
-                                          return_inverse=True, return_counts=True)
-        order = np.argsort(inverse.ravel(), kind="stable")
-        groups = np.split(order, np.cumsum(counts)[:-1])
-        for g, members in enumerate(groups):
-            if len(members) > 1:
-                buckets[(band, keys[g].tobytes())] = sorted(members.tolist())
-    return buckets
-
-
-def candidate_pairs(sig: np.ndarray, cfg: DedupConfig) -> tuple[np.ndarray, np.ndarray]:
-    """Pairs (i < j) sharing an LSH bucket whose signature agreement is >= threshold, and that agreement."""
-    bands, rows = optimal_bands(cfg.threshold, cfg.num_perm)
-    keys = set()
-    for members in lsh_buckets(sig, bands, rows).values():
-        for p, i in enumerate(members):
-            keys.update((i, j) for j in members[p + 1:])
-    if not keys:
-        return np.zeros((0, 2), dtype=np.int64), np.zeros(0)
-    pairs = np.array(sorted(keys), dtype=np.int64)
-    est = np.concatenate([(sig[pairs[k:k + 4096, 0]] == sig[pairs[k:k + 4096, 1]]).mean(axis=1)
-                          for k in range(0, len(pairs), 4096)])
-    ok = est >= cfg.threshold
-    return pairs[ok], est[ok]
-
-
 def _find(parent: list[int], i: int) -> int:
     while parent[i] != i:
         parent[i] = parent[parent[i]]
@@ -259,18 +65,23 @@ def _find(parent: list[int], i: int) -> int:
     return i
 
 
-def decide(ids: list[str], hashes: list[str], sig: np.ndarray, has_words: np.ndarray, cfg: DedupConfig) -> dict:
+def decide(ids: list[str], hashes: list[str], sig, has_words: np.ndarray, cfg: DedupConfig,
+           pairs_fn=None) -> dict:
     """Cluster documents and pick the survivor of each cluster; a pure function of the inputs as sets.
 
+    Args:
+        ids, hashes: document ids and exact-text keys (text_hashes), row-aligned with `sig`.
+        sig: (n, num_perm) signatures: an array, or a SigStore over shard files.
+        has_words: rows that saw at least one shingle.
+        cfg: params.yaml `dedup`.
+        pairs_fn: `mask -> candidate pairs (i < j)` among rows where mask is True (one per exact group,
+            with words); None bands `sig` in memory. The stage passes the on-disk band pass here.
+
     Returns {doc_id: {"cluster_id", "cluster_size", "reason" (None if kept), "est_jaccard"}} where
-    est_jaccard is the signature agreement with the kept document. Input order does not matter:
-    documents are processed sorted by id, and the keep rule is (priority rank, id).
+    est_jaccard is the signature agreement with the kept document. Input order does not matter: the
+    keep rule is (priority rank, id), and candidates are verified (agreement >= threshold) here.
     """
     rank = {s: k for k, s in enumerate(cfg.priority)}
-    order = sorted(range(len(ids)), key=lambda i: ids[i])
-    ids = [ids[i] for i in order]
-    hashes = [hashes[i] for i in order]
-    sig, has_words = sig[order], np.asarray(has_words)[order]
     key = [(rank.get(records.source_of(d), len(rank)), d) for d in ids]
     parent = list(range(len(ids)))
 
@@ -285,20 +96,25 @@ def decide(ids: list[str], hashes: list[str], sig: np.ndarray, has_words: np.nda
             union(first[hashes[i]], i)
         else:
             first[hashes[i]] = i
-    reps = np.array(sorted(i for i in first.values() if has_words[i]), dtype=np.int64)
-    pairs, _ = candidate_pairs(sig[reps], cfg) if len(reps) else (np.zeros((0, 2), np.int64), None)
-    for i, j in reps[pairs].tolist() if len(pairs) else []:
+    mask = np.zeros(len(ids), dtype=bool)
+    mask[list(first.values())] = True
+    mask &= np.asarray(has_words, dtype=bool)
+    if pairs_fn is None:
+        pairs, _ = candidate_pairs(sig, cfg, mask) if mask.any() else (np.zeros((0, 2), np.int64), None)
+    else:
+        pairs, _ = verify(sig, pairs_fn(mask), cfg.threshold)
+    for i, j in pairs.tolist():
         union(i, j)
-    members: dict[int, list[int]] = defaultdict(list)
-    for i in range(len(ids)):
-        members[_find(parent, i)].append(i)
+    roots = [_find(parent, i) for i in range(len(ids))]
+    size = Counter(roots)
+    rows = np.arange(len(ids))
+    agree = np.concatenate([(sig[rows[k:k + 65536]] == sig[np.asarray(roots[k:k + 65536], np.int64)]).mean(axis=1)
+                            for k in range(0, len(ids), 65536)]) if ids else np.zeros(0)
     out = {}
-    for group in members.values():
-        kept = min(group, key=lambda i: key[i])
-        for i in group:
-            reason = None if i == kept else (EXACT if hashes[i] == hashes[kept] else NEAR)
-            out[ids[i]] = {"cluster_id": ids[kept], "cluster_size": len(group), "reason": reason,
-                           "est_jaccard": round(float((sig[i] == sig[kept]).mean()), 4)}
+    for i, r in enumerate(roots):
+        reason = None if i == r else (EXACT if hashes[i] == hashes[r] else NEAR)
+        out[ids[i]] = {"cluster_id": ids[r], "cluster_size": size[r], "reason": reason,
+                       "est_jaccard": round(float(agree[i]), 4)}
     return out
 
 
@@ -308,8 +124,10 @@ from datatrove.pipeline.filters.base_filter import BaseFilter  # noqa: E402
 
 
 class SignatureStep(PipelineStep):
-    """Signature pass (yields nothing): per rank, writes `<out_dir>/<rank:05d>.npz` with ids, natural keys,
-    exact-text hashes, sizes and MinHash signatures of the documents it reads."""
+    """Signature pass (yields nothing). Per rank it writes into `out_dir`:
+    `<rank>.npz` (ids, natural keys, exact-text keys, sizes, has-words flags), `<rank>.sig.npy` (MinHash
+    signatures) and `<rank>.bands.npy` / `<rank>.order.npy` (per LSH band: band hashes sorted, and the
+    local row of each), the sorted runs the band pass merges."""
 
     name = "🔏 MinHash signatures"
     type = "🫂 - DEDUP"
@@ -327,7 +145,7 @@ class SignatureStep(PipelineStep):
         def flush():
             if batch:
                 with self.track_time():
-                    sigs.append(signatures([d.text for d in batch], self.cfg, self.seed))
+                    sigs.append(signatures(batch, self.cfg, self.seed, exact=cols["hash"]))
                 batch.clear()
 
         size = 0
@@ -335,20 +153,54 @@ class SignatureStep(PipelineStep):
             self.stat_update("documents")
             cols["id"].append(doc.id)
             cols["key"].append(records.natural_key(doc.metadata))
-            cols["hash"].append(text_hash(doc.text))
             cols["bytes"].append(len(doc.text.encode("utf-8")))
-            batch.append(doc)
+            batch.append(doc.text)
             size += len(doc.text)
             if size >= self.batch_chars:
                 flush()
                 size = 0
         flush()
-        out = Path(self.out_dir) / f"{rank:05d}.npz"
-        out.parent.mkdir(parents=True, exist_ok=True)
-        with io.atomic_path(out) as tmp:
+        sig = np.concatenate(sigs) if sigs else np.zeros((0, self.cfg.num_perm), np.uint32)
+        bands, order = sorted_bands(sig, *optimal_bands(self.cfg.threshold, self.cfg.num_perm))
+        out = Path(self.out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        for suffix, arr in (("sig", sig), ("bands", bands), ("order", order)):
+            with io.atomic_path(out / f"{rank:05d}.{suffix}.npy") as tmp:
+                with open(tmp, "wb") as fh:
+                    np.save(fh, arr)
+        with io.atomic_path(out / f"{rank:05d}.npz") as tmp:  # last: its presence means the rank is whole
             with open(tmp, "wb") as fh:
-                np.savez(fh, sig=np.concatenate(sigs) if sigs else np.zeros((0, self.cfg.num_perm), np.uint32),
-                         **{k: np.array(v) for k, v in cols.items()})
+                np.savez(fh, words=has_words(sig), **{k: np.array(v, dtype=str if k != "bytes" else np.int64)
+                                                      for k, v in cols.items()})
+        return iter(())
+
+
+class BandStep(PipelineStep):
+    """LSH band pass (yields nothing): task `rank` merges the sorted band tables of every shard for bands
+    rank, rank + world_size, ... and writes `<out_dir>/<band>.npy`, the candidate pairs (global rows)."""
+
+    name = "🪣 LSH buckets"
+    type = "🫂 - DEDUP"
+
+    def __init__(self, shard_prefixes: list[str], mask_path: str | Path, bands: int, out_dir: str | Path):
+        super().__init__()
+        self.shard_prefixes, self.mask_path, self.bands, self.out_dir = shard_prefixes, str(mask_path), bands, str(out_dir)
+
+    def run(self, data=None, rank: int = 0, world_size: int = 1):
+        mask = np.load(self.mask_path)
+        parts, offset = [], 0
+        for prefix in self.shard_prefixes:
+            h, order = (np.load(f"{prefix}.{s}.npy", mmap_mode="r") for s in ("bands", "order"))
+            parts.append((h, order, offset))
+            offset += h.shape[1]
+        Path(self.out_dir).mkdir(parents=True, exist_ok=True)
+        for band in range(rank, self.bands, world_size):
+            with self.track_time():
+                pairs = bucket_pairs([p for p in parts if p[0].shape[1]], band, mask)
+            self.stat_update("candidate_pairs", value=len(pairs))
+            with io.atomic_path(Path(self.out_dir) / f"{band:05d}.npy") as tmp:
+                with open(tmp, "wb") as fh:
+                    np.save(fh, pairs)
         return iter(())
 
 
@@ -376,11 +228,8 @@ class DedupFilter(BaseFilter):
 
 
 # --- the stage ------------------------------------------------------------------------------------
-def _executor(pipeline: list, tasks: int, workers: int, logging_dir: Path):
-    from datatrove.executor import LocalPipelineExecutor
-
-    return LocalPipelineExecutor(pipeline=pipeline, tasks=max(1, tasks), workers=max(1, min(workers, tasks)),
-                                 logging_dir=str(logging_dir))
+SWEEP = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)  # thresholds of the sweep plot (sample truth only)
+SWEEP_MAX_DOCS = 200_000  # the sweep bands signatures in memory: skipped above this
 
 
 def _inputs_digest(inputs: dict[str, Path]) -> dict[str, list]:
@@ -388,19 +237,23 @@ def _inputs_digest(inputs: dict[str, Path]) -> dict[str, list]:
     return {s: [[p.name, io.sha256_file(p)] for p in io.shard_paths(f)] for s, f in sorted(inputs.items())}
 
 
-def _load_signatures(sig_root: Path, sources: list[str]) -> dict[str, np.ndarray]:
+def _load_meta(prefixes: list[Path]) -> dict[str, np.ndarray]:
     parts = defaultdict(list)
-    for source in sources:
-        for path in sorted((sig_root / source).glob("*.npz")):
-            with np.load(path) as z:
-                for k in z.files:
-                    parts[k].append(z[k])
+    for prefix in prefixes:
+        with np.load(f"{prefix}.npz") as z:
+            for k in z.files:
+                parts[k].append(z[k])
     return {k: np.concatenate(v) for k, v in parts.items()}
 
 
 def run(cfg: DedupConfig, seed: int, inputs: dict[str, str | Path], out: str | Path,
-        truth_path: str | Path | None = None, workers: int = 1) -> report.StageReport:
+        truth_path: str | Path | None = None, ecfg=None) -> report.StageReport:
     """Deduplicate the document folders `inputs` ({source: folder}) into `out`/<source>/.
+
+    Three datatrove passes on the executor of `ecfg` (pipeline.executor): signatures (one task per input
+    shard), LSH bands (one task per band, merging per-shard sorted band tables from disk), filter (one task
+    per input shard). Between them, in this process: exact groups, candidate checks, union-find and the keep
+    rule over ids, text keys and the candidate pairs (signatures are read from shard memmaps, never all held).
 
     Args:
         cfg: params.yaml `dedup`.
@@ -408,12 +261,13 @@ def run(cfg: DedupConfig, seed: int, inputs: dict[str, str | Path], out: str | P
         inputs: source name -> document folder (layout of pipeline.io).
         out: output folder: <source>/docs, <source>/removed/{exact_duplicate,duplicate},
             clusters.parquet, _manifest.json.
-        truth_path: the sample's truth.json, for precision/recall (None on real data).
-        workers: datatrove local workers.
+        truth_path: the sample's truth.json, for precision/recall and the sweep plot (None on real data).
+        ecfg: params.yaml `executor` (pipeline.executor.ExecutorConfig); None: local, one worker.
 
     Returns:
         The filled StageReport (the caller writes it).
     """
+    ecfg = ecfg or executor.ExecutorConfig()
     rep = report.StageReport(STAGE)
     # absolute paths: fsspec caches a datatrove folder by its path string, so a relative one would
     # keep pointing at the first working directory it was resolved in (seen in tests that chdir)
@@ -425,19 +279,34 @@ def run(cfg: DedupConfig, seed: int, inputs: dict[str, str | Path], out: str | P
         elif not io.shard_paths(folder):
             log.warning("dedup input %s: %s holds no kept documents", source, folder)
     present = [s for s in sorted(inputs) if io.shard_paths(inputs[s])]
-    fp = params.fingerprint(cfg, {"seed": seed, "inputs": _inputs_digest(inputs)})
+    code = records.sha(Path(__file__).read_bytes())  # a code change must not reuse stale completions
+    fp = params.fingerprint(cfg, {"seed": seed, "inputs": _inputs_digest(inputs), "code": code})
     work = io.work_dir(STAGE, fp).resolve()
+    prefixes = []
     for source in present:
         n = len(io.shard_paths(inputs[source]))
-        _executor([io.doc_reader(inputs[source]), SignatureStep(cfg, seed, work / "sigs" / source)],
-                  n, workers, work / "logs" / "signatures" / source).run()
-    table = _load_signatures(work / "sigs", present)
+        executor.run([io.doc_reader(inputs[source]), SignatureStep(cfg, seed, work / "sigs" / source)],
+                     n, work / "logs" / "signatures" / source, ecfg)
+        prefixes += [work / "sigs" / source / f"{r:05d}" for r in range(n)]
+    table = _load_meta(prefixes) if prefixes else {}
     ids = table["id"].tolist() if table else []
     if len(set(ids)) != len(ids):
         dup = len(ids) - len(set(ids))
         log.error("%d documents repeat an id already seen; they share its dedup decision", dup)
         rep.error("duplicate_id", dup)
-    decisions = decide(ids, table["hash"].tolist(), table["sig"], has_words(table["sig"]), cfg) if ids else {}
+    store = SigStore([f"{p}.sig.npy" for p in prefixes])
+    bands, _ = optimal_bands(cfg.threshold, cfg.num_perm)
+
+    def band_pass(mask: np.ndarray) -> np.ndarray:
+        np.save(work / "mask.npy", mask)
+        logs = work / "logs" / "bands"
+        shutil.rmtree(logs, ignore_errors=True)  # the mask is rewritten each run: no completion may be reused
+        executor.run([BandStep([str(p) for p in prefixes], work / "mask.npy", bands, work / "pairs")],
+                     bands, logs, ecfg)
+        found = [np.load(work / "pairs" / f"{b:05d}.npy") for b in range(bands)]
+        return np.unique(np.concatenate(found), axis=0) if found else np.zeros((0, 2), np.int64)
+
+    decisions = decide(ids, table["hash"].tolist(), store, table["words"], cfg, pairs_fn=band_pass) if ids else {}
     io.write_json(work / "decisions.json", decisions)
 
     staging = work / "out"
@@ -451,14 +320,41 @@ def run(cfg: DedupConfig, seed: int, inputs: dict[str, str | Path], out: str | P
                 io.doc_writer(dst)]
         logs = work / "logs" / "filter" / source
         shutil.rmtree(logs, ignore_errors=True)  # staging was wiped, so no completion may be skipped
-        _executor(pipe, len(io.shard_paths(inputs[source])), workers, logs).run()
+        executor.run(pipe, len(io.shard_paths(inputs[source])), logs, ecfg)
         rep.add_datatrove_stats(logs / "stats.json")
 
-    _summarise(rep, cfg, table, decisions, staging, present, truth.load(truth_path))
+    truth_data = truth.load(truth_path)
+    _summarise(rep, cfg, table, decisions, staging, present, truth_data)
     _write_clusters(staging / "clusters.parquet", rep.extra.pop("_rows"))
+    sweep = threshold_sweep(cfg, ids, table, store, truth_data) if ids else []
+    rep.extra["sweep"] = sweep
+    report.write_plot(STAGE, "sweep", sweep)
     io.write_manifest(staging, STAGE, {"dedup": params.as_dict(cfg), "seed": seed}, inputs)
     io.publish(staging, out)
     return rep
+
+
+def threshold_sweep(cfg: DedupConfig, ids: list[str], table: dict, sig, truth_data: dict | None) -> list[dict]:
+    """Threshold vs precision/recall of the drops, and recall of the planted near-duplicate pairs, on the
+    sample's truth (rows for the DVC plot); [] without truth or above SWEEP_MAX_DOCS documents."""
+    if not truth_data or len(ids) > SWEEP_MAX_DOCS:
+        return []
+    keys = table["key"].tolist()
+    rows = []
+    for t in SWEEP:
+        dec = decide(ids, table["hash"].tolist(), sig[np.arange(len(ids))], table["words"],
+                     dataclasses.replace(cfg, threshold=t))
+        dropped = [k for d, k in zip(ids, keys) if dec[d]["reason"]]
+        kept = [k for d, k in zip(ids, keys) if not dec[d]["reason"]]
+        s = truth.score_drops(truth_data, STAGE, dropped, kept) or {}
+        cluster = {k: dec[d]["cluster_id"] for d, k in zip(ids, keys)}
+        pairs = [p for p in truth_data.get("near_duplicates", []) if p[0] in cluster and p[1] in cluster]
+        found = sum(cluster[a] == cluster[b] for a, b in pairs)
+        rows.append({"threshold": t, "precision": s.get("precision"), "recall": s.get("recall"),
+                     "pair_recall": round(found / len(pairs), 4) if pairs else None,
+                     "removed": len(dropped), "bands": optimal_bands(t, cfg.num_perm)[0],
+                     "rows": optimal_bands(t, cfg.num_perm)[1]})
+    return rows
 
 
 def _summarise(rep: report.StageReport, cfg: DedupConfig, table: dict, decisions: dict, staging: Path,

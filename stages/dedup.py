@@ -3,7 +3,8 @@
 In:  document folders per source (--in books=DIR webtext=DIR cc=DIR), the sample's truth.json.
 Out: <out>/<source>/docs (kept), <out>/<source>/removed/{exact_duplicate,duplicate},
      <out>/clusters.parquet, <out>/_manifest.json; reports/dedup.json.
-Params: dedup.{ngram, num_perm, threshold, priority}, seed (MinHash permutations); executor.workers.
+Params: dedup.{ngram, num_perm, threshold, priority}, seed (MinHash permutations); executor.* (local/ray/slurm).
+Plots: reports/plots/dedup/sweep.json (threshold vs precision/recall on the sample's planted duplicates).
 Usage: python stages/dedup.py --in books=data/interim/books webtext=data/interim/webtext \
            cc=data/interim/cc_filtered --out data/interim/dedup --truth data/raw/sample/truth.json
 """
@@ -12,7 +13,7 @@ import pathlib, sys; sys.path.insert(0, str(pathlib.Path(__file__).resolve().par
 import argparse
 import logging
 
-from pipeline import dedup, params
+from pipeline import dedup, executor, params
 
 
 def source_folder(arg: str) -> tuple[str, str]:
@@ -32,8 +33,8 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     cfg = params.config(dedup.DedupConfig, "dedup")
     seed = params.load("seed")
-    workers = int(params.load("executor").get("workers", 1))
-    rep = dedup.run(cfg, seed, dict(args.inputs), args.out, truth_path=args.truth, workers=workers)
+    ecfg = params.config(executor.ExecutorConfig, "executor")  # output-neutral: not declared in dvc.yaml
+    rep = dedup.run(cfg, seed, dict(args.inputs), args.out, truth_path=args.truth, ecfg=ecfg)
     data = rep.write()
     print(f"dedup: {data['docs_in']} docs in, {data['docs_out']} out, dropped {data['dropped']}, "
           f"cross-source {data['cross_source_removals']}")
