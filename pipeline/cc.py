@@ -313,19 +313,6 @@ def build_pipeline(cfg: CCConfig, ecfg: extract.ExtractConfig, in_dir: str | Pat
 
 
 # --- the stage -------------------------------------------------------------------------------
-def read_records(folder: str | Path, subdir: str) -> list[dict]:
-    """Raw JSON lines of a document folder's shards. Unlike io.iter_docs this keeps documents
-    with empty text (pages trafilatura found nothing in), which the report must still count."""
-    import json
-
-    import zstandard
-
-    rows = []
-    for shard in io.shard_paths(folder, subdir):
-        with open(shard, "rb") as fh:
-            text = zstandard.ZstdDecompressor().stream_reader(fh).read().decode("utf-8")
-        rows.extend(json.loads(line) for line in text.splitlines() if line.strip())
-    return rows
 
 
 def datatrove_counters(stats_json: str | Path, prefix: str) -> Counter:
@@ -367,10 +354,10 @@ def run(cfg: CCConfig, ecfg: extract.ExtractConfig, in_dir: str | Path, out_dir:
         LocalPipelineExecutor(build_pipeline(cfg, ecfg, in_dir, staged), tasks=1, workers=1,
                               logging_dir=str(work / "logs")).run()
     staged.mkdir(parents=True, exist_ok=True)
-    kept = read_records(staged, io.DOCS)
+    kept = io.read_records(staged, io.DOCS)
     dropped = {}
     for reason in ("too_short", "wrong_language"):
-        dropped[reason] = read_records(staged, f"{io.REMOVED}/{reason}")
+        dropped[reason] = io.read_records(staged, f"{io.REMOVED}/{reason}")
         rep.drop(reason, len(dropped[reason]))
     stats = work / "logs" / "stats.json"
     for reason, n in sorted(datatrove_counters(stats, "error_").items()):

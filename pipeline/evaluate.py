@@ -299,6 +299,19 @@ def run(model: torch.nn.Module, tok, eval_dir: str | Path, out_dir: str | Path, 
     with io.atomic_path(out_dir / "samples.txt") as tmp:
         tmp.write_text(generate_samples(scorer, tok, eot, prompts + ["The"], max_new=32), encoding="utf-8")
     if report is not None:
+        from pipeline.report import write_plot
+
         report.docs_in = report.docs_out = len(all_rows)
         report.extra.update(results)
+        write_plot("evaluate", "accuracy", accuracy_rows(results))
     return results
+
+
+def accuracy_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """Plot rows for `dvc plots show`: each task's accuracies beside its chance rate."""
+    rows = []
+    for name, m in results["tasks"].items():
+        for metric in ("acc", "acc_norm", "chance_acc"):
+            if m.get(metric) is not None:
+                rows.append({"task_metric": f"{name}/{metric}", "task": name, "metric": metric, "value": m[metric]})
+    return rows

@@ -150,6 +150,20 @@ def iter_docs(folder: str | Path, subdir: str = DOCS) -> Iterator[Any]:
     return doc_reader(folder, subdir).run(None, rank=0, world_size=1)
 
 
+def read_records(folder: str | Path, subdir: str = DOCS) -> list[dict]:
+    """Raw JSON lines of a folder's shards. Unlike iter_docs this keeps documents with empty
+    text (pages trafilatura found nothing in), which a report must still count."""
+    import orjson
+    import zstandard
+
+    rows = []
+    for shard in shard_paths(folder, subdir):
+        with open(shard, "rb") as fh:
+            data = zstandard.ZstdDecompressor().stream_reader(fh).read()
+        rows.extend(orjson.loads(line) for line in data.splitlines() if line.strip())
+    return rows
+
+
 def shard_paths(folder: str | Path, subdir: str = DOCS) -> list[Path]:
     return sorted((Path(folder) / subdir).glob(SHARD_GLOB))
 

@@ -322,20 +322,6 @@ class QualityFilter(BaseFilter):
         return self.filter_batch([doc])[0]
 
 
-def read_records(folder: str | Path, subdir: str) -> list[dict]:
-    """Raw JSON lines of a document folder's shards (keeps documents io.iter_docs would skip: empty text)."""
-    import json
-
-    import zstandard
-
-    rows = []
-    for shard in io.shard_paths(folder, subdir):
-        with open(shard, "rb") as fh:
-            text = zstandard.ZstdDecompressor().stream_reader(fh).read().decode("utf-8")
-        rows.extend(json.loads(line) for line in text.splitlines() if line.strip())
-    return rows
-
-
 def folder_digest(folder: str | Path) -> str:
     """Hash of a document folder's shards: part of a resume fingerprint."""
     h = hashlib.sha256()
@@ -430,8 +416,8 @@ def run_filter(fcfg: FilterConfig, seed: int, in_dir: str | Path, model_path: st
         rep.error("empty_input_folder")
         logger.warning(f"{in_dir} holds no documents to score")
     staged.mkdir(parents=True, exist_ok=True)
-    kept = read_records(staged, io.DOCS)
-    dropped = read_records(staged, f"{io.REMOVED}/low_quality")
+    kept = io.read_records(staged, io.DOCS)
+    dropped = io.read_records(staged, f"{io.REMOVED}/low_quality")
     rows = sorted(kept + dropped, key=lambda r: r["id"])
     md = lambda r, k: r["metadata"][k]  # noqa: E731
     table = pa.table({"id": [r["id"] for r in rows], "url": [r["metadata"].get(records.URL, "") for r in rows],

@@ -6,9 +6,13 @@ In:     --train   the mix folder (training documents under train/docs)
         --truth   the sample's truth.json (planted leaks), optional
 Out:    --out     report.html (self-contained, overlaps <mark>ed), report.json, report.md;
         reports/contamination.json (per task dirty fraction, all vs clean scores, planted-leak match)
-Params: contamination.ngram, contamination.min_ngram, contamination.max_doc_frequency
+        reports/plots/contamination/{dirty_fraction,scores}.json (dvc plots)
+Params: contamination.ngram, min_ngram, max_doc_frequency (GPT-3 rule), index, index_shard_bits (out-of-core
+        index), decontaminate (+ _margin, _min_piece, _max_pieces: GPT-3 appendix C counts, off by default)
 Usage:  python stages/contamination.py --train data/processed/mix --eval data/raw/sample/eval \
             --scores reports/evaluate/examples.jsonl --truth data/raw/sample/truth.json --out reports/contamination
+        Decontaminated copy of the mix (GPT-3 appendix C): python -m pipeline.contamination decontaminate \
+            --train data/processed/mix --eval data/raw/sample/eval --out data/processed/mix_decontaminated
 """
 import pathlib, sys; sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # noqa: E401,E702
 

@@ -168,3 +168,7 @@ def test_stage_script_runs_with_the_dvc_yaml_flags(tok, in_tmp_cwd):
     assert set(rep["tasks"]) == {"lambada", "wikitext", "hellaswag"} and rep["docs_in"] == 6
     assert rep["references"]["gpt2_117m_lambada"]["paper"]["acc"] == 45.99
     assert (in_tmp_cwd / "out" / "samples.txt").read_text().startswith("PROMPT:")
+    plot = json.loads((in_tmp_cwd / "reports" / "plots" / "evaluate" / "accuracy.json").read_text())
+    assert {r["task_metric"] for r in plot} == {"lambada/acc", "lambada/chance_acc", "hellaswag/acc",
+                                               "hellaswag/acc_norm", "hellaswag/chance_acc"}
+    assert next(r["value"] for r in plot if r["task_metric"] == "hellaswag/chance_acc") == 0.25
