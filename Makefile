@@ -27,8 +27,8 @@ repro: setup  ## run the whole pipeline (dvc repro) on the embedded sample, offl
 test: setup  ## run the test suite (unit + end-to-end dvc repro on a tiny profile)
 	$(BIN)/python -m pytest -q
 
-bench: setup  ## benchmarks vs reference tools (not tests); results in bench/out/
-	$(BIN)/python bench/run_all.py
+bench: setup  ## benchmarks vs reference tools (not tests; need ../shared/data); tables printed, JSON in bench/out/
+	set -e; for b in bench/*.py; do echo "== $$b"; $(BIN)/python $$b; done
 
 clean-work:  ## remove resume state of killed stages (data/work)
 	rm -rf data/work

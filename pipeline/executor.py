@@ -32,7 +32,7 @@ class ExecutorConfig:
     workers: int = 1
     ray_address: str = ""
     slurm_partition: str = ""
-    slurm_time: str = "24:00:00"
+    slurm_time: str = "1-00:00:00"  # days-hh:mm:ss: a bare 24:00:00 is a base-60 integer to YAML 1.1 readers
 
 
 def build(pipeline: list, tasks: int, logging_dir: str | Path, cfg: ExecutorConfig = ExecutorConfig(),

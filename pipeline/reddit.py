@@ -1,10 +1,12 @@
 """Reddit outbound links: the URL list behind WebText (GPT-2, Radford et al. 2019).
 
 GPT-2 scraped "all outbound links from Reddit which received at least 3 karma", de-duplicated,
-with Wikipedia removed. We read Pushshift submission dumps (one JSON object per line; .jsonl,
-.zst as the real monthly dumps, .gz) in a stream, or the live API through praw, and filter:
-self posts, NSFW, blocked domains (and their subdomains), non-http(s) URLs, score below
-`min_score` per post (WebText) or summed over the posts of a URL (OpenWebText2). URLs are
+with Wikipedia removed, and no link created after December 2017. We read Pushshift submission
+dumps (one JSON object per line; .jsonl, .zst as the real monthly dumps, .gz) matching a glob, in
+a stream, or the live API through praw, and filter: posts outside the date range (a monthly file
+wholly outside it is not even opened), self posts, NSFW, blocked domains (and their subdomains),
+domains outside the allow list when one is given, non-http(s) URLs, score below `min_score` per
+post (WebText) or summed over the posts of a URL (OpenWebText2). URLs are
 normalised (lower-case scheme and host, no fragment, no utm_*/fbclid/gclid, no default port)
 and de-duplicated, keeping the highest-scored post (tie: earliest created_utc, then smallest id).
 
@@ -23,9 +25,11 @@ import json
 import logging
 import lzma
 import os
+import re
 import shutil
 from collections import Counter
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 from urllib.parse import urlsplit, urlunsplit
@@ -61,7 +65,13 @@ class RedditConfig:
     exclude_nsfw: bool = True
     block_domains: tuple[str, ...] = ("reddit.com", "redd.it", "imgur.com", "i.imgur.com", "youtube.com",
                                       "youtu.be", "wikipedia.org")
+    allow_domains: tuple[str, ...] = ()  # non-empty: only links to these domains (and subdomains) are kept
+    dump_glob: str = "**/*"        # which files under --in are dumps, e.g. "RS_2017-*.zst" (monthly Pushshift files)
+    date_from: str = ""            # UTC date (YYYY-MM[-DD]) a post must be created at or after; "" = no bound
+    date_to: str = ""              # UTC date a post must be created before; "" = no bound (GPT-2: 2018-01-01)
     praw_subreddits: tuple[str, ...] = ("all",)
+    praw_listings: tuple[str, ...] = ("new", "top")
+    praw_time_filter: str = "all"  # window of the `top` listing: hour, day, week, month, year, all
     praw_limit: int = 1000
 
 
@@ -102,17 +112,58 @@ def url_domain(url: str) -> str:
     return host[4:] if host.startswith("www.") else host
 
 
-def is_blocked(host: str, block_domains: Iterable[str]) -> bool:
+def in_domains(host: str, domains: Iterable[str]) -> bool:
     """True when host is one of the domains or a subdomain of one (en.wikipedia.org, m.youtube.com)."""
     host = host.lower().rstrip(".")
-    return any(host == d or host.endswith("." + d) for d in (d.lower().strip(".") for d in block_domains))
+    return any(host == d or host.endswith("." + d) for d in (d.lower().strip(".") for d in domains))
+
+
+is_blocked = in_domains  # the block list's reading of in_domains
+
+
+# --- date range ----------------------------------------------------------------------------------
+def parse_date(text: str, name: str) -> int | None:
+    """A params date (YYYY-MM or YYYY-MM-DD, UTC) as epoch seconds; None for ""."""
+    if not text:
+        return None
+    try:
+        day = datetime.strptime(text, "%Y-%m-%d" if text.count("-") == 2 else "%Y-%m")
+    except ValueError:
+        raise params.ParamsError(f"reddit.{name}={text!r}: use YYYY-MM or YYYY-MM-DD (UTC)") from None
+    return int(day.replace(tzinfo=timezone.utc).timestamp())
+
+
+def date_bounds(cfg: RedditConfig) -> tuple[int | None, int | None]:
+    """(from, to) epoch seconds of the configured window, half-open [from, to)."""
+    lo, hi = parse_date(cfg.date_from, "date_from"), parse_date(cfg.date_to, "date_to")
+    if lo is not None and hi is not None and lo >= hi:
+        raise params.ParamsError(f"reddit.date_from {cfg.date_from} is not before date_to {cfg.date_to}")
+    return lo, hi
+
+
+_MONTH_FILE = re.compile(r"R[SC]_(\d{4})-(\d{2})")
+
+
+def file_in_window(path: Path, lo: int | None, hi: int | None) -> bool:
+    """False only for a monthly dump (RS_YYYY-MM...) whose whole month lies outside [lo, hi): such a file
+    is skipped unread, which is what makes a date range cheap over years of dumps."""
+    m = _MONTH_FILE.match(path.name)
+    if not m:
+        return True
+    year, month = int(m[1]), int(m[2])
+    if not 1 <= month <= 12:
+        return True
+    start = int(datetime(year, month, 1, tzinfo=timezone.utc).timestamp())
+    end = int(datetime(year + month // 12, month % 12 + 1, 1, tzinfo=timezone.utc).timestamp())
+    return (lo is None or end > lo) and (hi is None or start < hi)
 
 
 # --- streaming dumps -----------------------------------------------------------------------------
-def dump_files(in_dir: str | Path) -> list[Path]:
-    """Dump files of a folder (recursively), sorted: *.jsonl, *.json, *.ndjson, *.zst, *.gz, *.bz2, *.xz."""
+def dump_files(in_dir: str | Path, pattern: str = "**/*") -> list[Path]:
+    """Dump files of a folder matching the glob `pattern` (relative to the folder), sorted by path; only
+    *.jsonl, *.json, *.ndjson, *.zst, *.gz, *.bz2, *.xz count (a glob of "*" skips README.txt and the like)."""
     suffixes = {".jsonl", ".json", ".ndjson", ".zst", ".gz", ".bz2", ".xz"}
-    return sorted(p for p in Path(in_dir).rglob("*") if p.is_file() and p.suffix.lower() in suffixes)
+    return sorted(p for p in Path(in_dir).glob(pattern) if p.is_file() and p.suffix.lower() in suffixes)
 
 
 class _ZstdRaw(_io.RawIOBase):
@@ -306,12 +357,17 @@ def praw_client(env: dict | None = None, **settings):
 
 
 def iter_praw_submissions(cfg: RedditConfig, reddit, rep: report.StageReport) -> Iterator[dict]:
-    """Submissions of the `new` and `top` listings of each configured subreddit, as Pushshift dicts."""
+    """Submissions of the configured listings (new, top, hot, rising, controversial) of each configured
+    subreddit, as Pushshift dicts; `top` and `controversial` cover `praw_time_filter`. praw itself keeps to
+    Reddit's rate limit (it reads the X-Ratelimit headers and sleeps)."""
     errors = _Errors(rep)
+    for listing in cfg.praw_listings:
+        if listing not in ("new", "top", "hot", "rising", "controversial"):
+            raise params.ParamsError(f"reddit.praw_listings: {listing!r} is not a subreddit listing")
     for name in cfg.praw_subreddits:
         sub = reddit.subreddit(name)
-        for listing in ("new", "top"):
-            kwargs = {"time_filter": "all"} if listing == "top" else {}
+        for listing in cfg.praw_listings:
+            kwargs = {"time_filter": cfg.praw_time_filter} if listing in ("top", "controversial") else {}
             for i, post in enumerate(getattr(sub, listing)(limit=cfg.praw_limit, **kwargs)):
                 d = getattr(post, "__dict__", {})
                 obj = {k: d.get(k) for k in ("id", "title", "url", "domain", "score", "is_self", "over_18",
@@ -367,6 +423,7 @@ def select(subs: Iterable[dict], cfg: RedditConfig, rep: report.StageReport, sin
         raise params.ParamsError(f"reddit.score_rule={cfg.score_rule!r}: use per_post or summed")
     best: dict[str, dict] = {}     # normalised url -> best post so far (+ n_posts, summed score)
     hist: Counter[str] = Counter()
+    lo, hi = date_bounds(cfg)
 
     def drop(url: str, post_id: str, reason: str) -> None:
         rep.drop(reason)
@@ -377,7 +434,9 @@ def select(subs: Iterable[dict], cfg: RedditConfig, rep: report.StageReport, sin
         hist[_bucket(sub["score"])] += 1
         url = normalize_url(sub["url"])
         shown = url or sub["url"]
-        if cfg.exclude_self_posts and sub["is_self"]:
+        if (lo is not None and sub["created_utc"] < lo) or (hi is not None and sub["created_utc"] >= hi):
+            drop(shown, sub["id"], "out_of_date_range")
+        elif cfg.exclude_self_posts and sub["is_self"]:
             drop(shown, sub["id"], "self_post")
         elif cfg.exclude_nsfw and sub["over_18"]:
             drop(shown, sub["id"], "nsfw")
@@ -387,6 +446,8 @@ def select(subs: Iterable[dict], cfg: RedditConfig, rep: report.StageReport, sin
             drop(url, sub["id"], "bad_scheme")
         elif is_blocked(urlsplit(url).hostname or "", cfg.block_domains):
             drop(url, sub["id"], "blocked_domain")
+        elif cfg.allow_domains and not in_domains(urlsplit(url).hostname or "", cfg.allow_domains):
+            drop(url, sub["id"], "domain_not_allowed")
         elif cfg.score_rule == "per_post" and sub["score"] < cfg.min_score:
             drop(url, sub["id"], "low_score")
         else:
@@ -437,10 +498,13 @@ def run(cfg: RedditConfig, in_dir: str | Path | None, out_dir: str | Path, truth
     if cfg.source == "pushshift":
         if in_dir is None or not Path(in_dir).is_dir():
             raise FileNotFoundError(f"reddit dump folder {in_dir} does not exist")
-        files = dump_files(in_dir)
-        if not files:
-            log.warning("no dump files (*.jsonl, *.zst, *.gz...) in %s", in_dir)
+        lo, hi = date_bounds(cfg)
+        matched = dump_files(in_dir, cfg.dump_glob)
+        files = [p for p in matched if file_in_window(p, lo, hi)]
+        if not matched:
+            log.warning("no dump files (*.jsonl, *.zst, *.gz...) match %s in %s", cfg.dump_glob, in_dir)
         rep.extra["files"] = [str(p.relative_to(in_dir)) for p in files]
+        rep.extra["files_outside_dates"] = len(matched) - len(files)
         subs = iter_dump_submissions(files, rep, root=Path(in_dir))
     elif cfg.source == "praw":
         subs = iter_praw_submissions(cfg, reddit if reddit is not None else praw_client(), rep)

@@ -10,9 +10,10 @@ two halves with a WARC between them, as Common Crawl and OpenWebText2 work:
 
 Fetching is polite and safe: robots.txt (RFC 9309, fetched once per origin, archived too), one request in
 flight per host with a minimum gap, a timeout for the whole request, a body cap, an HTML-only content-type
-check, redirects followed by hand, and a private-address guard before every hop: the host is resolved once,
-the address must be public unless inside `allow_networks`, and the connection goes to that vetted IP (no
-second lookup, so no DNS rebinding) with the URL's name in the Host header.
+check, redirects followed by hand, retries with exponential backoff on transient failures (5xx, 429,
+timeouts, connection resets; the failed answers are archived too), and a private-address guard before every
+hop: the host is resolved once, the address must be public unless inside `allow_networks`, and the connection
+goes to that vetted IP (no second lookup, so no DNS rebinding) with the URL's name in the Host header.
 Drop reasons: private_address, robots_disallowed, timeout, http_<status>, too_large, not_html,
 too_many_redirects, connection_error, bad_url, fetch_error; then, after extraction, no_text, too_short.
 """
@@ -50,6 +51,8 @@ WARC_NAME = "webtext-00000.warc.gz"
 JOURNAL = "journal.warc.gz"
 REDIRECTS = {301, 302, 303, 307, 308}
 HTML_TYPES = ("text/html", "application/xhtml+xml")
+RETRY_STATUSES = {429, 500, 502, 503, 504}  # transient by RFC 9110's meaning; other 4xx/5xx are final
+MAX_RETRY_WAIT_S = 60.0  # a Retry-After longer than this is cut to it
 ROBOTS_MAX_BYTES = 512_000  # RFC 9309: crawlers must parse at least the first 500 KiB
 CHUNK = 1 << 16
 
@@ -65,6 +68,8 @@ class ScrapeConfig:
     respect_robots: bool = True
     allow_networks: tuple[str, ...] = ("127.0.0.0/8",)
     concurrency: int = 8
+    max_retries: int = 2           # extra attempts after a transient failure (5xx, 429, timeout, reset)
+    retry_backoff_s: float = 0.5   # wait before retry k (0-based): retry_backoff_s * 2**k, or Retry-After if longer
 
 
 class FetchError(Exception):
@@ -100,6 +105,7 @@ class Outcome:
     hops: list[Exchange] = field(default_factory=list)
     tried: list[str] = field(default_factory=list)  # every URL of the chain, the refused one included
     date: str = ""
+    retries: int = 0  # attempts repeated after transient failures, over the whole chain
 
 
 def warc_now() -> str:
@@ -127,6 +133,7 @@ class Fetcher:
         self.on_robots = on_robots
         self.robots: dict[str, RobotFileParser] = {}
         self.network_fetches = 0
+        self.retries = 0
         self._locks: dict[str, threading.Lock] = {}
         self._last: dict[str, float] = {}
         self._guard = threading.Lock()
@@ -188,7 +195,7 @@ class Fetcher:
                 ip, port = self.resolve(current)
                 if page and self.cfg.respect_robots and not self.robots_allow(current):
                     raise FetchError("robots_disallowed", current)
-                ex = self._exchange(current, ip, port, cap, html_only=page)
+                ex = self._exchange_retrying(current, ip, port, cap, page, out)
             except FetchError as exc:
                 out.reason = exc.reason
                 break
@@ -203,6 +210,34 @@ class Fetcher:
             break
         out.date = out.hops[-1].date if out.hops else self.clock()
         return out
+
+    def _exchange_retrying(self, url: str, ip: str, port: int, cap: int, html_only: bool, out: Outcome) -> Exchange:
+        """_exchange, repeated after a transient failure up to max_retries times with exponential backoff.
+
+        A transient answer that is retried (a 503 page, a cut body) goes into out.hops, so the WARC keeps
+        every response the server gave; a failure with no answer (timeout, reset) is counted in out.retries.
+        The backoff sleeps outside the host lock: other URLs of the host may go meanwhile, still spaced.
+        """
+        retries = max(0, self.cfg.max_retries)
+        for attempt in range(retries + 1):
+            final = attempt == retries
+            try:
+                ex = self._exchange(url, ip, port, cap, html_only)
+            except FetchError as exc:
+                if final or exc.reason not in ("timeout", "connection_error"):
+                    raise
+                wait = self.cfg.retry_backoff_s * 2 ** attempt
+            else:
+                if final or not (ex.status in RETRY_STATUSES or ex.truncated in ("time", "disconnect")):
+                    return ex
+                out.hops.append(ex)
+                wait = max(self.cfg.retry_backoff_s * 2 ** attempt, _retry_after(ex.header("Retry-After")))
+            log.info("%s: transient failure, retry %d of %d in %.2f s", url, attempt + 1, retries, wait)
+            out.retries += 1
+            with self._guard:
+                self.retries += 1
+            time.sleep(wait)
+        raise AssertionError("unreachable: the last attempt returns or raises")
 
     def _exchange(self, url: str, ip: str, port: int, cap: int, html_only: bool) -> Exchange:
         parts = urlsplit(url)
@@ -269,6 +304,12 @@ class Fetcher:
         resp.close()
         return Exchange(url, ip, request, resp.status, response, bytes(body), truncated,
                         _warc_date(resp.headers.get("Date")) or self.clock())
+
+
+def _retry_after(value: str) -> float:
+    """Seconds of a Retry-After header in its delay-seconds form (an HTTP-date is read as 0), capped."""
+    value = value.strip()
+    return min(float(value), MAX_RETRY_WAIT_S) if value.isdigit() else 0.0
 
 
 def _is_html(content_type: str) -> bool:
@@ -438,7 +479,7 @@ def run(cfg: ScrapeConfig, ecfg: extract.ExtractConfig, urls: str | Path, out: s
         report.error("decode_replaced", result["stats"]["decode_replaced"])
     report.extra.update({
         "urls_in": len(rows), "fetched": sum(verdicts.values()), "from_journal": before,
-        "http_requests": fetcher.network_fetches,
+        "http_requests": fetcher.network_fetches, "retries": fetcher.retries,
         "archived": archived, "warc_bytes": (out / "warc" / WARC_NAME).stat().st_size})
     dropped_keys = [r["url"] for r in rows if reasons.get(r["url"], "not_fetched") != "ok"]
     score = truth.score_drops(truth.load(truth_path), "scrape", dropped_keys, kept)

@@ -6,7 +6,9 @@ GPT-2's WebText was scraped from the live web; the embedded sample replaces the 
 
 Virtual hosting: http://<host><path> is the file site/<host><path> ("/" or a trailing slash
 -> index.html), chosen by the Host header. `site/_routes.json` maps "<host><path>" to special
-behaviour: {"status", "location", "delay_s", "content_type", "body_bytes"}.
+behaviour: {"status", "location", "delay_s", "content_type", "body_bytes", "fail_first", "fail_with"}:
+the first `fail_first` requests of a flaky route fail (`fail_with`: an HTTP status such as 503, or
+"reset": the connection is dropped with no answer), later ones are served normally.
 
 Every response carries a fixed Date and Server header: the site is a simulated world with its
 own clock, which is what makes the scraper's WARC archive byte-identical from run to run.
@@ -20,6 +22,8 @@ from __future__ import annotations
 import json
 import logging
 import mimetypes
+import socket
+import struct
 import threading
 import time
 from collections import Counter
@@ -40,6 +44,7 @@ class SiteServer(ThreadingHTTPServer):
     """ThreadingHTTPServer over a site folder; counts hits per "<host><path>" for tests."""
 
     daemon_threads = True
+    request_queue_size = 128  # socketserver's 5 overflows under a crawler's burst: a dropped SYN costs 1 s
     block_on_close = False  # a slow-page handler must not hold up shutdown
 
     def __init__(self, site_dir: str | Path, addr: tuple[str, int] = ("127.0.0.1", 0)):
@@ -47,6 +52,7 @@ class SiteServer(ThreadingHTTPServer):
         routes = self.site_dir / "_routes.json"
         self.routes: dict[str, dict] = json.loads(routes.read_text(encoding="utf-8")) if routes.exists() else {}
         self.hits: Counter[str] = Counter()
+        self.arrivals: dict[str, list[float]] = {}  # host -> time.monotonic() of each request (politeness checks)
         self.hits_lock = threading.Lock()
         self.stopping = threading.Event()
         super().__init__(addr, _Handler)
@@ -65,9 +71,12 @@ class SiteServer(ThreadingHTTPServer):
         """The site's clock as a WARC date: the fetch time of records that got no response."""
         return FIXED_WARC_DATE
 
-    def count(self, key: str) -> None:
+    def count(self, key: str, host: str = "") -> int:
+        """Count a request of "<host><path>"; returns how many times it was asked for, this one included."""
         with self.hits_lock:
             self.hits[key] += 1
+            self.arrivals.setdefault(host, []).append(time.monotonic())
+            return self.hits[key]
 
     def file_for(self, host: str, path: str) -> Path | None:
         """site/<host><path>, or None when it is missing or escapes the site folder."""
@@ -97,12 +106,22 @@ class _Handler(BaseHTTPRequestHandler):
         host = (self.headers.get("Host") or "").split(":")[0].lower().rstrip(".")
         path = urlsplit(self.path).path or "/"
         key = host + path
-        self.server.count(key)
+        n = self.server.count(key, host)
         route = self.server.routes.get(key, {})
         try:
+            if n <= int(route.get("fail_first", 0)):
+                self._fail(route.get("fail_with", 503))
+                return
             self._serve(host, path, route)
         except (BrokenPipeError, ConnectionResetError):
             pass  # the client gave up (timeout, size cap): expected
+
+    def _fail(self, how) -> None:
+        if how == "reset":  # SO_LINGER 0: close() sends a TCP RST, the client sees a reset connection
+            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            self.close_connection = True
+            return
+        self._send(int(how), "text/html; charset=utf-8", b"<html><body>Try again later</body></html>")
 
     def _serve(self, host: str, path: str, route: dict) -> None:
         # Sleep before answering (a slow first byte), in slices so shutdown is not held up.

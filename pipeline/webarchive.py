@@ -8,7 +8,9 @@ from the server's Date header, so the same fetches give the same bytes (Common C
 OpenWebText2's design: crawl to WARC first, extract from the WARC after).
 
 `replay(warc, out, extract_cfg)` turns such a WARC, with no network, into the WebText documents: a
-datatrove pipeline (WARC reader -> trafilatura -> no_text / too_short filters with exclusion writers -> writer).
+datatrove pipeline (WARC reader -> trafilatura -> no_text / too_short / wrong_language / boilerplate filters
+with exclusion writers -> writer). Language is cc.py's offline stopword heuristic (GPT-2 removed non-English
+pages); "unknown" (no language's stopword profile) passes, as in cc.
 """
 from __future__ import annotations
 
@@ -33,7 +35,7 @@ from warcio.archiveiterator import ArchiveIterator
 from warcio.statusandheaders import StatusAndHeaders
 from warcio.warcwriter import WARCWriter
 
-from pipeline import extract, io, params, records
+from pipeline import cc, extract, io, params, records
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +77,8 @@ def entry_bytes(out, reddit: dict[str, str] | None = None) -> bytes:
     last = out.hops[-1] if out.hops else None
     fields = [("purpose", out.purpose), ("outcome", out.reason), *[("uri", u) for u in out.tried],
               ("status", str(last.status if last else 0)), ("content-type", last.header("Content-Type") if last else ""),
-              ("bytes", str(len(last.body) if last else 0)), *sorted((reddit or {}).items())]
+              ("bytes", str(len(last.body) if last else 0)),
+              *([("retries", str(out.retries))] if getattr(out, "retries", 0) else []), *sorted((reddit or {}).items())]
     payload = "".join(f"{k}: {v}\r\n" for k, v in fields).encode("utf-8")
     head = {"WARC-Record-ID": _record_id(out.url, "metadata", _digest(payload)), "WARC-Date": out.date}
     if final_id:
@@ -279,12 +282,36 @@ class TooShort(BaseFilter):
         return (False, "too_short") if extract.too_short(doc.text, self.ecfg) else True
 
 
+class LineRatio(BaseFilter):
+    """Drops documents breaking one boilerplate rule of extract.boilerplate_reason (reason = the rule)."""
+    name = "boilerplate"
+
+    def __init__(self, out: str | Path, ecfg: extract.ExtractConfig, reason: str):
+        super().__init__(exclusion_writer=io.removed_writer(out, reason))
+        self.ecfg, self.reason = ecfg, reason
+
+    def filter(self, doc):
+        return (False, self.reason) if extract.boilerplate_reason(doc.text, self.ecfg) == self.reason else True
+
+
+def document_filters(out: str | Path, ecfg: extract.ExtractConfig) -> list[BaseFilter]:
+    """The filters after extraction, each with its exclusion writer; a rule switched off adds no step."""
+    steps: list[BaseFilter] = [TooShort(out, ecfg)]
+    if ecfg.languages:
+        steps.append(cc.LanguageFilter(ecfg.languages, exclusion_writer=io.removed_writer(out, "wrong_language")))
+    rules = (("too_many_duplicate_lines", ecfg.max_duplicate_line_ratio < 1.0),
+             ("too_many_short_lines", ecfg.max_short_line_ratio < 1.0),
+             ("too_few_punct_lines", ecfg.min_punct_line_ratio > 0.0))
+    return steps + [LineRatio(out, ecfg, reason) for reason, on in rules if on]
+
+
 def replay(warc: str | Path, out: str | Path, ecfg: extract.ExtractConfig, logging_dir: str | Path | None = None) -> dict:
     """Rebuild the WebText documents of `out` from a scrape WARC alone (no network).
 
     Args:
         warc: a WARC written by the scrape stage (entries ending in metadata records).
-        out: folder to write: docs/, removed/{no_text,too_short}/, fetch_log.parquet (url, status, reason,
+        out: folder to write: docs/, removed/<reason>/ (no_text, too_short, wrong_language, boilerplate
+            rules), fetch_log.parquet (url, status, reason,
             bytes, content_type; sorted by url, reason "ok" for a kept document).
         ecfg: extract params.
         logging_dir: datatrove logging dir (wiped first); default under data/work/scrape/.
@@ -297,7 +324,7 @@ def replay(warc: str | Path, out: str | Path, ecfg: extract.ExtractConfig, loggi
     shutil.rmtree(logging_dir, ignore_errors=True)
     for sub in (io.DOCS, io.REMOVED):
         shutil.rmtree(out / sub, ignore_errors=True)
-    steps = [WarcPages(warc, f"warc/{warc.name}"), ExtractText(out, ecfg), TooShort(out, ecfg), io.doc_writer(out)]
+    steps = [WarcPages(warc, f"warc/{warc.name}"), ExtractText(out, ecfg), *document_filters(out, ecfg), io.doc_writer(out)]
     LocalPipelineExecutor(steps, tasks=1, workers=1, logging_dir=str(logging_dir), skip_completed=False).run()
 
     rows = {}

@@ -4,7 +4,8 @@ In:  --in folder of Pushshift submission dumps (*.jsonl, *.jsonl.zst, *.zst, *.g
      reddit.source=praw (credentials from env PRAW_CLIENT_ID/PRAW_CLIENT_SECRET/PRAW_USER_AGENT or PRAW_SITE)
 Out: --out folder: urls.parquet (one row per normalised URL, sorted), removed.parquet (url, post_id, reason),
      _manifest.json; reports/reddit_urls.json; reports/plots/reddit_urls/score_hist.json
-Params: reddit.* (source, min_score, score_rule, exclude_self_posts, exclude_nsfw, block_domains, praw_*)
+Params: reddit.* (source, dump_glob, date_from/date_to, min_score, score_rule, exclude_self_posts, exclude_nsfw,
+        block_domains, allow_domains, praw_*)
 Usage: python stages/reddit_urls.py --in data/raw/sample/reddit --out data/interim/reddit_urls --truth data/raw/sample/truth.json
 """
 import pathlib

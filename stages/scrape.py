@@ -3,11 +3,13 @@
 In:     --urls        urls.parquet from reddit_urls (url, post_id, score, subreddit, ...)
         --serve-site  sample mode: serve this site folder on 127.0.0.1 and resolve every *.test host to it
                       (omit it to fetch the live web with real DNS)
-Out:    --out         document folder: docs/, removed/{no_text,too_short}/, warc/webtext-00000.warc.gz (every
-                      response and every failure, sorted by URL), fetch_log.parquet, _manifest.json;
+Out:    --out         document folder: docs/, removed/<reason>/ (no_text, too_short, wrong_language, boilerplate
+                      rules), warc/webtext-00000.warc.gz (every response and every failure, sorted by URL),
+                      fetch_log.parquet, _manifest.json;
         reports/scrape.json (URLs in, fetched, archived, docs out, drops and errors per reason, truth P/R)
         Resume state: data/work/scrape/<fingerprint>/journal.warc.gz (a rerun does not refetch what it holds)
-Params: scrape.* (timeout, size cap, robots, politeness, allowed networks, threads); extract.* (trafilatura)
+Params: scrape.* (timeout, size cap, robots, politeness, allowed networks, threads, retries with backoff);
+        extract.* (trafilatura options, min_words, languages, boilerplate line ratios)
 Usage:  python stages/scrape.py --urls data/interim/reddit_urls/urls.parquet --serve-site data/raw/sample/site \
             --out data/interim/webtext --truth data/raw/sample/truth.json
 """

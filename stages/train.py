@@ -1,11 +1,16 @@
 """Stage `train`: pretrain a GPT on the token shards (GPT-1/2/3 recipe, nanoGPT-style loop).
 
 In:  --data   token folder (<split>_*.bin shards + meta.json, from the tokenize stage)
-Out: --out    checkpoint folder: ckpt.pt (model args, weights, optimizer, iter, params, tokenizer sha256)
-     --live   dvclive folder: metrics.json and plots/metrics/{train_loss,val_loss,lr,tokens_per_s}.tsv
-     reports/train.json (final val/train loss, unigram entropy baseline, tokens/s, params)
-Params: seed, model.* (preset; sizes when preset is tiny), train.* (AdamW, schedule, eval cadence).
-Env: GPT_REPRO_THREADS (torch threads, default 2). Under torchrun, DDP over WORLD_SIZE processes.
+Out: --out    checkpoint folder: ckpt.pt (model args, weights, optimizer, step, RNG + sampler state,
+              params, tokenizer sha256); it resumes like the periodic data/work/train/<fingerprint>/resume.pt
+     --live   dvclive folder: metrics.json and plots/metrics/{train_loss,val_loss,lr,grad_norm,batch_size,
+              tokens_per_s[,mfu]}.tsv
+     reports/train.json (final val/train loss, unigram entropy baseline, tokens/s, params, MFU on GPU)
+Params: seed, model.* (preset; sizes when preset is tiny; overrides), train.* (AdamW, schedule, global
+        batch, accumulation, GPT-3 batch ramp, compile, eval/checkpoint cadence, peak TFLOPs for MFU).
+Resume: rerun the same command after a kill; it continues from the last resume checkpoint.
+Env: GPT_REPRO_THREADS (torch threads, default 2). Under torchrun, DDP over WORLD_SIZE processes:
+     torchrun --standalone --nproc_per_node=8 stages/train.py --data ... --out ... --live ...
 Usage: python stages/train.py --data data/processed/tokens --out models/gpt --live reports/train
 """
 import pathlib, sys; sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # noqa: E401,E702

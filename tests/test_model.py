@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from pipeline import params
-from pipeline.model import (GPT, PRESETS, CausalSelfAttention, GPTConfig, ModelConfig, banded_causal_mask,
+from pipeline.model import (GPT, PAPER_TRAIN, PRESETS, CausalSelfAttention, GPTConfig, ModelConfig, banded_causal_mask,
                             from_params, load_checkpoint, save_checkpoint)
 
 torch.set_num_threads(1)
@@ -24,6 +24,28 @@ def test_gpt2_parameter_counts_match_released_checkpoints(preset, expected):
     with torch.device("meta"):  # shapes only: no memory, no init cost
         model = GPT(PRESETS[preset])
     assert model.num_params() == expected
+
+
+@pytest.mark.parametrize("preset,published_m,layers,width", [
+    ("gpt3-small", 125, 12, 768), ("gpt3-medium", 350, 24, 1024), ("gpt3-large", 760, 24, 1536),
+    ("gpt3-xl", 1300, 24, 2048), ("gpt3-2.7b", 2700, 32, 2560),
+])
+def test_gpt3_presets_match_table_2_1(preset, published_m, layers, width):
+    cfg = PRESETS[preset]
+    assert (cfg.n_layer, cfg.n_embd, cfg.block_size, cfg.attn) == (layers, width, 2048, "alternating_sparse")
+    with torch.device("meta"):
+        n = GPT(cfg).num_params()
+    assert abs(n / 1e6 - published_m) / published_m < 0.04  # Table 2.1 rounds its sizes
+    assert PAPER_TRAIN[preset]["min_lr_ratio"] == 0.1 and PAPER_TRAIN[preset]["lr"] <= 6e-4
+
+
+def test_overrides_replace_any_field_of_any_preset():
+    cfg = from_params(ModelConfig(preset="gpt2-small", overrides={"dropout": 0.1, "n_layer": 6}), vocab_size=100)
+    assert (cfg.dropout, cfg.n_layer, cfg.n_embd) == (0.1, 6, 768)
+    tiny = from_params(ModelConfig(overrides={"ln": "post"}), vocab_size=100)
+    assert tiny.ln == "post" and tiny.vocab_size == 100
+    with pytest.raises(ValueError, match="n_layers"):
+        from_params(ModelConfig(overrides={"n_layers": 3}), vocab_size=100)
 
 
 def test_preset_architectures_follow_the_papers():
@@ -171,3 +193,30 @@ def test_loss_is_cross_entropy_of_logits():
     assert loss.item() == pytest.approx(F.cross_entropy(logits.reshape(-1, SMALL.vocab_size), idx.reshape(-1)).item())
     with pytest.raises(ValueError, match="block_size"):
         model(torch.zeros(1, SMALL.block_size + 1, dtype=torch.long))
+
+
+def test_chunked_lm_head_loss_equals_autograd():
+    torch.manual_seed(0)
+    model = GPT(SMALL)
+    idx = torch.randint(0, SMALL.vocab_size, (3, 16))
+    targets = idx.clone()
+    targets[0, :5] = -1  # ignored positions count neither in the loss nor in the mean
+    logits_none, loss = model(idx, targets)  # training path: chunked, no logits
+    assert logits_none is None
+    loss.backward()
+    fused = {n: p.grad.clone() for n, p in model.named_parameters()}
+    model.zero_grad()
+    logits = model.lm_head(model.transformer.ln_f(_hidden(model, idx)))
+    ref = F.cross_entropy(logits.view(-1, SMALL.vocab_size), targets.view(-1), ignore_index=-1)
+    ref.backward()
+    assert loss.item() == pytest.approx(ref.item(), abs=1e-6)
+    assert all(torch.allclose(fused[n], p.grad, atol=1e-6) for n, p in model.named_parameters())
+    with torch.no_grad():  # evaluation takes the plain path and returns logits
+        assert model(idx, targets)[0].shape == (3, 16, SMALL.vocab_size)
+
+
+def _hidden(model, idx):
+    x = model.transformer.wte(idx) + model.transformer.wpe(torch.arange(idx.shape[1]))
+    for block in model.transformer.h:
+        x = block(x)
+    return x

@@ -136,6 +136,36 @@ def test_outputs_are_byte_identical_across_runs(dump_dir, in_tmp_cwd):
         assert Path("one", name).read_bytes() == Path("two", name).read_bytes(), name
 
 
+def test_glob_and_date_range_skip_whole_months_and_late_posts(tmp_path, in_tmp_cwd):
+    d = tmp_path / "dumps"
+    (d / "2017").mkdir(parents=True)
+    dec = int(__import__("datetime").datetime(2017, 12, 1, tzinfo=__import__("datetime").timezone.utc).timestamp())
+    (d / "2017" / "RS_2017-11.jsonl").write_bytes(lines([post("nov", "http://nov.example.com/", created=dec - 99)]))
+    (d / "2017" / "RS_2017-12.jsonl.gz").write_bytes(gzip.compress(lines(
+        [post("early", "http://early.example.com/", created=dec + 3600), post("mid", "http://mid.example.com/", created=dec + 20 * 86400),
+         post("late", "http://late.example.com/", created=dec + 31 * 86400)]) + b"{bad\n", mtime=0))
+    (d / "RS_2018-01.zst").write_bytes(zstandard.ZstdCompressor().compress(lines([post("jan", "http://jan.example.com/")])))
+    (d / "other.jsonl").write_bytes(lines([post("o", "http://other.example.com/", created=dec + 20 * 86400)]))
+    cfg = dataclasses.replace(reddit.RedditConfig(), dump_glob="**/RS_*", date_from="2017-12-15", date_to="2018-01-01")
+    rep = reddit.run(cfg, d, "out").to_dict()
+    assert rep["files"] == ["2017/RS_2017-12.jsonl.gz"] and rep["files_outside_dates"] == 2  # Nov and Jan never opened
+    assert [r["post_id"] for r in pq.read_table("out/urls.parquet").to_pylist()] == ["mid"]
+    assert rep["dropped"] == {"out_of_date_range": 2} and rep["errors"] == {"malformed_json": 1}
+    with pytest.raises(params.ParamsError, match="date_from"):
+        reddit.run(dataclasses.replace(cfg, date_from="15/12/2017"), d, "out2")
+    with pytest.raises(params.ParamsError, match="not before"):
+        reddit.run(dataclasses.replace(cfg, date_from="2018-02"), d, "out2")
+
+
+def test_allow_list_keeps_only_its_domains(dump_dir, in_tmp_cwd):
+    cfg = dataclasses.replace(reddit.RedditConfig(), allow_domains=("example.com",))
+    rep = reddit.run(cfg, dump_dir, "out")
+    urls = [r["url"] for r in pq.read_table("out/urls.parquet").to_pylist()]
+    assert urls and all(reddit.in_domains(reddit.url_domain(u), ["example.com"]) for u in urls)
+    assert "http://10.0.0.5/admin" not in urls and rep.dropped["domain_not_allowed"] == 2  # + blog.example.org
+    assert rep.dropped["blocked_domain"] == 2  # the block list still applies first
+
+
 def test_summed_score_rule_keeps_urls_whose_posts_add_up(tmp_path, in_tmp_cwd):
     d = tmp_path / "dumps"
     d.mkdir()
@@ -251,7 +281,7 @@ class FakeReddit(BaseHTTPRequestHandler):
 
     def do_GET(self):
         parts = urlsplit(self.path)
-        self.seen.append(("GET", parts.path, self.headers.get("Authorization", "")))
+        self.seen.append(("GET", parts.path, self.headers.get("Authorization", ""), parse_qs(parts.query)))
         listing = parts.path.rstrip("/").rsplit("/", 1)[-1]
         if parts.path.startswith("/r/testsub/") and listing in ("new", "top"):
             limit = int(parse_qs(parts.query).get("limit", ["100"])[0])
@@ -286,6 +316,27 @@ def test_praw_mode_against_loopback_reddit_api(in_tmp_cwd):
     assert token_calls and token_calls[0][2] == "Basic " + base64.b64encode(b"cid:s3cret").decode()
     assert any(s[1] == "/r/testsub/new" and s[2] == "bearer tok" for s in FakeReddit.seen)
     assert "s3cret" not in json.dumps(rep.to_dict())
+
+
+def test_praw_listings_and_time_window_are_params(in_tmp_cwd):
+    FakeReddit.seen = []
+    server = ThreadingHTTPServer(("127.0.0.1", 0), FakeReddit)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        client = reddit.praw_client({"PRAW_CLIENT_ID": "c", "PRAW_CLIENT_SECRET": "s", "PRAW_USER_AGENT": "t/0",
+                                     "PRAW_OAUTH_URL": base, "PRAW_REDDIT_URL": base})
+        cfg = dataclasses.replace(reddit.RedditConfig(), source="praw", praw_subreddits=("testsub",),
+                                  praw_listings=("top",), praw_time_filter="week", date_from="2018-12",
+                                  date_to="2019-02")
+        rep = reddit.run(cfg, None, "out", reddit=client)
+        with pytest.raises(params.ParamsError, match="best"):
+            reddit.run(dataclasses.replace(cfg, praw_listings=("best",)), None, "out2", reddit=client)
+    finally:
+        server.shutdown()
+    gets = [s for s in FakeReddit.seen if s[0] == "GET"]
+    assert [g[1] for g in gets] == ["/r/testsub/top"] and gets[0][3]["t"] == ["week"]
+    assert rep.docs_in == 4 and rep.docs_out == 1  # created 2019-01-01: inside the window
 
 
 def test_praw_mode_without_credentials_says_what_is_missing():

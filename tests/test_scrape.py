@@ -10,6 +10,7 @@ import dataclasses
 import gzip
 import hashlib
 import json
+import logging
 import sys
 import threading
 from collections import Counter
@@ -26,7 +27,7 @@ from pipeline import extract, io, params, records, scrape, sitesrv, webarchive
 from pipeline.report import StageReport
 
 ROOT = Path(__file__).resolve().parents[1]
-CFG = dataclasses.replace(scrape.ScrapeConfig(), timeout_s=1.0)
+CFG = dataclasses.replace(scrape.ScrapeConfig(), timeout_s=1.0, max_retries=1, retry_backoff_s=0.01)
 ECFG = extract.ExtractConfig()
 WORDS = ("the river ran past old mills and quiet farms while the town council argued about bridges taxes "
          "schools roads and the price of bread in a long winter that nobody would forget").split()
@@ -70,7 +71,8 @@ def make_site(root: Path, slow_delay: float = 3.0) -> tuple[Path, list[str]]:
               "news.sample.test/doc.pdf": {"content_type": "application/pdf"},
               "news.sample.test/huge.html": {"body_bytes": 20_000_000},
               "news.sample.test/hop": {"status": 301, "location": "/a1.html"},
-              "news.sample.test/loop": {"location": "/loop"}}
+              "news.sample.test/loop": {"location": "/loop"},
+              "news.sample.test/a2.html": {"fail_first": 1}}  # one 503, then the page: retried, kept
     (site / "_routes.json").write_text(json.dumps(routes))
     paths = [f"http://news.sample.test/a{i}.html" for i in range(4)] + [
         "http://news.sample.test/posts/p1/", "http://news.sample.test/slow.html", "http://news.sample.test/go",
@@ -104,6 +106,9 @@ def test_config_defaults_match_params_yaml():
     section = yaml.safe_load((ROOT / "params.yaml").read_text())["scrape"]
     assert params.as_dict(scrape.ScrapeConfig()) == section
     assert params.build(scrape.ScrapeConfig, section) == scrape.ScrapeConfig()
+    section = yaml.safe_load((ROOT / "params.yaml").read_text())["extract"]
+    assert params.as_dict(extract.ExtractConfig()) == section
+    assert params.build(extract.ExtractConfig, section) == extract.ExtractConfig()
 
 
 # --- fetcher against the live loopback site ------------------------------------------------------
@@ -115,10 +120,42 @@ def test_robots_disallow_fetches_robots_once_and_never_the_page(site):
     assert server.hits["blog.sample.test/private/x.html"] == 0
 
 
-def test_slow_page_times_out(site):
-    _, fetcher, _ = site
+def test_slow_page_times_out_and_timeouts_are_retried(site):
+    server, fetcher, _ = site
     out = fetcher.fetch("http://news.sample.test/slow.html")
     assert out.reason == "timeout" and not out.hops and out.date == sitesrv.FIXED_WARC_DATE
+    assert out.retries == 1 and server.hits["news.sample.test/slow.html"] == 2
+
+
+def test_transient_failures_are_retried_with_exponential_backoff(tmp_path, caplog):
+    site = tmp_path / "site"
+    (site / "flaky.test").mkdir(parents=True)
+    for name in ("a", "b", "c"):
+        (site / "flaky.test" / f"{name}.html").write_text(article(1))
+    (site / "_routes.json").write_text(json.dumps({
+        "flaky.test/a.html": {"fail_first": 2}, "flaky.test/b.html": {"fail_first": 2, "fail_with": "reset"},
+        "flaky.test/c.html": {"fail_first": 5}, "flaky.test/gone.html": {"status": 410}}))
+    cfg = dataclasses.replace(CFG, max_retries=2, retry_backoff_s=0.01, respect_robots=False)
+    with sitesrv.serve(site) as server, caplog.at_level(logging.INFO, logger="pipeline.scrape"):
+        fetcher = scrape.Fetcher(cfg, host_map=server.host_map, clock=server.clock)
+        a, b, c = (fetcher.fetch(f"http://flaky.test/{n}.html") for n in "abc")
+        gone = fetcher.fetch("http://flaky.test/gone.html")
+        once = scrape.Fetcher(dataclasses.replace(cfg, max_retries=0), host_map=server.host_map).fetch("http://flaky.test/c.html")
+    # fails twice, then succeeds: 3 requests, both 503 answers kept as hops (so the WARC archives them)
+    assert a.reason == "ok" and [h.status for h in a.hops] == [503, 503, 200] and a.retries == 2
+    assert b.reason == "ok" and [h.status for h in b.hops] == [200] and b.retries == 2  # resets leave no answer
+    assert c.reason == "http_503" and c.retries == 2 and once.reason == "http_503" and once.retries == 0
+    assert gone.reason == "http_410" and gone.retries == 0  # a final status is not retried
+    assert server.hits == {"flaky.test/a.html": 3, "flaky.test/b.html": 3, "flaky.test/c.html": 4, "flaky.test/gone.html": 1}
+    assert fetcher.retries == 6
+    waits = [line.rsplit(" in ", 1)[1] for line in caplog.messages if line.startswith("http://flaky.test/a.html")]
+    assert waits == ["0.01 s", "0.02 s"]  # backoff doubles
+    kinds, meta = [], ""
+    for record in ArchiveIterator(__import__("io").BytesIO(scrape.entry_bytes(a))):
+        kinds.append(record.rec_type)
+        meta = record.content_stream().read().decode() if record.rec_type == "metadata" else meta
+    assert kinds.count("response") == 3
+    assert "retries: 2" in meta and "outcome: ok" in meta
 
 
 def test_private_addresses_refused_without_connecting(site):
@@ -189,6 +226,7 @@ def test_stage_outputs_reasons_and_invalid_utf8(in_tmp_cwd):
     assert rep["dropped"] == {"http_404": 1, "not_html": 1, "private_address": 4, "robots_disallowed": 1,
                               "timeout": 1, "too_large": 1, "too_many_redirects": 1, "too_short": 1}
     assert rep["docs_out"] == 7 and rep["archived"] == len(urls)
+    assert rep["retries"] == 2  # a2.html answered 503 once, slow.html timed out once
     assert rep["errors"] == {"decode_replaced": 1}  # bad.html: decoded with replacement, counted, kept
     docs = {d.metadata[records.URL]: d for d in io.iter_docs(in_tmp_cwd / "out")}
     bad = docs["http://blog.sample.test/bad.html"]
@@ -249,6 +287,45 @@ def test_kill_resume_replay_and_determinism(in_tmp_cwd, tmp_path_factory):
     webarchive.replay(out / "warc" / scrape.WARC_NAME, again, ECFG, logging_dir=in_tmp_cwd / "logs")
     for rel in ["fetch_log.parquet", *[str(p.relative_to(out)) for p in out.rglob("*.jsonl.zst")]]:
         assert sha(again / rel) == sha(out / rel), rel
+
+
+# --- document filters after extraction: language, boilerplate ratios ----------------------------------
+FRENCH = ("le chat de la voisine est dans le jardin et il ne veut pas que les enfants viennent jouer avec lui pour "
+          "une heure sur la place du marché mais tout le monde sait qu il est très gentil avec les oiseaux").split()
+
+
+def test_line_ratios_and_boilerplate_rules():
+    text = "A real sentence about the harbour.\nMenu\nMenu\nShare\nAnother full sentence here!\n\n"
+    r = extract.line_ratios(text)
+    assert (r["duplicate_lines"], r["short_lines"], r["punct_lines"]) == (0.2, 0.6, 0.4)
+    off = extract.ExtractConfig()
+    assert extract.boilerplate_reason(text, off) is None  # every rule is off by default
+    assert extract.boilerplate_reason(text, dataclasses.replace(off, max_duplicate_line_ratio=0.1)) == "too_many_duplicate_lines"
+    assert extract.boilerplate_reason(text, dataclasses.replace(off, max_short_line_ratio=0.5)) == "too_many_short_lines"
+    assert extract.boilerplate_reason(text, dataclasses.replace(off, min_punct_line_ratio=0.5)) == "too_few_punct_lines"
+    assert extract.line_ratios("") == {"duplicate_lines": 0.0, "short_lines": 0.0, "punct_lines": 0.0}
+
+
+def test_language_and_boilerplate_filters_in_the_stage_and_replay(in_tmp_cwd):
+    site = in_tmp_cwd / "site"
+    (site / "mix.test").mkdir(parents=True)
+    (site / "mix.test" / "en.html").write_text(article(3))
+    french = "".join(f"<p>{' '.join(FRENCH[(j * 3 + k) % len(FRENCH)] for k in range(40))}.</p>" for j in range(5))
+    (site / "mix.test" / "fr.html").write_text(f"<html><body><article><h1>Histoire</h1>{french}</article></body></html>")
+    tags = "".join(f"<p>Tag {k}</p>" for k in range(20))
+    (site / "mix.test" / "tags.html").write_text(article(4).replace("</article>", tags + "</article>"))
+    urls = write_urls(in_tmp_cwd / "u.parquet", [f"http://mix.test/{n}.html" for n in ("en", "fr", "tags")])
+    strict = dataclasses.replace(ECFG, max_short_line_ratio=0.5)
+    rep = scrape.run(CFG, strict, urls, in_tmp_cwd / "out", site=site).to_dict()
+    assert rep["dropped"] == {"wrong_language": 1, "too_many_short_lines": 1} and rep["docs_out"] == 1
+    (doc,) = io.iter_docs(in_tmp_cwd / "out")
+    assert doc.metadata[records.URL] == "http://mix.test/en.html" and doc.metadata[records.LANG] == "en"
+    (fr,) = io.iter_docs(in_tmp_cwd / "out", "removed/wrong_language")
+    assert fr.metadata[records.LANG] == "fr" and fr.metadata[records.FILTER_REASON] == "wrong_language"
+    # the same WARC replayed with the default (lenient) filters and no language filter keeps all three pages
+    loose = webarchive.replay(in_tmp_cwd / "out" / "warc" / scrape.WARC_NAME, in_tmp_cwd / "loose",
+                              dataclasses.replace(ECFG, languages=()), logging_dir=in_tmp_cwd / "logs")
+    assert [r["reason"] for r in loose["rows"]] == ["ok", "ok", "ok"]
 
 
 # --- real data: extraction quality on real article pages served over loopback -------------------------

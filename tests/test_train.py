@@ -15,7 +15,8 @@ import yaml
 
 from pipeline import io, params, tokens
 from pipeline.model import GPT, ModelConfig, from_params, load_checkpoint
-from pipeline.train import TrainConfig, lr_at, make_optimizer, mean_loss, random_batch, train
+from pipeline.train import (TrainConfig, TrainingStopped, batch_at, lr_at, make_optimizer, mean_loss, random_batch,
+                            train)
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ModelConfig(n_layer=1, n_head=2, n_embd=32, block_size=32, dropout=0.0)
@@ -163,11 +164,84 @@ def test_loss_falls_on_a_real_book(shared_data, tmp_path, in_tmp_cwd):
     assert 2.0 < report["unigram_entropy_nats"] < 3.6  # English bytes: about 3 nats
 
 
-def test_ddp_under_torchrun_with_gloo(tmp_path, in_tmp_cwd):
-    """Two CPU processes (gloo): gradients are averaged, rank 0 alone writes, tokens count both ranks."""
+def _state(path):
+    return load_checkpoint(path)[0].state_dict()
+
+
+def test_killed_run_resumes_to_the_same_bits(tmp_path, in_tmp_cwd):
+    """Stop at step 7 (last resume checkpoint: step 4), rerun: step 12 equals an uninterrupted run exactly."""
+    data = _repetitive(tmp_path)
+    cfg = dataclasses.replace(FAST, max_steps=12, eval_interval=4, grad_accum_steps=2)
+    mcfg = dataclasses.replace(TINY, dropout=0.1)  # dropout: the torch RNG state must be restored too
+    full = train(data, "models/a", "reports/a", mcfg, cfg, seed=3, threads=1, progress=False).to_dict()
+    assert not list(Path("data/work/train").rglob("resume.pt"))  # removed once the final ckpt exists
+    with pytest.raises(TrainingStopped):
+        train(data, "models/b", "reports/b", mcfg, cfg, seed=3, threads=1, progress=False, stop_after=7)
+    assert not Path("models/b/ckpt.pt").exists()
+    (resume_ckpt,) = Path("data/work/train").rglob("resume.pt")
+    assert torch.load(resume_ckpt, weights_only=True)["iter"] == 4
+    resumed = train(data, "models/b", "reports/b", mcfg, cfg, seed=3, threads=1, progress=False).to_dict()
+    assert resumed["resumed_from_step"] == 4 and "resumed_from_step" not in full
+    for key in ("last_step_train_loss", "final_val_loss", "final_train_loss", "tokens_seen"):
+        assert resumed[key] == full[key], key
+    a, b = _state("models/a/ckpt.pt"), _state("models/b/ckpt.pt")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    # Same bytes: optimiser moments, RNG states and the logged curves all match too.
+    assert io.sha256_file("models/a/ckpt.pt") == io.sha256_file("models/b/ckpt.pt")
+    # dvclive curves cover the whole run (steps before the resume are replayed from the checkpoint).
+    curve = {n: Path(f"reports/{n}/plots/metrics/train_loss.tsv").read_text() for n in "ab"}
+    assert curve["a"] == curve["b"] and len(curve["a"].split()) == 2 + 2 * 12
+    assert Path("reports/b/plots/metrics/grad_norm.tsv").is_file()
+    # A rerun finds models/b/ckpt.pt finished: nothing to train, same figures.
+    again = train(data, "models/b", "reports/b", mcfg, cfg, seed=3, threads=1, progress=False).to_dict()
+    assert again["resumed_from_step"] == 12 and again["final_val_loss"] == full["final_val_loss"]
+    # Another seed is another run: no resume.
+    other = train(data, "models/c", "reports/c", mcfg, dataclasses.replace(cfg, max_steps=4), seed=4,
+                  threads=1, progress=False).to_dict()
+    assert "resumed_from_step" not in other
+
+
+def test_gradient_accumulation_matches_one_big_batch(tmp_path, in_tmp_cwd):
+    data = _repetitive(tmp_path)
+    cfg = dataclasses.replace(FAST, max_steps=5, eval_interval=5)
+    one = train(data, "models/one", "reports/one", TINY, cfg, seed=2, threads=1, progress=False).to_dict()
+    acc = train(data, "models/acc", "reports/acc", TINY, dataclasses.replace(cfg, grad_accum_steps=4), seed=2,
+                threads=1, progress=False).to_dict()
+    assert one["tokens_seen"] == acc["tokens_seen"] == 5 * 8 * 32
+    assert acc["last_step_train_loss"] == pytest.approx(one["last_step_train_loss"], abs=1e-5)
+    a, b = _state("models/one/ckpt.pt"), _state("models/acc/ckpt.pt")
+    assert max((a[k] - b[k]).abs().max().item() for k in a) < 1e-5  # float summation order only
+    with pytest.raises(ValueError, match="divisible"):
+        train(data, "models/x", "reports/x", TINY, dataclasses.replace(cfg, grad_accum_steps=3), seed=2,
+              threads=1, progress=False)
+
+
+def test_gpt3_batch_ramp():
+    cfg = TrainConfig(batch_size=64, batch_ramp_tokens=1000, batch_ramp_start=8)
+    assert batch_at(0, cfg, unit=4) == 8
+    assert batch_at(500, cfg, unit=4) == 36  # halfway: (8 + 64) / 2
+    assert batch_at(510, cfg, unit=8) == 32  # rounded down to whole micro-batches on every rank
+    assert batch_at(1000, cfg, unit=4) == batch_at(10**9, cfg, unit=4) == 64
+    assert batch_at(0, TrainConfig(batch_size=64), unit=4) == 64  # ramp off
+
+
+def test_batch_ramp_in_a_run_logs_growing_batches(tmp_path, in_tmp_cwd):
+    data = _repetitive(tmp_path)
+    cfg = dataclasses.replace(FAST, max_steps=6, eval_interval=6, batch_ramp_tokens=8 * 32, batch_ramp_start=2,
+                              grad_accum_steps=4)  # micro-batch 2: the ramp moves in steps of 2
+    report = train(data, "models/gpt", "reports/train", TINY, cfg, seed=1, threads=1, progress=False).to_dict()
+    rows = Path("reports/train/plots/metrics/batch_size.tsv").read_text().split("\n")[1:]
+    sizes = [int(float(r.split("\t")[1])) for r in rows if r]
+    assert sizes == [2, 2, 4, 8, 8, 8]  # 2 + 6 * tokens_seen / 256, in whole micro-batches
+    assert report["tokens_seen"] == sum(sizes) * 32
+
+
+def test_ddp_two_processes_stay_in_sync_and_match_one_process(tmp_path, in_tmp_cwd):
+    """torchrun, 2 CPU processes (gloo), global batch 4 = 2 x 2: replicas agree exactly, and the weights
+    equal a single process's with batch 4 up to float summation order (all-reduce vs one mean)."""
     p = yaml.safe_load((ROOT / "params.yaml").read_text())
     p["model"].update(n_layer=1, n_embd=32, n_head=2, block_size=16)
-    p["train"].update(max_steps=3, eval_interval=3, eval_batches=1, batch_size=2)
+    p["train"].update(max_steps=4, eval_interval=2, eval_batches=1, batch_size=4, warmup_steps=2)
     Path("params.yaml").write_text(yaml.safe_dump(p))
     _write_tokens(Path("tok"), np.tile(np.arange(50), 20), np.tile(np.arange(50), 4), 64, 63)
     out = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
@@ -176,7 +250,15 @@ def test_ddp_under_torchrun_with_gloo(tmp_path, in_tmp_cwd):
                          timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.count("val loss") == 1  # one report line: rank 0's
-    report = json.loads(Path("reports/train.json").read_text())
-    assert report["tokens_seen"] == 3 * 2 * 16 * 2
+    ddp = json.loads(Path("reports/train.json").read_text())
+    assert ddp["world_size"] == 2 and ddp["tokens_seen"] == 4 * 4 * 16
+    assert ddp["ddp_max_param_divergence"] == 0.0  # both replicas hold identical weights
     _, ckpt = load_checkpoint("models/gpt/ckpt.pt")
-    assert ckpt["iter"] == 3
+    assert ckpt["iter"] == 4
+    single = train("tok", "models/single", "live1", params.build(ModelConfig, p["model"]),
+                   params.build(TrainConfig, p["train"]), seed=p["seed"], threads=1, progress=False).to_dict()
+    assert "resumed_from_step" not in single
+    a, b = _state("models/gpt/ckpt.pt"), _state("models/single/ckpt.pt")
+    assert max((a[k] - b[k]).abs().max().item() for k in a) < 1e-5
+    assert ddp["last_step_train_loss"] == pytest.approx(single["last_step_train_loss"], abs=1e-5)
+    assert ddp["final_val_loss"] == pytest.approx(single["final_val_loss"], abs=1e-5)

@@ -1,0 +1,155 @@
+"""Benchmark: tokens/s of our GPT training step vs a plain nanoGPT-design reference, in one run.
+
+Shape from ../shared/ANCHORS.md: 4 layers, 4 heads, 256 wide, T=256, B=8, vocab 50,304, fp32 on CPU
+(the tied LM head is ~79% of the FLOPs). The reference below is written with plain torch modules in
+the nanoGPT design (karpathy/nanoGPT model.py: fused qkv Linear, SDPA causal attention, tanh GELU,
+pre-LN, tied head, AdamW with torch's default foreach kernel, grad clip 1.0). Ours is
+pipeline.model.GPT with pipeline.train.make_optimizer (fused AdamW) and the same clip. Steps alternate
+(who goes first alternates) so drift on a shared machine hits both; the ratio is the median of the
+per-pair ratios, beside each model's median step time.
+
+Usage: python bench/train_speed.py [--small] [--steps 6] [--threads 2]
+Writes bench/out/train_speed.json. On CUDA it also reports MFU (bf16 autocast) against --peak-tflops.
+"""
+import pathlib, sys; sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # noqa: E401,E702
+
+import argparse
+import contextlib
+import json
+import math
+import statistics
+import time
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from pipeline.model import GPT, GPTConfig
+from pipeline.train import TrainConfig, make_optimizer
+
+ANCHOR_TOKENS_PER_S = {2: 1110, 1: 628}  # ../shared/ANCHORS.md, reference design, full shape
+
+
+# --- the reference: nanoGPT's design, plain torch modules ---------------------------------------
+class RefAttn(nn.Module):
+    def __init__(s, d, h):
+        super().__init__()
+        s.c_attn, s.c_proj, s.h = nn.Linear(d, 3 * d), nn.Linear(d, d), h
+
+    def forward(s, x):
+        B, T, C = x.shape
+        q, k, v = s.c_attn(x).split(C, dim=2)
+        q, k, v = (t.view(B, T, s.h, C // s.h).transpose(1, 2) for t in (q, k, v))
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        return s.c_proj(y.transpose(1, 2).contiguous().view(B, T, C))
+
+
+class RefBlock(nn.Module):
+    def __init__(s, d, h):
+        super().__init__()
+        s.ln_1, s.attn, s.ln_2 = nn.LayerNorm(d), RefAttn(d, h), nn.LayerNorm(d)
+        s.mlp = nn.Sequential(nn.Linear(d, 4 * d), nn.GELU(approximate="tanh"), nn.Linear(4 * d, d))
+
+    def forward(s, x):
+        x = x + s.attn(s.ln_1(x))
+        return x + s.mlp(s.ln_2(x))
+
+
+class RefGPT(nn.Module):
+    def __init__(s, V, T, L, H, D):
+        super().__init__()
+        s.wte, s.wpe = nn.Embedding(V, D), nn.Embedding(T, D)
+        s.h = nn.ModuleList(RefBlock(D, H) for _ in range(L))
+        s.ln_f, s.lm_head = nn.LayerNorm(D), nn.Linear(D, V, bias=False)
+        s.lm_head.weight = s.wte.weight
+        for m in s.modules():
+            if isinstance(m, (nn.Linear, nn.Embedding)):
+                nn.init.normal_(m.weight, std=0.02)
+
+    def forward(s, idx, targets):
+        x = s.wte(idx) + s.wpe(torch.arange(idx.size(1), device=idx.device))
+        for b in s.h:
+            x = b(x)
+        logits = s.lm_head(s.ln_f(x))
+        return F.cross_entropy(logits.view(-1, logits.size(-1)), targets.view(-1))
+
+
+def make_step(model, opt, device):
+    amp = torch.autocast("cuda", dtype=torch.bfloat16) if device == "cuda" else contextlib.nullcontext()
+
+    def step(x, y):
+        with amp:
+            out = model(x, y)
+        loss = out[1] if isinstance(out, tuple) else out
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        if device == "cuda":
+            torch.cuda.synchronize()
+        return loss.item()
+    return step
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--small", action="store_true", help="vocab 8192, T=128: a quick check (~10 s)")
+    ap.add_argument("--steps", type=int, default=6, help="timed steps per model (after 1 warm-up step)")
+    ap.add_argument("--threads", type=int, default=2, help="torch threads (CPU)")
+    ap.add_argument("--layers", type=int, default=4, help="n_layer (the 124M shape: 12)")
+    ap.add_argument("--width", type=int, default=256, help="n_embd (the 124M shape: 768)")
+    ap.add_argument("--heads", type=int, default=4, help="n_head (the 124M shape: 12)")
+    ap.add_argument("--block", type=int, default=256, help="sequence length T (the 124M shape: 1024)")
+    ap.add_argument("--batch", type=int, default=8, help="batch B")
+    ap.add_argument("--compile", action="store_true", help="torch.compile both models")
+    ap.add_argument("--peak-tflops", type=float, default=312.0, help="GPU peak for MFU (A100 bf16: 312)")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    V, T = (8192, 128) if args.small else (50304, args.block)
+    L, H, D, B = args.layers, args.heads, args.width, args.batch
+    torch.manual_seed(0)
+    ref = RefGPT(V, T, L, H, D).to(device)
+    ref_opt = torch.optim.AdamW(ref.parameters(), lr=3e-4, betas=(0.9, 0.95), weight_decay=0.1)
+    ours = GPT(GPTConfig(vocab_size=V, block_size=T, n_layer=L, n_head=H, n_embd=D)).to(device)
+    ours_opt = make_optimizer(ours, TrainConfig(lr=3e-4))
+    assert sum(p.numel() for p in ref.parameters()) == ours.num_params(), "shapes differ"
+    if args.compile:
+        ref, ours = torch.compile(ref), torch.compile(ours)
+    steps = {"reference": make_step(ref, ref_opt, device), "ours": make_step(ours, ours_opt, device)}
+    g = torch.Generator().manual_seed(0)
+    times = {k: [] for k in steps}
+    for i in range(args.steps + 1):
+        x = torch.randint(V, (B, T), generator=g).to(device)
+        y = torch.randint(V, (B, T), generator=g).to(device)
+        order = list(steps.items()) if i % 2 else list(steps.items())[::-1]  # alternate who goes first
+        for name, step in order:
+            t0 = time.perf_counter()
+            loss = step(x, y)
+            assert math.isfinite(loss)
+            if i:  # step 0 is warm-up (allocator, compile)
+                times[name].append(time.perf_counter() - t0)
+    flops_tok = ours.flops_per_token(T)
+    rows = {}
+    for name, ts in times.items():
+        s = statistics.median(ts)
+        rows[name] = {"s_per_step": round(s, 4), "tokens_per_s": round(B * T / s, 1)}
+        if device == "cuda":
+            rows[name]["mfu"] = round(flops_tok * B * T / s / (args.peak_tflops * 1e12), 4)
+    # Median of per-step-pair ratios: a load spike from another process hits one pair, not the figure.
+    ratio = statistics.median(r / o for r, o in zip(times["reference"], times["ours"]))
+    shape = f"L{L} H{H} D{D} T{T} B{B} V{V}"
+    print(f"GPT train step, {shape}, {device}, {args.threads} threads, median of {args.steps} steps")
+    print(f"{'':12} {'s/step':>8} {'tokens/s':>10}" + (f" {'MFU':>6}" if device == "cuda" else ""))
+    for name, r in rows.items():
+        print(f"{name:12} {r['s_per_step']:8.3f} {r['tokens_per_s']:10.0f}" + (f" {r['mfu']:6.1%}" if "mfu" in r else ""))
+    anchor = ANCHOR_TOKENS_PER_S.get(args.threads) if not args.small and device == "cpu" else None
+    print(f"ratio ours/reference (median of paired steps): {ratio:.2f}x" + (f"   (ANCHORS.md reference: {anchor} tokens/s)" if anchor else ""))
+    out = pathlib.Path(__file__).parent / "out" / "train_speed.json"
+    out.parent.mkdir(exist_ok=True)
+    out.write_text(json.dumps({"shape": shape, "device": device, "threads": args.threads, "steps": args.steps,
+                               "results": rows, "ratio": round(ratio, 3), "anchor_tokens_per_s": anchor}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
