@@ -8,31 +8,37 @@ below `min_ngram`: n = min(ngram, max(min_ngram, p5)). N-grams found in more tha
 GPT-3 did. Scores are then compared on the full, clean and dirty subsets, and every dirty
 example is traced to the training documents carrying it and to the stages they came through.
 
-Index: each n-gram is a uint64 (a polynomial rolling hash over 64-bit xxh64 word hashes, so no
-per-n-gram Python), stored as sorted (hash, doc ordinal) numpy arrays: 16 bytes per n-gram
-occurrence against ~80 bytes for a Python set (../shared/ANCHORS.md). Lookups are
-np.searchsorted. For corpora beyond one machine's memory, shard by hash prefix (hash >> 56):
-each shard is built and queried independently and the hits are concatenated.
+The n-gram hashing and the in-memory / out-of-core indexes live in pipeline.ngram_index; the
+appendix C decontamination (a dry-run count here when `contamination.decontaminate: true`) lives
+in pipeline.decontaminate. Their public names are re-imported here, and `python -m
+pipeline.contamination decontaminate ...` still runs pipeline.decontaminate's CLI.
 """
 from __future__ import annotations
 
 import json
 import logging
-import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterator
 
 import numpy as np
-import xxhash
 from tqdm import tqdm
 
 from pipeline import records, tasks
+from pipeline.decontaminate import (DECON_PIECE, decontaminate, decontaminate_folder, eval_ngrams,
+                                    main, split_text)
+from pipeline.ngram_index import (NgramIndex, ShardedNgramIndex, choose_n, ngram_hashes,
+                                  normalize, normalize_words, word_hashes)
+
+__all__ = ["ContaminationConfig", "TrainCorpus", "iter_train_docs", "merge_spans", "load_scores", "subset_score",
+           "audit", "compare_leaks", "metrics", "run",
+           # re-imported from pipeline.ngram_index and pipeline.decontaminate
+           "NgramIndex", "ShardedNgramIndex", "choose_n", "ngram_hashes", "normalize", "normalize_words",
+           "word_hashes", "DECON_PIECE", "decontaminate", "decontaminate_folder", "eval_ngrams", "main",
+           "split_text"]
 
 log = logging.getLogger(__name__)
 
-WORD = re.compile(r"[^\W_]+")  # letters and digits; every other character separates words
-PRIME = np.uint64(0x100000001B3)  # FNV-1a 64-bit prime: odd, so multiplication is a bijection mod 2**64
 STAGE_PATHS = {
     records.BOOKS: "books -> dedup -> mix",
     records.WEBTEXT: "reddit_urls -> scrape -> dedup -> mix",
@@ -49,61 +55,52 @@ class ContaminationConfig:
     ngram: int = 13  # GPT-3 appendix C
     min_ngram: int = 8  # floor for short-example benchmarks
     max_doc_frequency: int = 10  # GPT-3: n-grams in more than 10 training documents are ignored
+    index: str = "sharded"  # "sharded": sorted .npy shards on disk (out of core); "memory": one in-memory array
+    index_shard_bits: int = 4  # 2**bits shards by hash prefix; raise it when one shard outgrows memory
+    decontaminate: bool = False  # true: also count what GPT-3 appendix C decontamination would cut (dry run)
+    decontaminate_margin: int = 200  # GPT-3: characters removed either side of a colliding n-gram
+    decontaminate_min_piece: int = 200  # GPT-3: pieces shorter than this are dropped
+    decontaminate_max_pieces: int = 10  # GPT-3: a document split into more pieces is dropped whole
 
 
-# --- normalisation and hashing --------------------------------------------------------------------
-def normalize(text: str) -> tuple[list[str], list[tuple[int, int]]]:
-    """GPT-3 normalisation: lower-cased words with punctuation stripped, and each word's char span."""
-    words, spans = [], []
-    for m in WORD.finditer(text):
-        words.append(m.group().lower())
-        spans.append(m.span())
-    return words, spans
+# --- training corpus -------------------------------------------------------------------------------
+def iter_train_docs(folder: str | Path, subdir: str = "train/docs", errors: dict[str, int] | None = None,
+                    progress: bool = True) -> Iterator[tuple[int, Any]]:
+    """(ordinal, Document) for each distinct training document (mix may repeat one), in shard order.
+
+    The one place that decides which documents count and in what order, so the metadata kept by
+    TrainCorpus and an index streamed from the same folder agree on ordinals.
+    """
+    from pipeline import io
+
+    seen: set[str] = set()
+    repeats = 0
+    for doc in tqdm(io.iter_docs(folder, subdir), desc="read train docs", unit="doc", leave=False,
+                    disable=not progress):
+        if doc.id in seen:
+            repeats += 1
+            continue
+        if not isinstance(doc.text, str):
+            log.warning("training document %s has no text; skipped", doc.id)
+            if errors is not None:
+                errors["no_text"] = errors.get("no_text", 0) + 1
+            continue
+        seen.add(doc.id)
+        yield len(seen) - 1, doc
+    if errors is not None:
+        errors["_repeats"] = repeats
 
 
-_WORD_CACHE: dict[str, int] = {}
-
-
-def word_hashes(words: Iterable[str]) -> np.ndarray:
-    """uint64 per word (xxh64, cached: natural text reuses a small vocabulary)."""
-    cache = _WORD_CACHE
-    out = []
-    for w in words:
-        h = cache.get(w)
-        if h is None:
-            h = cache[w] = xxhash.xxh64_intdigest(w)
-        out.append(h)
-    return np.array(out, dtype=np.uint64)
-
-
-def ngram_hashes(wh: np.ndarray, n: int) -> np.ndarray:
-    """Hash of every n-gram (position i covers words i..i+n-1): sum_j wh[i+j] * P**(n-1-j) mod 2**64."""
-    m = len(wh) - n + 1
-    if m <= 0:
-        return np.zeros(0, dtype=np.uint64)
-    h = np.zeros(m, dtype=np.uint64)
-    for j in range(n):  # n vector ops; uint64 arithmetic wraps mod 2**64
-        h = h * PRIME + wh[j: j + m]
-    return h
-
-
-def choose_n(lengths: Iterable[int], cfg: ContaminationConfig) -> int:
-    """GPT-3's rule: min(ngram, max(min_ngram, 5th-percentile example length in words))."""
-    lengths = np.asarray(list(lengths))
-    if not len(lengths):
-        return cfg.ngram
-    p5 = int(np.floor(np.percentile(lengths, 5)))
-    return int(min(cfg.ngram, max(cfg.min_ngram, p5)))
-
-
-# --- training corpus and index ----------------------------------------------------------------
 class TrainCorpus:
-    """Training documents, each counted once (mix may repeat a document), as word-hash arrays."""
+    """Training documents, each counted once (mix may repeat a document): metadata, and word hashes
+    unless `keep_words` is off (then an index streams the folder again: ShardedNgramIndex)."""
 
-    def __init__(self) -> None:
+    def __init__(self, keep_words: bool = True) -> None:
         self.ids: list[str] = []
         self.meta: list[dict[str, Any]] = []
         self.words: list[np.ndarray] = []
+        self.keep_words = keep_words
+        self.n_words = 0
         self.errors: dict[str, int] = {}
         self.repeats = 0
         self.bytes = 0
@@ -121,16 +118,20 @@ class TrainCorpus:
         self.bytes += len(text.encode("utf-8"))
         self.ids.append(doc_id)
         self.meta.append(dict(metadata or {}))
-        self.words.append(word_hashes(normalize(text)[0]))
+        words = normalize_words(text)
+        self.n_words += len(words)
+        if self.keep_words:
+            self.words.append(word_hashes(words))
 
     @classmethod
-    def from_folder(cls, folder: str | Path, subdir: str = "train/docs") -> "TrainCorpus":
+    def from_folder(cls, folder: str | Path, subdir: str = "train/docs", keep_words: bool = True) -> "TrainCorpus":
         """Read a document folder (the mix's train split by default) with pipeline.io.iter_docs."""
-        from pipeline import io
-
-        corpus = cls()
-        for doc in tqdm(io.iter_docs(folder, subdir), desc="index train docs", unit="doc", leave=False):
+        corpus = cls(keep_words)
+        errors: dict[str, int] = {}
+        for _, doc in iter_train_docs(folder, subdir, errors):
             corpus.add(doc.id, doc.text, doc.metadata)
+        corpus.repeats = errors.pop("_repeats", 0)
+        corpus.errors = errors
         return corpus
 
     def lineage(self, ordinal: int) -> dict[str, Any]:
@@ -141,40 +142,6 @@ class TrainCorpus:
                "stage_path": STAGE_PATHS.get(source, f"{source} -> mix")}
         out.update({k: meta[k] for k in LINEAGE_KEYS if meta.get(k) not in (None, "")})
         return out
-
-
-class NgramIndex:
-    """Sorted (n-gram hash, doc ordinal) pairs; n-grams in too many documents dropped."""
-
-    def __init__(self, corpus: TrainCorpus, n: int, max_doc_frequency: int):
-        self.n = n
-        parts_h, parts_d = [], []
-        for ordinal, wh in enumerate(corpus.words):
-            h = np.unique(ngram_hashes(wh, n))  # unique per doc: counts below are document frequencies
-            parts_h.append(h)
-            parts_d.append(np.full(len(h), ordinal, dtype=np.int64))
-        hashes = np.concatenate(parts_h) if parts_h else np.zeros(0, np.uint64)
-        docs = np.concatenate(parts_d) if parts_d else np.zeros(0, np.int64)
-        order = np.lexsort((docs, hashes))
-        hashes, docs = hashes[order], docs[order]
-        _, counts = np.unique(hashes, return_counts=True)  # hashes sorted: counts follow its runs
-        frequent = counts > max_doc_frequency
-        keep = ~np.repeat(frequent, counts)
-        self.ignored_ngrams = int(frequent.sum())
-        self.hashes, self.docs = hashes[keep], docs[keep]
-
-    def nbytes(self) -> int:
-        return int(self.hashes.nbytes + self.docs.nbytes)
-
-    def lookup(self, text: str) -> tuple[list[int], list[int], list[tuple[int, int]]]:
-        """Match an eval text: (matched n-gram start positions, doc ordinals, word spans)."""
-        words, spans = normalize(text)
-        q = ngram_hashes(word_hashes(words), self.n)
-        lo = np.searchsorted(self.hashes, q, "left")
-        hi = np.searchsorted(self.hashes, q, "right")
-        hit = np.nonzero(hi > lo)[0]
-        docs = sorted({int(d) for i in hit for d in self.docs[lo[i]:hi[i]]})
-        return hit.tolist(), docs, spans
 
 
 def merge_spans(starts: list[int], n: int, word_spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
@@ -231,13 +198,19 @@ def _diff(clean: dict | None, full: dict | None) -> dict[str, float]:
 
 # --- audit ----------------------------------------------------------------------------------------
 def audit(task_map: dict[str, tasks.Task], corpus: TrainCorpus, cfg: ContaminationConfig,
-          scores: dict[tuple[str, int], dict] | None = None, truth: dict | None = None) -> dict[str, Any]:
+          scores: dict[tuple[str, int], dict] | None = None, truth: dict | None = None,
+          index_factory: Callable[[int], Any] | None = None) -> dict[str, Any]:
     """Flag dirty examples per task, trace them, compare scores and planted leaks.
+
+    Args:
+        index_factory: n -> an index with lookup/nbytes/ignored_ngrams (NgramIndex over
+            corpus.words by default; run() passes a ShardedNgramIndex streamed from disk).
 
     Returns {"tasks": {name: summary}, "dirty": {name: [dirty example records]}, "leaks": {...},
     "index": {...}}; see report.json for the shape.
     """
     scores = scores or {}
+    index_factory = index_factory or (lambda n: NgramIndex(corpus, n, cfg.max_doc_frequency))
     indexes: dict[int, NgramIndex] = {}
     out: dict[str, Any] = {"tasks": {}, "dirty": {}, "index": {}}
     for name, task in task_map.items():
@@ -245,8 +218,8 @@ def audit(task_map: dict[str, tasks.Task], corpus: TrainCorpus, cfg: Contaminati
         lengths = [len(normalize(t)[0]) for t in texts]
         n = choose_n(lengths, cfg)
         if n not in indexes:
-            indexes[n] = NgramIndex(corpus, n, cfg.max_doc_frequency)
-            out["index"][str(n)] = {"ngrams": int(len(indexes[n].hashes)), "bytes": indexes[n].nbytes(),
+            indexes[n] = index_factory(n)
+            out["index"][str(n)] = {"ngrams": len(indexes[n]), "bytes": indexes[n].nbytes(),
                                     "ignored_frequent_ngrams": indexes[n].ignored_ngrams}
         index = indexes[n]
         dirty_rows, dirty_keys = [], set()
@@ -317,134 +290,55 @@ def metrics(result: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-# --- reports ------------------------------------------------------------------------------------
-CSS = """body{font-family:system-ui,sans-serif;margin:2em;max-width:70em;color:#222}
-table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:.3em .6em;vertical-align:top}
-th{background:#f3f3f3}mark{background:#ffd54f;padding:0 .1em}.text{max-width:45em;font-size:.9em}
-.ok{color:#2e7d32}.bad{color:#c62828}code{font-size:.85em}"""
-
-
-def highlight(text: str, spans: list[tuple[int, int]]) -> str:
-    """HTML of `text` with each span wrapped in <mark>."""
-    from html import escape
-
-    parts, pos = [], 0
-    for s, e in spans:
-        parts += [escape(text[pos:s]), "<mark>", escape(text[s:e]), "</mark>"]
-        pos = e
-    parts.append(escape(text[pos:]))
-    return "".join(parts)
-
-
-def _fmt(score: dict | None) -> str:
-    return ", ".join(f"{k} {v}" for k, v in score.items() if k != "n") + f" (n={score['n']})" if score else "-"
-
-
-def render_html(result: dict[str, Any]) -> str:
-    """A self-contained HTML page (inline CSS): summary, leak check, dirty examples with <mark>ed spans."""
-    from html import escape
-
-    h = ["<!DOCTYPE html><html><head><meta charset='utf-8'><title>Contamination report</title>",
-         f"<style>{CSS}</style></head><body><h1>Train/test contamination (GPT-3 appendix C)</h1>",
-         "<table><tr><th>task</th><th>n</th><th>examples</th><th>dirty</th><th>dirty fraction</th>"
-         "<th>score all</th><th>score clean</th><th>score dirty</th></tr>"]
-    for name, t in result["tasks"].items():
-        h.append(f"<tr><td>{escape(name)}</td><td>{t['n']}</td><td>{t['total']}</td><td>{t['dirty']}</td>"
-                 f"<td>{t['dirty_fraction']:.4f}</td><td>{escape(_fmt(t['score_all']))}</td>"
-                 f"<td>{escape(_fmt(t['score_clean']))}</td><td>{escape(_fmt(t['score_dirty']))}</td></tr>")
-    h.append("</table>")
-    leaks = result.get("leaks")
-    if leaks:
-        h.append("<h2>Planted leaks (truth.json)</h2><table><tr><th>task</th><th>planted</th>"
-                 "<th>reached training</th><th>found</th><th>traced</th><th>unplanted dirty</th><th>exact</th></tr>")
-        for name, v in leaks["per_task"].items():
-            cls = "ok" if v["exact_match"] else "bad"
-            h.append(f"<tr><td>{escape(name)}</td><td>{v['planted']}</td><td>{v['reached_training']}</td>"
-                     f"<td>{v['found']}</td><td>{v['traced_to_carrier']}</td><td>{v['unplanted_dirty']}</td>"
-                     f"<td class='{cls}'>{v['exact_match']}</td></tr>")
-        h.append("</table>")
-    for name, rows in result["dirty"].items():
-        h.append(f"<h2>{escape(name)}: {len(rows)} dirty</h2>")
-        if not rows:
-            continue
-        h.append("<table><tr><th>index</th><th>example (overlaps marked)</th><th>training documents</th></tr>")
-        for r in rows:
-            docs = []
-            for d in r["docs"]:
-                label = escape(d.get(records.BOOK_TITLE) or d["natural_key"] or d["doc_id"])
-                url = d.get(records.URL, "")
-                link = f"<a href='{escape(url, quote=True)}'>{label}</a>" if url.startswith("http") else label
-                docs.append(f"{link}<br><code>{escape(d['doc_id'])}</code><br>{escape(d['stage_path'])}")
-            h.append(f"<tr><td>{r['index']}</td><td class='text'>{highlight(r['text'], r['spans'])}</td>"
-                     f"<td>{'<hr>'.join(docs)}</td></tr>")
-        h.append("</table>")
-    h.append("</body></html>\n")
-    return "\n".join(h)
-
-
-def render_markdown(result: dict[str, Any]) -> str:
-    """The summary tables in Markdown, with each dirty example's carriers."""
-    lines = ["# Train/test contamination (GPT-3 appendix C)", "",
-             "| task | n | examples | dirty | dirty fraction | score all | score clean | score dirty |",
-             "|---|---|---|---|---|---|---|---|"]
-    for name, t in result["tasks"].items():
-        lines.append(f"| {name} | {t['n']} | {t['total']} | {t['dirty']} | {t['dirty_fraction']:.4f} | "
-                     f"{_fmt(t['score_all'])} | {_fmt(t['score_clean'])} | {_fmt(t['score_dirty'])} |")
-    leaks = result.get("leaks")
-    if leaks:
-        lines += ["", "## Planted leaks", "", "| task | planted | reached training | found | traced | exact |",
-                  "|---|---|---|---|---|---|"]
-        for name, v in leaks["per_task"].items():
-            lines.append(f"| {name} | {v['planted']} | {v['reached_training']} | {v['found']} | "
-                         f"{v['traced_to_carrier']} | {v['exact_match']} |")
-    for name, rows in result["dirty"].items():
-        if rows:
-            lines += ["", f"## {name}: dirty examples", ""]
-            for r in rows:
-                carriers = "; ".join(f"{d['natural_key'] or d['doc_id']} ({d['stage_path']})" for d in r["docs"])
-                lines.append(f"- #{r['index']}: {r['matched_ngrams']} matched {len(r['spans'])} span(s) <- {carriers}")
-    return "\n".join(lines) + "\n"
-
-
-def write_reports(result: dict[str, Any], out_dir: str | Path) -> None:
-    """report.json, report.md, report.html under `out_dir` (atomic writes)."""
-    from pipeline import io
-
-    out_dir = Path(out_dir)
-    io.write_json(out_dir / "report.json", result)
-    for name, text in (("report.md", render_markdown(result)), ("report.html", render_html(result))):
-        with io.atomic_path(out_dir / name) as tmp:
-            tmp.write_text(text, encoding="utf-8")
-
-
 def run(cfg: ContaminationConfig, train: str | Path, eval_dir: str | Path, out_dir: str | Path,
         scores_path: str | Path | None = None, truth: dict | None = None, report: Any = None) -> dict[str, Any]:
-    """The contamination stage: read mix train docs and eval sets, audit, write reports.
+    """The contamination stage: read mix train docs and eval sets, audit, write reports and plots.
 
     Args:
-        cfg: n-gram settings.
+        cfg: n-gram, index and decontamination settings.
         train: the mix output folder (documents under <train>/train/docs).
         eval_dir: folder holding the eval files (see tasks.FILES).
         out_dir: where report.{json,md,html} go.
         scores_path: evaluate's examples.jsonl, joined by (task, index).
         truth: the sample's truth.json (planted leaks), or None.
-        report: a StageReport to fill (docs_in, errors, extra metrics).
+        report: a StageReport to fill (docs_in, errors, extra metrics); plots go to
+            reports/plots/contamination/ when it is given.
 
     Returns:
         The audit result (what report.json holds).
     """
-    corpus = TrainCorpus.from_folder(train)
+    import tempfile
+
+    from pipeline import contamination_report, io
+
+    if cfg.index not in ("memory", "sharded"):
+        raise ValueError(f"contamination.index must be 'memory' or 'sharded', not {cfg.index!r}")
+    sharded = cfg.index == "sharded"
+    corpus = TrainCorpus.from_folder(train, keep_words=not sharded)  # sharded: only metadata stays in memory
     task_map = tasks.load_all(eval_dir)
     errors = dict(corpus.errors)
     for t in task_map.values():
         for k, v in t.errors.items():
             errors[f"{t.name}_{k}"] = errors.get(f"{t.name}_{k}", 0) + v
     scores = load_scores(scores_path, errors)
-    result = audit(task_map, corpus, cfg, scores, truth)
-    result["train"] = {"documents": len(corpus.ids), "repeats_skipped": corpus.repeats,
-                       "words": int(sum(len(w) for w in corpus.words))}
-    write_reports(result, out_dir)
+    with tempfile.TemporaryDirectory(prefix="ngram-index-") as tmp:
+        factory = None
+        if sharded:
+            def sharded_factory(n: int) -> ShardedNgramIndex:
+                stream = (word_hashes(normalize_words(doc.text)) for _, doc in iter_train_docs(train, progress=False))
+                return ShardedNgramIndex(stream, n, cfg.max_doc_frequency, tmp, cfg.index_shard_bits)
+            factory = sharded_factory
+        result = audit(task_map, corpus, cfg, scores, truth, factory)
+    result["train"] = {"documents": len(corpus.ids), "repeats_skipped": corpus.repeats, "words": corpus.n_words}
+    if cfg.decontaminate:  # dry run: what GPT-3 appendix C would cut; decontaminate_folder writes it
+        counts: dict[str, int] = {}
+        for _ in decontaminate(lambda: io.iter_docs(train, "train/docs"), task_map, cfg, counts):
+            pass
+        result["decontamination"] = counts
+    contamination_report.write_reports(result, out_dir)
     if report is not None:
+        from pipeline.report import write_plot
+
         report.docs_in = len(corpus.ids)
         report.docs_out = len(corpus.ids)
         report.bytes_in = corpus.bytes
@@ -453,4 +347,13 @@ def run(cfg: ContaminationConfig, train: str | Path, eval_dir: str | Path, out_d
         report.extra.update(metrics(result))
         report.extra["train"] = result["train"]
         report.extra["index"] = result["index"]
+        if "decontamination" in result:
+            report.extra["decontamination"] = result["decontamination"]
+        for name, rows in contamination_report.plot_rows(result).items():
+            write_plot("contamination", name, rows)
     return result
+
+
+
+if __name__ == "__main__":
+    main()

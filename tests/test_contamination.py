@@ -1,14 +1,19 @@
-"""Contamination audit (GPT-3 appendix C): n-gram index, frequency cut, n rule, tracing, reports."""
+"""Contamination audit and decontamination (GPT-3 appendix C): pipeline.contamination,
+pipeline.ngram_index (n-gram index, frequency cut, n rule) and pipeline.decontaminate; tracing, reports."""
 from __future__ import annotations
 
 import json
 from html.parser import HTMLParser
 from pathlib import Path
 
+import numpy as np
 import pytest
 from datatrove.data import Document
 
 from pipeline import contamination as con
+from pipeline import decontaminate as dec
+from pipeline import ngram_index as ngx
+from pipeline import contamination_report as rep_mod
 from pipeline import io, params, tasks
 
 LEAK = ("the lighthouse keeper counted seventeen gulls on the rail before the storm finally broke over "
@@ -36,19 +41,19 @@ def test_config_matches_params_yaml():
 
 def test_short_example_rule():
     cfg = con.ContaminationConfig(ngram=13, min_ngram=8)
-    assert con.choose_n([5] * 100, cfg) == 8  # p5 below the floor -> floor
-    assert con.choose_n([10] * 100, cfg) == 10  # p5 between -> p5
-    assert con.choose_n([4] * 5 + [40] * 95, cfg) == 13  # p5 of mostly long examples -> 13
-    assert con.choose_n(list(range(1, 101)), cfg) == 8  # p5 = 5.95 -> floor 8
+    assert ngx.choose_n([5] * 100, cfg) == 8  # p5 below the floor -> floor
+    assert ngx.choose_n([10] * 100, cfg) == 10  # p5 between -> p5
+    assert ngx.choose_n([4] * 5 + [40] * 95, cfg) == 13  # p5 of mostly long examples -> 13
+    assert ngx.choose_n(list(range(1, 101)), cfg) == 8  # p5 = 5.95 -> floor 8
 
 
 def test_normalisation_and_hash_are_punctuation_blind():
-    a, _ = con.normalize("The Keeper's LAMP -- lit, at 9!")
-    b, _ = con.normalize("the keeper s lamp lit at 9")
+    a, _ = ngx.normalize("The Keeper's LAMP -- lit, at 9!")
+    b, _ = ngx.normalize("the keeper s lamp lit at 9")
     assert a == b == ["the", "keeper", "s", "lamp", "lit", "at", "9"]
-    ha = con.ngram_hashes(con.word_hashes(a), 3)
+    ha = ngx.ngram_hashes(ngx.word_hashes(a), 3)
     assert len(ha) == 5 and len(set(ha.tolist())) == 5
-    assert (ha == con.ngram_hashes(con.word_hashes(b), 3)).all()
+    assert (ha == ngx.ngram_hashes(ngx.word_hashes(b), 3)).all()
 
 
 def test_planted_leak_found_and_traced(tmp_path):
@@ -91,8 +96,8 @@ def test_ngram_in_more_than_max_docs_is_ignored(tmp_path):
             assert len(res["dirty"]["lambada"][0]["docs"]) == 10
         else:
             # every 13-gram of the (identical) documents is in 11 > 10 of them, the leak's 6 among them
-            wh = con.word_hashes(con.normalize(FILLER + LEAK + " " + FILLER)[0])
-            assert res["index"]["13"]["ignored_frequent_ngrams"] == len(set(con.ngram_hashes(wh, 13).tolist()))
+            wh = ngx.word_hashes(ngx.normalize(FILLER + LEAK + " " + FILLER)[0])
+            assert res["index"]["13"]["ignored_frequent_ngrams"] == len(set(ngx.ngram_hashes(wh, 13).tolist()))
 
 
 def test_partial_overlap_spans_and_html(tmp_path):
@@ -103,7 +108,7 @@ def test_partial_overlap_spans_and_html(tmp_path):
     (row,) = res["dirty"]["lambada"]
     (span,) = row["spans"]
     assert LEAK[span[0]:span[1]] == " ".join(LEAK.split()[:14])
-    page = con.render_html(res)
+    page = rep_mod.render_html(res)
 
     class Marks(HTMLParser):
         def __init__(self):
@@ -128,7 +133,7 @@ def test_partial_overlap_spans_and_html(tmp_path):
     parser.close()
     assert parser.marks == [" ".join(LEAK.split()[:14])]
     assert "<style>" in page and "http" not in page.split("<body>")[0]  # self-contained: no external assets
-    assert "| lambada | 13 | 6 | 1 |" in con.render_markdown(res)
+    assert "| lambada | 13 | 6 | 1 |" in rep_mod.render_markdown(res)
 
 
 def test_run_on_document_folder(in_tmp_cwd):
@@ -157,9 +162,13 @@ def test_run_on_document_folder(in_tmp_cwd):
     assert "<a href='http://news.sample.test/a'>" in html and "<mark>" in html
     assert json.loads((in_tmp_cwd / "out" / "report.json").read_text())["tasks"]["lambada"]["scored"] == 1
     assert (in_tmp_cwd / "reports" / "contamination.json").exists()
+    plot = json.loads((in_tmp_cwd / "reports" / "plots" / "contamination" / "dirty_fraction.json").read_text())
+    assert plot == [{"task": "lambada", "dirty_fraction": round(1 / 6, 6), "dirty": 1, "total": 6}]
+    scores = json.loads((in_tmp_cwd / "reports" / "plots" / "contamination" / "scores.json").read_text())
+    assert [(r["subset"], r["value"]) for r in scores] == [("all", 1.0), ("dirty", 1.0)]
 
 
-def test_real_lambada_wikitext_against_real_books(shared_data):
+def test_real_lambada_wikitext_against_real_books(shared_data, tmp_path):
     found = tasks.load_all(shared_data / "eval", ("lambada", "wikitext"))
     corpus = con.TrainCorpus()
     for name in ("11-0.txt", "120-0.txt", "pg345.txt", "98-0.txt"):
@@ -170,6 +179,9 @@ def test_real_lambada_wikitext_against_real_books(shared_data):
     assert lam["total"] == 5153 and lam["n"] == 13  # LAMBADA passages are long: full 13-grams
     assert wiki["n"] == 8 and wiki["too_short"] > 0  # WikiText has short lines: the floor applies
     assert lam["dirty_fraction"] < 0.01 and wiki["dirty_fraction"] < 0.01  # fiction vs Wikipedia: near zero
+    sharded = con.audit(found, corpus, con.ContaminationConfig(), index_factory=lambda n: ngx.ShardedNgramIndex(
+        iter(corpus.words), n, 10, tmp_path / str(n), shard_bits=3, spill_pairs=200_000))
+    assert sharded == res  # the out-of-core index gives the same audit on real text
     # Sanity of the real path: a LAMBADA passage copied into a book is found again.
     corpus.add("books/planted", "Chapter 1. " + found["lambada"].examples[42].contamination_text, {})
     res = con.audit({"lambada": found["lambada"]}, corpus, con.ContaminationConfig())
@@ -205,3 +217,232 @@ def test_stage_script_runs_with_the_dvc_yaml_flags(in_tmp_cwd):
     metrics = json.loads((in_tmp_cwd / "reports" / "contamination.json").read_text())
     assert metrics["leaks"]["exact_match"] is True and metrics["tasks"]["lambada"]["dirty"] == 1
     assert {p.name for p in (in_tmp_cwd / "out").iterdir()} == {"report.html", "report.json", "report.md"}
+
+
+# --- out-of-core index ------------------------------------------------------------------------------
+def _random_corpus(n_docs: int = 40, seed: int = 0) -> con.TrainCorpus:
+    import random
+
+    rnd = random.Random(seed)
+    vocab = [f"w{i}" for i in range(60)]  # small vocabulary: many n-grams repeat across documents
+    corpus = con.TrainCorpus()
+    for i in range(n_docs):
+        words = [rnd.choice(vocab) for _ in range(rnd.randint(0, 300))]
+        if i % 3 == 0:
+            words[10:10] = LEAK.split()  # in 14 documents: above the frequency cut
+        corpus.add(f"books/{i:03d}", " ".join(words), {"source": "books", "source_file": f"b{i}.txt"})
+    return corpus
+
+
+@pytest.mark.parametrize("n,shard_bits,spill", [(13, 4, 97), (8, 1, 1 << 20), (3, 6, 500)])
+def test_sharded_index_equals_memory_index(tmp_path, n, shard_bits, spill):
+    corpus = _random_corpus()
+    mem = ngx.NgramIndex(corpus, n, 10)
+    disk = ngx.ShardedNgramIndex(iter(corpus.words), n, 10, tmp_path / "idx", shard_bits, spill_pairs=spill)
+    cat_h = np.concatenate([np.asarray(disk.shard(k)[0]) for k in range(disk.shards)])
+    cat_d = np.concatenate([np.asarray(disk.shard(k)[1]) for k in range(disk.shards)])
+    assert (cat_h == mem.hashes).all() and (cat_d == mem.docs).all()  # shards in order = the sorted array
+    assert (len(disk), disk.nbytes(), disk.ignored_ngrams) == (len(mem), mem.nbytes(), mem.ignored_ngrams)
+    assert not list((tmp_path / "idx").glob("run-*"))  # spill runs cleaned up
+    queries = [" ".join(f"w{(i * 7 + j) % 60}" for j in range(40)) for i in range(20)] + [LEAK, FILLER]
+    queries += [" ".join(ngx.normalize(" ".join(f"w{x}" for x in range(60)))[0])]
+    for q in queries:
+        assert disk.lookup(q) == mem.lookup(q)
+
+
+def test_stage_index_choice_gives_identical_reports(in_tmp_cwd):
+    evals = in_tmp_cwd / "eval"
+    evals.mkdir()
+    _lambada(evals, _evals())
+    docs = [Document(text=FILLER + (LEAK if i == 3 else "") + FILLER * (i % 4), id=f"books/{i}",
+                     metadata={"source": "books", "source_file": f"b{i}.txt"}) for i in range(12)]
+    docs.append(docs[3])  # a repeat, as the mix writes them
+    list(io.doc_writer(in_tmp_cwd / "mix", "train/docs").run(iter(docs), rank=0, world_size=1))
+    pages = {}
+    for kind in ("memory", "sharded"):
+        res = con.run(con.ContaminationConfig(index=kind), in_tmp_cwd / "mix", evals, in_tmp_cwd / kind)
+        assert res["tasks"]["lambada"]["dirty"] == 1 and res["train"]["repeats_skipped"] == 1
+        pages[kind] = [(in_tmp_cwd / kind / f).read_bytes() for f in ("report.json", "report.md", "report.html")]
+    assert pages["memory"] == pages["sharded"]
+
+
+# --- decontamination (GPT-3 appendix C) --------------------------------------------------------------
+def test_split_text_rules():
+    cfg = con.ContaminationConfig()
+    text = "a" * 1000
+    kept, made = dec.split_text(text, [(500, 510)], cfg)  # cut 300..710
+    assert made == 2 and kept == ["a" * 300, "a" * 290]
+    kept, made = dec.split_text(text, [(150, 160), (800, 810)], cfg)  # 0..360 and 600..1000 removed
+    assert made == 1 and kept == ["a" * 240]
+    kept, made = dec.split_text(text, [(900, 910)], cfg)  # right piece empty, left piece 700
+    assert (kept, made) == (["a" * 700], 1)
+    kept, made = dec.split_text("b" * 500, [(250, 260)], cfg)  # pieces of 50 and 40 chars: both dropped
+    assert (kept, made) == ([], 2)
+
+
+def test_decontamination_removes_planted_leak(tmp_path):
+    task = _lambada(tmp_path, _evals())
+    filler = FILLER * 8  # ~680 characters
+    carrier = Document(text=filler + "He wrote: " + LEAK.upper() + ", and slept. " + filler, id="books/007",
+                       metadata={"source": "books"})
+    riddled = Document(text=" ".join([filler, LEAK] * 12 + [filler]), id="books/008", metadata={"source": "books"})
+    clean = Document(text=filler * 2, id="books/009", metadata={"source": "books"})
+    docs = [carrier, riddled, clean] + [carrier] * 11  # the mix repeats documents: still one document
+    counts: dict[str, int] = {}
+    out = list(dec.decontaminate(lambda: docs, {"lambada": task}, con.ContaminationConfig(), counts))
+    kept = [d for d, reason in out if reason is None]
+    dropped = {d.id: reason for d, reason in out if reason}
+    assert dropped == {"books/008": "too_many_pieces"}  # 12 leaks -> 13 pieces > 10
+    assert [d.id for d in kept[:3]] == ["books/007#decon0", "books/007#decon1", "books/009"]
+    assert len(kept) == 3 + 2 * 11 and {d.id for d in kept[3:]} == {"books/007#decon0", "books/007#decon1"}
+    kept = kept[:3]
+    assert kept[2].text == clean.text and kept[0].metadata[dec.DECON_PIECE] == 0
+    for d in kept:
+        assert "lighthouse" not in d.text.lower() and len(d.text) >= 200
+    leak_at = carrier.text.index(LEAK.upper())
+    assert kept[0].text == carrier.text[:leak_at - 200]  # 200 characters either side of the 13-grams
+    assert kept[1].text == carrier.text[leak_at + len(LEAK) + 200:]
+    assert counts["docs_in"] == 14 and counts["docs_clean"] == 1 and counts["docs_split"] == 12
+    assert counts["docs_dropped_too_many_pieces"] == 1 and counts["collisions"] == 12 * 6 + 12 * 6
+    assert counts["ignored_frequent_ngrams"] == 0
+    # the audit of the cleaned set finds nothing
+    corpus = con.TrainCorpus()
+    for d in kept:
+        corpus.add(d.id, d.text, d.metadata)
+    assert con.audit({"lambada": task}, corpus, con.ContaminationConfig())["tasks"]["lambada"]["dirty"] == 0
+
+
+def test_decontaminate_cli_writes_a_clean_mix(in_tmp_cwd):
+    import shutil
+
+    root = Path(__file__).resolve().parents[1]
+    shutil.copy(root / "params.yaml", in_tmp_cwd / "params.yaml")
+    evals = in_tmp_cwd / "eval"
+    evals.mkdir()
+    _lambada(evals, _evals())
+    filler = FILLER * 8
+    docs = [Document(text=filler + LEAK + " " + filler, id="webtext/a", metadata={"source": "webtext"}),
+            Document(text=filler, id="cc/b", metadata={"source": "cc"})]
+    list(io.doc_writer(in_tmp_cwd / "mix", "train/docs").run(iter(docs), rank=0, world_size=1))
+    list(io.doc_writer(in_tmp_cwd / "mix", "val/docs").run(iter(docs[1:]), rank=0, world_size=1))
+    dec.main(["decontaminate", "--train", "mix", "--eval", "eval", "--out", "clean"])
+    out = [d.id for d in io.iter_docs(in_tmp_cwd / "clean", "train/docs")]
+    assert out == ["webtext/a#decon0", "webtext/a#decon1", "cc/b"]
+    assert [d.id for d in io.iter_docs(in_tmp_cwd / "clean", "val/docs")] == ["cc/b"]
+    manifest = io.read_json(in_tmp_cwd / "clean" / "_manifest.json")
+    assert manifest["params"]["counts"]["docs_split"] == 1
+    first = (in_tmp_cwd / "clean" / "train" / "docs").glob("*.zst")
+    blob = [p.read_bytes() for p in sorted(first)]
+    dec.main(["decontaminate", "--train", "mix", "--eval", "eval", "--out", "clean"])  # byte-identical rerun
+    assert blob == [p.read_bytes() for p in sorted((in_tmp_cwd / "clean" / "train" / "docs").glob("*.zst"))]
+    # the stage's dry run reports the same counts, off by default
+    res = con.run(con.ContaminationConfig(decontaminate=True), in_tmp_cwd / "mix", evals, in_tmp_cwd / "r")
+    assert res["decontamination"] == manifest["params"]["counts"]
+    assert "decontamination" not in con.run(con.ContaminationConfig(), in_tmp_cwd / "mix", evals, in_tmp_cwd / "r")
+
+
+# --- the HTML page ---------------------------------------------------------------------------------------
+class _Page(HTMLParser):
+    """Rows of the dirty-example tables: marks and links per row, and every anchor target."""
+
+    def __init__(self):
+        super().__init__()
+        self.rows, self.ids, self.hrefs, self._row = [], set(), [], None
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        if "id" in attrs:
+            self.ids.add(attrs["id"])
+        if tag == "tr":
+            self._row = {"marks": 0, "links": []}
+            self.rows.append(self._row)
+        elif tag == "mark" and self._row is not None:
+            self._row["marks"] += 1
+        elif tag == "a":
+            self.hrefs.append(attrs["href"])
+            if self._row is not None:
+                self._row["links"].append(attrs["href"])
+
+
+def _sample_result(tmp_path):
+    task = _lambada(tmp_path, _evals())
+    corpus = con.TrainCorpus()
+    corpus.add("webtext/x", FILLER + LEAK, {"source": "webtext", "url": "https://news.sample.test/a?b=1&c=2",
+                                            "reddit_post_id": "t3_abc"})
+    corpus.add("cc/y", FILLER + LEAK, {"source": "cc", "url": "http://crawl.test/p", "warc_file": "x.warc.gz",
+                                       "warc_record_id": "<urn:uuid:1>"})
+    corpus.add("books/z", LEAK + " " + FILLER, {"source": "books", "source_file": "z.txt", "book_title": "Z"})
+    corpus.add("books/q", " ".join(_evals()[2].split()[:15]), {"source": "books", "source_file": "q.txt"})
+    return con.audit({"lambada": task}, corpus, con.ContaminationConfig())
+
+
+def test_html_every_dirty_example_marked_and_linked(tmp_path):
+    res = _sample_result(tmp_path)
+    page = rep_mod.render_html(res)
+    parser = _Page()
+    parser.feed(page)
+    parser.close()
+    dirty_rows = [r for r in parser.rows if r["marks"]]
+    assert len(dirty_rows) == len(res["dirty"]["lambada"]) == 2
+    by_index = {r["index"]: r for r in res["dirty"]["lambada"]}
+    assert len(by_index[5]["docs"]) == 3
+    leak_row = max(dirty_rows, key=lambda r: len(r["links"]))
+    assert leak_row["links"] == ["https://news.sample.test/a?b=1&c=2", "https://www.reddit.com/comments/abc",
+                                 "http://crawl.test/p"]
+    internal = [h[1:] for h in parser.hrefs if h.startswith("#")]
+    assert internal == ["dirty-lambada"] and set(internal) <= parser.ids  # summary links resolve
+    assert "x.warc.gz" in page and "&lt;urn:uuid:1&gt;" in page
+
+
+@pytest.mark.skipif(not Path("/usr/bin/chromium").exists(), reason="no /usr/bin/chromium: headless render not checked")
+def test_html_renders_in_headless_chromium(tmp_path):
+    import subprocess
+
+    res = _sample_result(tmp_path)
+    rep_mod.write_reports(res, tmp_path / "out")
+    html = (tmp_path / "out" / "report.html").resolve()
+    shot = tmp_path / "shot.png"
+    proc = subprocess.run(["/usr/bin/chromium", "--headless", "--no-sandbox", "--disable-gpu", "--window-size=1200,1600",
+                           f"--screenshot={shot}", html.as_uri()], capture_output=True, text=True, timeout=90)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 10_000
+    dom = subprocess.run(["/usr/bin/chromium", "--headless", "--no-sandbox", "--disable-gpu", "--dump-dom", html.as_uri()],
+                         capture_output=True, text=True, timeout=90)
+    assert dom.stdout.count("<mark>") == 2 and "lambada: 2 dirty" in dom.stdout
+
+
+def test_fast_word_path_equals_normalize():
+    texts = ["The Keeper's LAMP -- lit, at 9!", "ΟΔΟΣ ΣΟΦΟΣ ΑΣ1 İstanbul straße ǅemal", "", "...!", "x_y a\u0307b"]
+    for text in texts:
+        assert ngx.normalize_words(text) == ngx.normalize(text)[0], text
+    assert ngx.word_hashes(["a", "b", "a"]).tolist() == [ngx.word_hashes(["a"])[0]] * 1 + [ngx.word_hashes(["b"])[0]] + [ngx.word_hashes(["a"])[0]]
+
+
+def test_decontamination_leaves_ngrams_in_more_than_max_docs(tmp_path):
+    task = _lambada(tmp_path, _evals())
+    filler = FILLER * 8
+    for copies, cut in ((11, 0), (10, 10)):  # the audit's rule: in more than 10 documents = common phrase
+        docs = [Document(text=filler + LEAK + " " + filler, id=f"books/{i}", metadata={}) for i in range(copies)]
+        counts: dict[str, int] = {}
+        out = list(dec.decontaminate(lambda: docs, {"lambada": task}, con.ContaminationConfig(), counts))
+        assert counts["docs_split"] == cut and len(out) == (copies if not cut else 2 * copies), copies
+        assert counts["ignored_frequent_ngrams"] == (6 if not cut else 0)
+
+
+def test_split_modules_keep_old_names_and_cli(tmp_path):
+    """The n-gram and decontamination names moved out of pipeline.contamination stay importable there,
+    and `python -m pipeline.contamination decontaminate` still reaches the decontamination CLI."""
+    import subprocess
+    import sys
+
+    for name in ("NgramIndex", "ShardedNgramIndex", "normalize", "normalize_words", "word_hashes", "ngram_hashes",
+                 "choose_n"):
+        assert getattr(con, name) is getattr(ngx, name)
+    for name in ("DECON_PIECE", "decontaminate", "decontaminate_folder", "split_text", "eval_ngrams", "main"):
+        assert getattr(con, name) is getattr(dec, name)
+    root = Path(__file__).resolve().parents[1]
+    for module in ("pipeline.contamination", "pipeline.decontaminate"):
+        proc = subprocess.run([sys.executable, "-m", module, "decontaminate", "--help"], cwd=root,
+                              capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 0, proc.stderr
+        assert "--train" in proc.stdout and "appendix C" in proc.stdout

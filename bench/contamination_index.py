@@ -1,0 +1,179 @@
+"""Contamination index throughput and memory: our hashed n-gram indexes vs a plain-Python set, same run.
+
+Corpus: real books from ../shared/data/books (Gutenberg header/footer cut off), cut on paragraph
+bounds into 1-20 KB documents, up to --mb megabytes. Every method indexes every 13-gram of every
+document after GPT-3 normalisation (lowercase, punctuation stripped, whitespace words):
+
+  reference   plain Python, as ../shared/ANCHORS.md measured it (4.4 MB/s, ~80 bytes per distinct
+              13-gram): re.findall words, hash(tuple(13 words)) into one set
+  memory      pipeline.contamination.TrainCorpus (xxh64 word hashes) + pipeline.ngram_index.NgramIndex
+              (sorted uint64 hash + int64 doc ordinal pairs, frequency cut)
+  sharded     ShardedNgramIndex streaming the documents once, 16 sorted .npy shards in a temp folder
+              (out of core: peak memory is one spill buffer plus the largest shard)
+
+Speed: median of --repeats timed runs (no tracing), as MB/s of text and n-gram positions per second.
+Memory: one more run under tracemalloc (numpy reports its buffers to it): the peak while building,
+and the size of what stays (set + its int objects / index arrays), both per million n-grams.
+The figure that counts is the ratio to the reference measured in the same run.
+
+Usage: python bench/contamination_index.py [--mb 16] [--repeats 3] [--n 13]
+Writes bench/out/contamination_index.json.
+"""
+import pathlib, sys; sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # noqa: E401,E702
+
+import argparse
+import json
+import random
+import re
+import statistics
+import tempfile
+import time
+import tracemalloc
+from pathlib import Path
+
+import numpy as np
+
+from pipeline import contamination as con
+from pipeline import ngram_index as ngx
+
+ROOT = Path(__file__).resolve().parents[1]
+BOOKS = ROOT.parent / "shared" / "data" / "books"
+WORD = re.compile(r"[^\W_]+")
+
+
+def strip_gutenberg(text: str) -> str:
+    start = re.search(r"\*\*\* ?START OF.*?\n", text)
+    end = re.search(r"\*\*\* ?END OF", text)
+    return text[start.end() if start else 0:end.start() if end else len(text)]
+
+
+def build_corpus(books: Path, mb: float, seed: int = 0) -> list[str]:
+    """1-20 KB documents cut from the books on paragraph bounds, round robin over books, up to `mb` MB."""
+    rng = random.Random(seed)
+    per_book = []
+    for path in sorted(books.glob("*.txt")):
+        paras = [p.strip() for p in re.split(r"\n\s*\n", strip_gutenberg(path.read_text(encoding="utf-8"))) if p.strip()]
+        docs, cur, target = [], [], rng.randint(1000, 20000)
+        for p in paras:
+            cur.append(p)
+            if sum(map(len, cur)) >= target:
+                docs.append("\n\n".join(cur))
+                cur, target = [], rng.randint(1000, 20000)
+        per_book.append(docs)
+    out, size, i = [], 0, 0
+    while size < mb * 1e6 and any(per_book):
+        book = per_book[i % len(per_book)]
+        if book:
+            out.append(book.pop(0))
+            size += len(out[-1].encode())
+        i += 1
+    return out
+
+
+# --- the three methods: each returns (structure kept, n-gram positions) ------------------------------------
+def reference(texts: list[str], n: int):
+    seen: set[int] = set()
+    positions = 0
+    for text in texts:
+        words = WORD.findall(text.lower())
+        for i in range(len(words) - n + 1):
+            seen.add(hash(tuple(words[i:i + n])))
+        positions += max(0, len(words) - n + 1)
+    return seen, positions
+
+
+def memory_index(texts: list[str], n: int):
+    ngx._WORD_CACHE.clear()  # a cold cache, as a fresh process has
+    corpus = con.TrainCorpus()
+    for i, text in enumerate(texts):
+        corpus.add(f"books/{i}", text, {})
+    index = ngx.NgramIndex(corpus, n, 10)
+    return index, sum(max(0, len(w) - n + 1) for w in corpus.words)
+
+
+def sharded_index(texts: list[str], n: int, count: bool = False):
+    ngx._WORD_CACHE.clear()
+    counted = [0]
+
+    def stream():
+        for text in texts:
+            wh = ngx.word_hashes(ngx.normalize_words(text))
+            counted[0] += max(0, len(wh) - n + 1)
+            yield wh
+
+    with tempfile.TemporaryDirectory(prefix="bench-ngram-") as tmp:
+        index = ngx.ShardedNgramIndex(stream(), n, 10, tmp, shard_bits=4)
+        if count:  # distinct n-grams, read before the temp folder goes (untimed runs only)
+            index.distinct = sum(len(np.unique(np.asarray(index.shard(k)[0]))) for k in range(index.shards))
+        index._open.clear()
+    return index, counted[0]
+
+
+def distinct_of(name: str, obj) -> int:
+    if name == "reference":
+        return len(obj)
+    return getattr(obj, "distinct", None) or len(np.unique(obj.hashes))
+
+
+def kept_bytes(name: str, obj) -> int:
+    if name == "reference":
+        return sys.getsizeof(obj) + sum(sys.getsizeof(x) for x in obj)
+    return obj.nbytes()
+
+
+METHODS = {"reference": reference, "memory": memory_index, "sharded": sharded_index}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--mb", type=float, default=16.0, help="corpus size in MB of book text")
+    parser.add_argument("--repeats", type=int, default=3, help="timed runs per method (median reported)")
+    parser.add_argument("--n", type=int, default=13, help="n-gram length (GPT-3: 13)")
+    parser.add_argument("--books", default=str(BOOKS), help="folder of Gutenberg .txt books")
+    args = parser.parse_args()
+    texts = build_corpus(Path(args.books), args.mb)
+    mb = sum(len(t.encode()) for t in texts) / 1e6
+    print(f"corpus: {len(texts)} documents, {mb:.1f} MB from {args.books}")
+    rows = {}
+    times: dict[str, list[float]] = {name: [] for name in METHODS}
+    for _ in range(args.repeats):  # interleaved, so a busy spell on a shared machine hits every method
+        for name, fn in METHODS.items():
+            t0 = time.perf_counter()
+            obj = fn(texts, args.n)
+            times[name].append(time.perf_counter() - t0)
+            del obj
+    for name, fn in METHODS.items():
+        tracemalloc.start()
+        obj, positions = fn(texts, args.n)
+        _, peak = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+        distinct = sharded_index(texts, args.n, count=True)[0].distinct if name == "sharded" else distinct_of(name, obj)
+        kept = kept_bytes(name, obj)
+        sec = statistics.median(times[name])
+        rows[name] = {"seconds": round(sec, 3), "mb_per_s": round(mb / sec, 2), "ngrams_per_s": round(positions / sec),
+                      "ngram_positions": positions, "distinct_ngrams": distinct,
+                      "kept_bytes_per_m_ngrams": round(kept / distinct * 1e6), "peak_bytes_per_m_ngrams": round(peak / distinct * 1e6),
+                      "kept_mb": round(kept / 1e6, 1), "peak_mb": round(peak / 1e6, 1)}
+        del obj
+        print(f"{name}: {rows[name]}", flush=True)
+    ref = rows["reference"]
+    for r in rows.values():
+        r["speed_ratio"] = round(r["mb_per_s"] / ref["mb_per_s"], 2)
+        r["kept_memory_ratio"] = round(r["kept_bytes_per_m_ngrams"] / ref["kept_bytes_per_m_ngrams"], 3)
+        r["peak_memory_ratio"] = round(r["peak_bytes_per_m_ngrams"] / ref["peak_bytes_per_m_ngrams"], 3)
+    print(f"\n{args.n}-gram index, {mb:.1f} MB, {len(texts)} docs, median of {args.repeats}")
+    print("| method | MB/s | n-grams/s | x ref | kept B/n-gram | x ref | peak B/n-gram | x ref |")
+    print("|---|---|---|---|---|---|---|---|")
+    for name, r in rows.items():
+        print(f"| {name} | {r['mb_per_s']} | {r['ngrams_per_s'] / 1e6:.2f}M | {r['speed_ratio']} | "
+              f"{r['kept_bytes_per_m_ngrams'] / 1e6:.1f} | {r['kept_memory_ratio']} | "
+              f"{r['peak_bytes_per_m_ngrams'] / 1e6:.1f} | {r['peak_memory_ratio']} |")
+    out = ROOT / "bench" / "out" / "contamination_index.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"corpus_mb": round(mb, 2), "documents": len(texts), "n": args.n,
+                               "repeats": args.repeats, "methods": rows}, indent=1) + "\n")
+    print(f"wrote {out.relative_to(ROOT)}")
+
+
+if __name__ == "__main__":
+    main()
