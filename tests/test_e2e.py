@@ -121,3 +121,28 @@ def test_data_outputs_rebuild_byte_identical(project):
     shutil.rmtree(project / "data" / "work", ignore_errors=True)
     run(["dvc", "repro", "--force", "tokenize"], project)
     assert lock_hashes(project, DATA_STAGES) == before
+
+
+def changed_stages(project: Path, key: str, value) -> set[str]:
+    """Stages `dvc status` reports after setting params.yaml `key` (dotted) to `value`; params restored after."""
+    path = project / "params.yaml"
+    original = path.read_text()
+    params = yaml.safe_load(original)
+    section, name = key.split(".")
+    params[section][name] = value
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+    try:
+        env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+        proc = subprocess.run(["dvc", "status", "--json"], cwd=project, env=env, capture_output=True, text=True,
+                              timeout=300, check=True)
+        status = json.loads(proc.stdout or "{}")
+    finally:
+        path.write_text(original)
+    return set(status)
+
+
+@pytest.mark.slow
+def test_alpha_touches_only_quality_filter_and_executor_touches_nothing(project):
+    # dvc status lists the stages whose own deps changed; downstream ones follow when those rerun
+    assert changed_stages(project, "quality.alpha", 5.0) == {"quality_filter"}
+    assert changed_stages(project, "executor.workers", 2) == set()
