@@ -4,7 +4,8 @@ GPT-3 (Brown et al. 2020, sec. 2.2 and appendix A) started from raw Common Crawl
 text and kept English; quality filtering and fuzzy dedup are later stages (quality.py,
 dedup.py). This module is a datatrove pipeline so Slurm/Ray executors can take it over:
 
-    WarcRecordReader -> HtmlExtractor -> TooShortFilter -> LanguageFilter -> JsonlWriter
+    WarcRecordReader -> HtmlExtractor -> TooShortFilter -> LanguageFilter
+        [-> GopherRepetitionFilter] [-> GopherQualityFilter] -> JsonlWriter
 
 datatrove's own WarcReader is not used: it drops the record's byte offset (needed for
 provenance: seek to `warc_offset` and the record is there), needs cchardet/libmagic, and
@@ -14,6 +15,11 @@ counted as an error (`errors.truncated_record`) and reading goes on with the nex
 
 Language: a local fastText LID model (lid.176.bin) when `cc.lang_model` is set, else an
 offline stopword heuristic. Nothing is downloaded, ever (datatrove's LanguageFilter would).
+
+Optional Gopher rules (Rae et al. 2021, appendix A1: repetition, and the quality heuristics: word
+counts and lengths, symbol and bullet ratios, stopwords), off by default because GPT-3 used only
+its classifier. They are datatrove's own filters, given an offline regex word tokenizer: their
+default English tokenizer imports spaCy, absent here, and its NLTK alternative downloads punkt.
 """
 from __future__ import annotations
 
@@ -28,6 +34,7 @@ from datatrove.pipeline.base import PipelineStep
 from datatrove.pipeline.filters.base_filter import BaseFilter
 from datatrove.pipeline.readers.base import BaseDiskReader
 from datatrove.utils.logging import logger
+from datatrove.utils.word_tokenizers import WordTokenizer, simple_span_tokenize
 
 from pipeline import extract, io, records
 
@@ -42,6 +49,8 @@ class CCConfig:
     min_words: int = 50
     languages: tuple[str, ...] = ("en",)  # empty: no language filter
     lang_model: str = ""  # path to fastText lid.176.bin; empty: stopword heuristic
+    gopher_repetition: bool = False  # datatrove GopherRepetitionFilter (Gopher table A1); off: GPT-3 had none
+    gopher_quality: bool = False  # datatrove GopherQualityFilter (Gopher's quality rules); off: GPT-3 had none
 
 
 def warc_files(folder: str | Path) -> list[Path]:
@@ -301,15 +310,57 @@ class LanguageFilter(BaseFilter):
         return not self.languages or lang in self.languages + (UNKNOWN,) or (False, "wrong_language")
 
 
+class RegexWordTokenizer(WordTokenizer):
+    """Offline word tokenizer for datatrove's Gopher filters: runs of word characters (with inner
+    apostrophes) and single punctuation marks, as spaCy's blank English tokenizer splits plain
+    prose. datatrove's own choices all fail offline here: its English and "whitespace" tokenizers
+    import spaCy (not installed) and the NLTK one downloads punkt (ANCHORS.md)."""
+
+    _WORDS = re.compile(r"\w+(?:['’]\w+)*|[^\w\s]", re.UNICODE)
+    _SENTS = re.compile(r"[^.!?\n]+[.!?\n]*")
+
+    def __init__(self):
+        super().__init__("en")
+
+    def word_tokenize(self, text: str) -> list[str]:
+        return self._WORDS.findall(text)
+
+    def sent_tokenize(self, text: str) -> list[str]:
+        return [s.strip() for s in self._SENTS.findall(text) if s.strip()]
+
+    def span_tokenize(self, text: str) -> list[tuple[int, int]]:
+        return list(simple_span_tokenize(text, self.sent_tokenize(text)))
+
+
+GOPHER_REPETITION, GOPHER_QUALITY = "gopher_repetition", "gopher_quality"
+
+
+def drop_reasons(cfg: CCConfig) -> list[str]:
+    """removed/<reason> folders the pipeline of `cfg` writes, in pipeline order."""
+    optional = [(cfg.gopher_repetition, GOPHER_REPETITION), (cfg.gopher_quality, GOPHER_QUALITY)]
+    return ["too_short", "wrong_language"] + [name for on, name in optional if on]
+
+
 def build_pipeline(cfg: CCConfig, ecfg: extract.ExtractConfig, in_dir: str | Path, out_dir: str | Path) -> list:
-    """The cc datatrove pipeline: kept documents to out_dir/docs, drops to out_dir/removed/<reason>."""
-    return [
+    """The cc datatrove pipeline: kept documents to out_dir/docs, drops to out_dir/removed/<reason>.
+
+    The Gopher filters (when on) come after the language filter: their thresholds are for English
+    prose. The rule that fired is kept in each removed document's metadata filter_reason."""
+    from datatrove.pipeline.filters import GopherQualityFilter, GopherRepetitionFilter
+
+    steps = [
         WarcRecordReader(in_dir),
         HtmlExtractor(ecfg),
         TooShortFilter(cfg.min_words, exclusion_writer=io.removed_writer(out_dir, "too_short")),
         LanguageFilter(cfg.languages, cfg.lang_model, exclusion_writer=io.removed_writer(out_dir, "wrong_language")),
-        io.doc_writer(out_dir),
     ]
+    if cfg.gopher_repetition:  # datatrove's defaults are Gopher's table A1 thresholds
+        steps.append(GopherRepetitionFilter(language=RegexWordTokenizer(),
+                                            exclusion_writer=io.removed_writer(out_dir, GOPHER_REPETITION)))
+    if cfg.gopher_quality:  # its stopword list is built in (the, be, to, of, and, that, have, with)
+        steps.append(GopherQualityFilter(language=RegexWordTokenizer(),
+                                         exclusion_writer=io.removed_writer(out_dir, GOPHER_QUALITY)))
+    return steps + [io.doc_writer(out_dir)]
 
 
 # --- the stage -------------------------------------------------------------------------------
@@ -356,9 +407,13 @@ def run(cfg: CCConfig, ecfg: extract.ExtractConfig, in_dir: str | Path, out_dir:
     staged.mkdir(parents=True, exist_ok=True)
     kept = io.read_records(staged, io.DOCS)
     dropped = {}
-    for reason in ("too_short", "wrong_language"):
+    for reason in drop_reasons(cfg):
         dropped[reason] = io.read_records(staged, f"{io.REMOVED}/{reason}")
         rep.drop(reason, len(dropped[reason]))
+    for group in (GOPHER_REPETITION, GOPHER_QUALITY):  # which Gopher rule fired (only when the filter is on)
+        if group in dropped:
+            rules = Counter(r["metadata"].get(records.FILTER_REASON, "-") for r in dropped[group])
+            rep.extra.setdefault("gopher_rules", {})[group] = dict(sorted(rules.items()))
     stats = work / "logs" / "stats.json"
     for reason, n in sorted(datatrove_counters(stats, "error_").items()):
         rep.error(reason, n)

@@ -3,7 +3,7 @@
 In:     --in      folder of *.warc.gz / *.warc / *.warc.wet.gz files
 Out:    --out     document folder (docs/, removed/too_short, removed/wrong_language, _manifest.json);
         reports/cc.json (records read, drops and errors per reason, languages, truth P/R with --truth)
-Params: cc.min_words, cc.languages, cc.lang_model; extract.* (trafilatura options)
+Params: cc.min_words, cc.languages, cc.lang_model, cc.gopher_repetition, cc.gopher_quality; extract.* (trafilatura options)
 Usage:  python stages/cc.py --in data/raw/sample/cc --out data/interim/cc --truth data/raw/sample/truth.json
 """
 import pathlib, sys; sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # noqa: E401,E702

@@ -195,3 +195,71 @@ def test_real_commoncrawl_files(shared_data, in_tmp_cwd):
     # the real crawl head is mostly Chinese/spam and the whirlwind page is Aragonese: nothing English survives
     assert rep["docs_out"] == 0 and rep["dropped"]["wrong_language"] >= 2
     assert rep["languages"]["non_latin"] >= 4  # Chinese/Russian pages, gb2312 found in a <meta> tag
+
+
+NORMAL = [  # an ordinary page: distinct sentences, several paragraphs
+    "The city council approved the budget for the new library on Tuesday evening after a long debate.",
+    "Members said the old building had become too small for the number of children who use it every week.",
+    "Construction is expected to begin in the spring, and the architects have promised to keep the garden.",
+    "Some residents asked whether the reading room would stay open during the work, and the mayor said it would.",
+    "A local historian reminded the meeting that the first library in the town was opened by a group of teachers.",
+    "The vote was seven to two, with both members who opposed it saying that the roads needed the money more.",
+]
+# a spam page: one line repeated with a counter (trafilatura drops exactly repeated paragraphs itself)
+REPETITIVE = " ".join(f"Best cheap watches online, buy now and save big on watch number {i}." for i in range(30))
+
+
+def test_gopher_filters_drop_only_the_repetitive_page(tmp_path, in_tmp_cwd):
+    src = tmp_path / "warcs"
+    src.mkdir()
+    pages = [("http://library.cc.test/", "text/html", _html("Library", " ".join(NORMAL)), "200 OK"),
+             ("http://watches.cc.test/", "text/html", _html("Watches", REPETITIVE), "200 OK")]
+    write_warc(src / "CC-G.warc.gz", pages)
+    default = cc.run(cc.CCConfig(), extract.ExtractConfig(), src, "off").to_dict()
+    on_cfg = cc.CCConfig(gopher_repetition=True, gopher_quality=True)
+    assert [type(s).__name__ for s in cc.build_pipeline(on_cfg, extract.ExtractConfig(), src, "x")][4:6] == [
+        "GopherRepetitionFilter", "GopherQualityFilter"]  # after the language filter, datatrove's own
+    rep = cc.run(on_cfg, extract.ExtractConfig(), src, "on").to_dict()
+    # defaults (GPT-3): both pages kept, no Gopher keys in the report
+    assert sorted(d.metadata[records.URL] for d in io.iter_docs("off")) == [p[0] for p in pages]
+    assert set(default["dropped"]) == {"too_short", "wrong_language"} and "gopher_rules" not in default
+    # Gopher on: only the spam page goes, to removed/gopher_repetition, with the rule that fired
+    assert [d.metadata[records.URL] for d in io.iter_docs("on")] == ["http://library.cc.test/"]
+    assert rep["dropped"] == {"too_short": 0, "wrong_language": 0, "gopher_repetition": 1, "gopher_quality": 0}
+    removed = list(io.iter_docs("on", f"{io.REMOVED}/gopher_repetition"))
+    assert [d.metadata[records.URL] for d in removed] == ["http://watches.cc.test/"]
+    assert sum(rep["gopher_rules"]["gopher_repetition"].values()) == 1
+    assert rep["docs_in"] == rep["docs_out"] + rep["dropped_total"] == 2
+
+
+def test_gopher_quality_alone_and_offline_tokenizer():
+    words = cc.RegexWordTokenizer().word_tokenize("Don't stop... it's #1, ok?")
+    assert words == ["Don't", "stop", ".", ".", ".", "it's", "#", "1", ",", "ok", "?"]
+    from datatrove.data import Document
+    from datatrove.pipeline.filters import GopherQualityFilter
+
+    flt = GopherQualityFilter(language=cc.RegexWordTokenizer())
+    assert flt.filter(Document("\n".join(NORMAL), "n")) is True
+    keywords = " ".join(f"casino{i} bonus{i} slots{i}" for i in range(40))  # no stopwords at all
+    assert flt.filter(Document(keywords, "k")) == (False, "gopher_enough_stop_words")
+
+
+def test_sample_output_unchanged_with_defaults(tmp_path, in_tmp_cwd):
+    """The embedded sample's WARC: defaults build the pre-Gopher 5-step pipeline, and their shards equal
+    the dvc-built data/interim/cc when present; turning Gopher on only ever removes documents."""
+    sample_warcs = ROOT / "data/raw/sample/cc"
+    if not sample_warcs.is_dir():
+        pytest.skip("data/raw/sample/cc absent: run `dvc repro sample` first")
+    steps = cc.build_pipeline(cc.CCConfig(), extract.ExtractConfig(), sample_warcs, "x")
+    assert [type(s).__name__ for s in steps][2:4] == ["TooShortFilter", "LanguageFilter"] and len(steps) == 5
+    base = cc.run(cc.CCConfig(), extract.ExtractConfig(), sample_warcs, "base").to_dict()
+    on = cc.run(cc.CCConfig(gopher_repetition=True, gopher_quality=True), extract.ExtractConfig(),
+                sample_warcs, "on").to_dict()
+    base_ids = [d.id for d in io.iter_docs("base")]
+    on_ids = [d.id for d in io.iter_docs("on")]
+    assert set(on_ids) <= set(base_ids) and on["docs_in"] == base["docs_in"]
+    assert on["dropped_total"] == base["dropped_total"] + len(base_ids) - len(on_ids)
+    published = ROOT / "data/interim/cc"
+    if (published / "_manifest.json").exists():  # the dvc-built stage output, if present, is the same
+        for shard in io.shard_paths("base"):
+            assert shard.read_bytes() == (published / shard.relative_to("base")).read_bytes()
