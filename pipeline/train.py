@@ -31,6 +31,7 @@ import hashlib
 import logging
 import math
 import os
+import random
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -300,7 +301,11 @@ def _train(data_dir: Path, out_dir: Path, live_dir: Path, mcfg: ModelConfig, tcf
     val_block = min(block, len(val_data) - 1)
     micro = micro_batch(tcfg, world)
 
+    # seed every global RNG, not only torch's: their states go into the checkpoint for exact resume,
+    # and an unseeded one would make the checkpoint bytes differ from run to run
     torch.manual_seed(seed)
+    np.random.seed(seed % 2**32)
+    random.seed(seed)
     raw_model = GPT(gcfg).to(device)
     optimizer = make_optimizer(raw_model, tcfg)
     gen = torch.Generator().manual_seed(seed)  # one sampler for all ranks: each takes its slice
