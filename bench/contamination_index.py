@@ -33,6 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
+from corpus import book_documents  # bench/corpus.py (this script's folder is on sys.path)
 from pipeline import contamination as con
 from pipeline import ngram_index as ngx
 
@@ -41,33 +42,9 @@ BOOKS = ROOT.parent / "shared" / "data" / "books"
 WORD = re.compile(r"[^\W_]+")
 
 
-def strip_gutenberg(text: str) -> str:
-    start = re.search(r"\*\*\* ?START OF.*?\n", text)
-    end = re.search(r"\*\*\* ?END OF", text)
-    return text[start.end() if start else 0:end.start() if end else len(text)]
-
-
 def build_corpus(books: Path, mb: float, seed: int = 0) -> list[str]:
     """1-20 KB documents cut from the books on paragraph bounds, round robin over books, up to `mb` MB."""
-    rng = random.Random(seed)
-    per_book = []
-    for path in sorted(books.glob("*.txt")):
-        paras = [p.strip() for p in re.split(r"\n\s*\n", strip_gutenberg(path.read_text(encoding="utf-8"))) if p.strip()]
-        docs, cur, target = [], [], rng.randint(1000, 20000)
-        for p in paras:
-            cur.append(p)
-            if sum(map(len, cur)) >= target:
-                docs.append("\n\n".join(cur))
-                cur, target = [], rng.randint(1000, 20000)
-        per_book.append(docs)
-    out, size, i = [], 0, 0
-    while size < mb * 1e6 and any(per_book):
-        book = per_book[i % len(per_book)]
-        if book:
-            out.append(book.pop(0))
-            size += len(out[-1].encode())
-        i += 1
-    return out
+    return book_documents(books, mb, random.Random(seed))
 
 
 # --- the three methods: each returns (structure kept, n-gram positions) ------------------------------------

@@ -24,13 +24,13 @@ import argparse
 import json
 import os
 import random
-import re
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
+from corpus import book_documents  # bench/corpus.py (this script's folder is on sys.path)
 from pipeline import dedup
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -40,32 +40,10 @@ NGRAM, NUM_PERM = 5, 128
 
 
 # --- corpus --------------------------------------------------------------------------------------
-def strip_gutenberg(text: str) -> str:
-    start = re.search(r"\*\*\* ?START OF.*?\n", text)
-    end = re.search(r"\*\*\* ?END OF", text)
-    return text[start.end() if start else 0:end.start() if end else len(text)]
-
-
 def build_corpus(books: Path, mb: float, dup_fraction: float, seed: int) -> tuple[list[str], list[tuple[int, int, float]]]:
     """Documents of 1-20 KB cut from the books (round robin), then planted copies; returns (texts, planted pairs)."""
     rng = random.Random(seed)
-    per_book = []
-    for path in sorted(books.glob("*.txt")):
-        paras = [p.strip() for p in re.split(r"\n\s*\n", strip_gutenberg(path.read_text(encoding="utf-8"))) if p.strip()]
-        docs, cur, target = [], [], rng.randint(1000, 20000)
-        for p in paras:
-            cur.append(p)
-            if sum(map(len, cur)) >= target:
-                docs.append("\n\n".join(cur))
-                cur, target = [], rng.randint(1000, 20000)
-        per_book.append(docs)
-    base, size, i = [], 0, 0
-    while size < mb * 1e6 * (1 - dup_fraction) and any(per_book):
-        book = per_book[i % len(per_book)]
-        if book:
-            base.append(book.pop(0))
-            size += len(base[-1].encode())
-        i += 1
+    base = book_documents(books, mb * (1 - dup_fraction), rng)
     vocab = sorted({w for t in base[:200] for w in t.split()})
     texts, planted = list(base), []
     for k, src in enumerate(rng.sample(range(len(base)), int(len(base) * dup_fraction / (1 - dup_fraction)))):
