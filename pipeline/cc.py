@@ -381,15 +381,14 @@ def datatrove_counters(stats_json: str | Path, prefix: str) -> Counter:
 
 
 def run(cfg: CCConfig, ecfg: extract.ExtractConfig, in_dir: str | Path, out_dir: str | Path,
-        truth_path: str | Path | None = None):
+        truth_path: str | Path | None = None, exec_cfg=None):
     """Run the cc stage: WARC/WET files in `in_dir` -> document folder `out_dir`.
 
     Returns the StageReport (not yet written): in/out, drops per reason, errors per reason,
     record counts, language histogram and, with truth.json, P/R of the drops (key "cc").
+    `exec_cfg` (params `executor`) picks local, Ray or Slurm; one task, so output never depends on it.
     """
-    from datatrove.executor import LocalPipelineExecutor
-
-    from pipeline import params, report, truth
+    from pipeline import executor, params, report, truth
 
     files = warc_files(in_dir)
     rep = report.StageReport("cc")
@@ -402,8 +401,8 @@ def run(cfg: CCConfig, ecfg: extract.ExtractConfig, in_dir: str | Path, out_dir:
     work = io.work_dir("cc", params.fingerprint(cfg, ecfg, input_digest(files), code))
     staged = work / "out"
     if files:
-        LocalPipelineExecutor(build_pipeline(cfg, ecfg, in_dir, staged), tasks=1, workers=1,
-                              logging_dir=str(work / "logs")).run()
+        executor.run(build_pipeline(cfg, ecfg, in_dir, staged), 1, work / "logs",
+                     exec_cfg or executor.ExecutorConfig())
     staged.mkdir(parents=True, exist_ok=True)
     kept = io.read_records(staged, io.DOCS)
     dropped = {}

@@ -390,16 +390,14 @@ def run_train(cfg: QualityConfig, seed: int, positives: list, negatives: list, o
 
 
 def run_filter(fcfg: FilterConfig, seed: int, in_dir: str | Path, model_path: str | Path, out_dir: str | Path,
-               truth_path: str | Path | None = None):
+               truth_path: str | Path | None = None, exec_cfg=None):
     """quality_filter: score every crawl document, keep by Pareto draw; docs/, removed/low_quality/,
     scores.parquet. Each page is scored by a model that never trained on it (CrossFitScorer).
     Returns the StageReport: expected vs observed kept fraction, pages per scoring model, and with
     truth: P/R of the drops plus kept fraction and mean score per truth class (good vs junk)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
-    from datatrove.executor import LocalPipelineExecutor
-
-    from pipeline import params, report, truth
+    from pipeline import executor, params, report, truth
 
     rep = report.StageReport("quality_filter")
     code = records.sha(Path(__file__).read_bytes())  # a code change must not reuse stale completions
@@ -411,7 +409,8 @@ def run_filter(fcfg: FilterConfig, seed: int, in_dir: str | Path, model_path: st
         pipeline = [io.doc_reader(in_dir),
                     QualityFilter(model_path, seed, fcfg.alpha, exclusion_writer=io.removed_writer(staged, "low_quality")),
                     io.doc_writer(staged)]
-        LocalPipelineExecutor(pipeline, tasks=1, workers=1, logging_dir=str(work / "logs")).run()
+        # params `executor` picks local, Ray or Slurm; one task, so the output never depends on it
+        executor.run(pipeline, 1, work / "logs", exec_cfg or executor.ExecutorConfig())
     else:
         rep.error("empty_input_folder")
         logger.warning(f"{in_dir} holds no documents to score")

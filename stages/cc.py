@@ -10,7 +10,7 @@ import pathlib, sys; sys.path.insert(0, str(pathlib.Path(__file__).resolve().par
 
 import argparse
 
-from pipeline import cc, extract, params
+from pipeline import cc, executor, extract, params
 
 
 def main() -> None:
@@ -21,7 +21,8 @@ def main() -> None:
     args = parser.parse_args()
     cfg = params.config(cc.CCConfig, "cc")
     ecfg = params.config(extract.ExtractConfig, "extract")
-    rep = cc.run(cfg, ecfg, args.in_dir, args.out, truth_path=args.truth)
+    exec_cfg = params.config(executor.ExecutorConfig, "executor")  # output-neutral: not declared in dvc.yaml
+    rep = cc.run(cfg, ecfg, args.in_dir, args.out, truth_path=args.truth, exec_cfg=exec_cfg)
     rep.write()
 
 

@@ -15,7 +15,7 @@ import pathlib, sys; sys.path.insert(0, str(pathlib.Path(__file__).resolve().par
 
 import argparse
 
-from pipeline import params, quality
+from pipeline import executor, params, quality
 
 
 def main() -> None:
@@ -27,7 +27,9 @@ def main() -> None:
     args = parser.parse_args()
     # only quality.alpha is a declared param of this stage
     fcfg = params.build(quality.FilterConfig, {"alpha": params.load("quality")["alpha"]}, prefix="quality.")
-    rep = quality.run_filter(fcfg, params.load("seed"), args.in_dir, args.model, args.out, truth_path=args.truth)
+    exec_cfg = params.config(executor.ExecutorConfig, "executor")  # output-neutral: not declared in dvc.yaml
+    rep = quality.run_filter(fcfg, params.load("seed"), args.in_dir, args.model, args.out, truth_path=args.truth,
+                             exec_cfg=exec_cfg)
     rep.write()
 
 
