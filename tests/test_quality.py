@@ -14,7 +14,7 @@ import pytest
 import yaml
 from datatrove.data import Document
 
-from pipeline import io, params, quality, records, rng
+from pipeline import io, params, quality, quality_metrics, records, rng
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -103,10 +103,10 @@ def test_chunk_words_sizes_and_no_word_lost():
 
 def test_roc_auc_known_values():
     y = np.array([0, 0, 1, 1], bool)
-    assert quality.roc_auc(y, np.array([0.1, 0.2, 0.8, 0.9])) == 1.0
-    assert quality.roc_auc(y, np.array([0.9, 0.8, 0.2, 0.1])) == 0.0
-    assert quality.roc_auc(y, np.array([0.5, 0.5, 0.5, 0.5])) == 0.5
-    assert quality.roc_auc(y, np.array([0.1, 0.6, 0.5, 0.9])) == 0.75
+    assert quality_metrics.roc_auc(y, np.array([0.1, 0.2, 0.8, 0.9])) == 1.0
+    assert quality_metrics.roc_auc(y, np.array([0.9, 0.8, 0.2, 0.1])) == 0.0
+    assert quality_metrics.roc_auc(y, np.array([0.5, 0.5, 0.5, 0.5])) == 0.5
+    assert quality_metrics.roc_auc(y, np.array([0.1, 0.6, 0.5, 0.9])) == 0.75
 
 
 def test_fold_assignment_is_pure_function_of_seed_and_id():
@@ -192,7 +192,7 @@ def test_truth_by_class_counts_kept_and_scores():
     rows = [{"metadata": {records.URL: u, records.QUALITY_SCORE: s, records.KEPT: k}}
             for u, s, k in [("g1", 0.9, True), ("g2", 0.7, False), ("j1", 0.1, False), ("x", 0.5, True)]]
     truth_doc = {"expect_keep": {"quality_filter": ["g1", "g2"]}, "expect_drop": {"quality_filter": ["j1"]}}
-    out = quality.truth_by_class(truth_doc, rows, 9.0)
+    out = quality_metrics.truth_by_class(truth_doc, rows, 9.0)
     assert out["good"] == {"docs": 2, "kept": 1, "kept_fraction": 0.5, "mean_score": 0.8,
                            "expected_kept_fraction": round((1.1 ** -9 + 1.3 ** -9) / 2, 4)}
     assert out["junk"]["docs"] == 1 and out["junk"]["kept"] == 0 and out["junk"]["mean_score"] == 0.1

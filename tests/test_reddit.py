@@ -1,4 +1,4 @@
-"""Tests of pipeline/reddit.py and stages/reddit_urls.py: Pushshift streaming, filters, URL
+"""Tests of pipeline/reddit.py, pipeline/pushshift.py and stages/reddit_urls.py: Pushshift streaming, filters, URL
 normalisation, dedup, bad input, real Pushshift records, and praw against a loopback Reddit API."""
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ import pytest
 import yaml
 import zstandard
 
-from pipeline import params, reddit, report
+from pipeline import params, pushshift, reddit, report
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -57,7 +57,7 @@ def dump_dir(tmp_path) -> Path:
     (d / "RS_a.jsonl").write_bytes(lines(a[:5]) + b'{"id": "broken", "url": \n' + lines(a[5:]))
     b = [post("c1", "http://early.example.com/p?fbclid=zz", score=7, created=50),
          post("c2", "http://early.example.com/p", score=7, created=40)]                  # same score: earlier wins
-    big = json.dumps(post("huge", "http://huge.example.com/", title="x" * (reddit.MAX_LINE_BYTES + 10))).encode()
+    big = json.dumps(post("huge", "http://huge.example.com/", title="x" * (pushshift.MAX_LINE_BYTES + 10))).encode()
     raw = lines(b[:1]) + big + b"\n" + b'{"id": "nourl", "score": 5}\n[1, 2]\n' + lines(b[1:])
     (d / "RS_b.jsonl.zst").write_bytes(zstandard.ZstdCompressor().compress(raw))
     c = [post("d1", "http://gz.example.com/a", score=3), post("d2", "http://gz.example.com/b", score="2")]
@@ -98,7 +98,7 @@ def test_run_filters_dedups_and_counts_bad_lines(dump_dir, in_tmp_cwd, caplog):
     truth = {"expect_drop": {"reddit_urls": ["http://blog.example.org/post", "https://en.wikipedia.org/wiki/Python"]},
              "expect_keep": {"reddit_urls": ["https://news.example.com/story?id=7", "http://10.0.0.5/admin"]}}
     (in_tmp_cwd / "truth.json").write_text(json.dumps(truth))
-    with caplog.at_level(logging.WARNING, logger="pipeline.reddit"):
+    with caplog.at_level(logging.WARNING, logger="pipeline.pushshift"):
         rep = reddit.run(reddit.RedditConfig(), dump_dir, "out", truth_path="truth.json")
     urls = pq.read_table("out/urls.parquet").to_pylist()
     by_url = {r["url"]: r for r in urls}
@@ -184,7 +184,7 @@ def test_summed_score_rule_keeps_urls_whose_posts_add_up(tmp_path, in_tmp_cwd):
 def test_huge_line_is_skipped_in_bounded_chunks(tmp_path):
     path = tmp_path / "h.jsonl"
     path.write_bytes(b'{"a": 1}\n' + b"x" * 5000 + b"\n" + b'{"b": 2}')  # last line has no newline
-    got = list(reddit.iter_lines(path, max_line_bytes=100))
+    got = list(pushshift.iter_lines(path, max_line_bytes=100))
     assert got == [(1, b'{"a": 1}\n'), (2, None), (3, b'{"b": 2}')]
 
 
@@ -193,14 +193,14 @@ def test_multi_frame_zst_is_read_across_frames(tmp_path):
                                                          for i in range(300)])) for k in range(3)]
     (tmp_path / "multi.zst").write_bytes(b"".join(frames))
     rep = report.StageReport("reddit_urls")
-    assert len(list(reddit.iter_dump_submissions([tmp_path / "multi.zst"], rep))) == 900 and not rep.errors
+    assert len(list(pushshift.iter_dump_submissions([tmp_path / "multi.zst"], rep))) == 900 and not rep.errors
 
 
 def test_truncated_zst_counts_an_error_and_keeps_earlier_lines(tmp_path):
     blob = zstandard.ZstdCompressor().compress(lines([post(f"t{i}", f"http://t.example.com/{i}") for i in range(2000)]))
     (tmp_path / "cut.zst").write_bytes(blob[: len(blob) // 2])
     rep = report.StageReport("reddit_urls")
-    subs = list(reddit.iter_dump_submissions([tmp_path / "cut.zst"], rep, root=tmp_path))
+    subs = list(pushshift.iter_dump_submissions([tmp_path / "cut.zst"], rep, root=tmp_path))
     assert 0 < len(subs) < 2000
     assert rep.errors["corrupt_file"] == 1
 
@@ -222,9 +222,9 @@ def test_real_pushshift_records(shared_data, in_tmp_cwd):
     assert not any(reddit.is_blocked(r["domain"], reddit.RedditConfig().block_domains) for r in urls)
     # the uncompressed head file holds the same first 100 records as the zst
     rep2 = report.StageReport("x")
-    head = [s["id"] for s in reddit.iter_dump_submissions([src / "RS_pmaw_cassettes_head100.jsonl"], rep2)]
+    head = [s["id"] for s in pushshift.iter_dump_submissions([src / "RS_pmaw_cassettes_head100.jsonl"], rep2)]
     first = []
-    for s in reddit.iter_dump_submissions([zst], rep2):
+    for s in pushshift.iter_dump_submissions([zst], rep2):
         first.append(s["id"])
         if len(first) == 100:
             break
@@ -236,7 +236,7 @@ def test_streaming_is_constant_memory(shared_data):
     zst = shared_data / "reddit" / "RS_pmaw_cassettes_2020-2022.jsonl.zst"
     rep = report.StageReport("x")
     tracemalloc.start()
-    n = sum(1 for _ in reddit.iter_dump_submissions([zst], rep))
+    n = sum(1 for _ in pushshift.iter_dump_submissions([zst], rep))
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
     assert n == 3217
