@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat requirements.lock pyproject.toml | sha256sum | cut -c1-12)
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: setup repro test bench clean-work help
+.PHONY: setup repro test bench clean-resume help
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -30,5 +30,5 @@ test: setup  ## run the test suite (unit + end-to-end dvc repro on a tiny profil
 bench: setup  ## benchmarks vs reference tools (not tests; need ../shared/data); tables printed, JSON in bench/out/
 	set -e; for b in bench/*.py; do echo "== $$b"; $(BIN)/python $$b; done
 
-clean-work:  ## remove resume state of killed stages (data/work)
-	rm -rf data/work
+clean-resume:  ## remove resume state of killed stages (data/resume)
+	rm -rf data/resume

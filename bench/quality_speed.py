@@ -118,7 +118,7 @@ def main() -> None:
     kept = json.loads((scratch / "reports/quality_filter.json").read_text())["docs_out"]
     # where the last stage run spent its time, per datatrove step (the rest: executor start, re-reading
     # the outputs for the report, scores.parquet, plots)
-    stats = json.loads(next((scratch / "data/work/quality_filter").glob("*/logs/stats.json")).read_text())
+    stats = json.loads(next((scratch / "data/resume/quality_filter").glob("*/logs/stats.json")).read_text())
     label = lambda name: " ".join("".join(c for c in name.split(" - ", 1)[-1] if c.isascii()).split())  # noqa: E731
     steps = {label(s["name"]): round(s["time_stats"]["total"], 4) for s in stats}
     n = len(texts)

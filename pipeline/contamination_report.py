@@ -7,7 +7,7 @@ and every dirty example with its overlapping spans in <mark> and links to the tr
 sources (page URL, Reddit post). To look at it in a headless browser:
 
     chromium --headless --no-sandbox --disable-gpu --window-size=1400,2000 \
-        --screenshot=/tmp/contamination.png file://$PWD/reports/contamination/report.html
+        --screenshot=contamination.png file://$PWD/reports/contamination/report.html
 """
 from __future__ import annotations
 

@@ -8,7 +8,7 @@ changes no output byte; that is why dvc.yaml does not declare it (tests/test_exe
   local  LocalPipelineExecutor: `workers` processes on this machine (the default).
   ray    RayPipelineExecutor on the Ray cluster at `ray_address`; empty starts a local Ray with `workers`
          CPUs (`ray.init(num_cpus=workers, include_dashboard=False)`). Tasks must see the same files:
-         on a cluster, the repo and data/work on a shared filesystem.
+         on a cluster, the repo and data/resume on a shared filesystem.
   slurm  SlurmPipelineExecutor: one sbatch job array per pipeline, on `slurm_partition` with `slurm_time`;
          `run` submits and then waits for every task's completion marker, so a stage still returns
          only when its outputs exist. Launch from a login node (datatrove: never from inside a job).

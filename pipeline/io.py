@@ -24,7 +24,7 @@ REMOVED = "removed"
 SHARD_NAME = "${rank}.jsonl.zst"
 SHARD_GLOB = "*.jsonl.zst"
 MANIFEST = "_manifest.json"
-WORK_ROOT = Path("data/work")  # resume state: outside every DVC out, so `dvc repro` never deletes it
+WORK_ROOT = Path("data/resume")  # resume state: outside every DVC out, so `dvc repro` never deletes it
 
 
 # --- atomic writes ---------------------------------------------------------------------------

@@ -3,7 +3,7 @@
 Radford et al. 2019 (GPT-2, sec. 2.2): WebText is the text of the pages linked from Reddit posts with at
 least 3 karma, extracted with Dragnet/Newspaper (here trafilatura, pipeline/extract.py). The live run is
 two halves with a WARC between them, as Common Crawl and OpenWebText2 work:
-  1. fetch (this module): every URL -> an append-only journal WARC in data/work/scrape/<fingerprint>/
+  1. fetch (this module): every URL -> an append-only journal WARC in data/resume/scrape/<fingerprint>/
      (the resume state), then the published warc/webtext-00000.warc.gz, entries sorted by URL;
   2. replay (pipeline/webarchive.py): that WARC alone -> documents, so a live run's documents can be
      rebuilt byte for byte with no network.

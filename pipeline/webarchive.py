@@ -314,7 +314,7 @@ def replay(warc: str | Path, out: str | Path, ecfg: extract.ExtractConfig, loggi
             rules), fetch_log.parquet (url, status, reason,
             bytes, content_type; sorted by url, reason "ok" for a kept document).
         ecfg: extract params.
-        logging_dir: datatrove logging dir (wiped first); default under data/work/scrape/.
+        logging_dir: datatrove logging dir (wiped first); default under data/resume/scrape/.
 
     Returns:
         {"rows": the fetch log rows, "stats": {"pages": n, "decode_replaced": n}}.

@@ -7,7 +7,7 @@ Out:    --out         document folder: docs/, removed/<reason>/ (no_text, too_sh
                       rules), warc/webtext-00000.warc.gz (every response and every failure, sorted by URL),
                       fetch_log.parquet, _manifest.json;
         reports/scrape.json (URLs in, fetched, archived, docs out, drops and errors per reason, truth P/R)
-        Resume state: data/work/scrape/<fingerprint>/journal.warc.gz (a rerun does not refetch what it holds)
+        Resume state: data/resume/scrape/<fingerprint>/journal.warc.gz (a rerun does not refetch what it holds)
 Params: scrape.* (timeout, size cap, robots, politeness, allowed networks, threads, retries with backoff);
         extract.* (trafilatura options, min_words, languages, boilerplate line ratios)
 Usage:  python stages/scrape.py --urls data/interim/reddit_urls/urls.parquet --serve-site data/raw/sample/site \

@@ -2,7 +2,7 @@
 
 In:  --data   token folder (<split>_*.bin shards + meta.json, from the tokenize stage)
 Out: --out    checkpoint folder: ckpt.pt (model args, weights, optimizer, step, RNG + sampler state,
-              params, tokenizer sha256); it resumes like the periodic data/work/train/<fingerprint>/resume.pt
+              params, tokenizer sha256); it resumes like the periodic data/resume/train/<fingerprint>/resume.pt
      --live   dvclive folder: metrics.json and plots/metrics/{train_loss,val_loss,lr,grad_norm,batch_size,
               tokens_per_s[,mfu]}.tsv
      reports/train.json (final val/train loss, unigram entropy baseline, tokens/s, params, MFU on GPU)

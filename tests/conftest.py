@@ -26,6 +26,6 @@ def shared_data() -> Path:
 
 @pytest.fixture
 def in_tmp_cwd(tmp_path, monkeypatch) -> Path:
-    """Run a test inside a temp dir (stages write reports/ and data/work/ relative to the cwd)."""
+    """Run a test inside a temp dir (stages write reports/ and data/resume/ relative to the cwd)."""
     monkeypatch.chdir(tmp_path)
     return tmp_path

@@ -163,7 +163,7 @@ def test_outputs_byte_identical_and_resume(books_dir, in_tmp_cwd):
     books.run(cfg, books_dir, "one")
     again = books.run(cfg, books_dir, "resumed")  # same work dir: datatrove skips the completed task
     assert again.docs_out == 5 and again.errors["undecodable"] == 1
-    shutil.rmtree("data/work")
+    shutil.rmtree("data/resume")
     books.run(cfg, books_dir, "two")
     for rel in ("docs/00000.jsonl.zst", "removed/too_short/00000.jsonl.zst", "_manifest.json"):
         assert Path("one", rel).read_bytes() == Path("two", rel).read_bytes() == Path("resumed", rel).read_bytes(), rel

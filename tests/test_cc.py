@@ -156,7 +156,7 @@ def test_stage_end_to_end_with_truth_wet_and_errors(tmp_path, in_tmp_cwd):
     manifest = json.loads(Path("out/_manifest.json").read_text())
     assert manifest["params"]["cc"]["min_words"] == 50
 
-    shutil.rmtree("data/work")  # a genuine second run: byte-identical output
+    shutil.rmtree("data/resume")  # a genuine second run: byte-identical output
     cc.run(cc.CCConfig(), extract.ExtractConfig(), src, "out2", truth)
     for path in sorted(Path("out").rglob("*")):
         if path.is_file():

@@ -119,7 +119,7 @@ def test_second_repro_does_nothing_and_param_change_reruns_only_downstream(proje
 def test_data_and_model_outputs_rebuild_byte_identical(project):
     # the model too: on CPU training is deterministic and every RNG in the checkpoint is seeded
     before = lock_hashes(project, DATA_STAGES + ["train"])
-    shutil.rmtree(project / "data" / "work", ignore_errors=True)
+    shutil.rmtree(project / "data" / "resume", ignore_errors=True)
     run(["dvc", "repro", "--force", "train"], project)
     assert lock_hashes(project, DATA_STAGES + ["train"]) == before
 

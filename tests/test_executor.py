@@ -39,7 +39,7 @@ def make_inputs(root) -> dict:
 
 def run_in(cwd, monkeypatch, inputs, ecfg) -> dict:
     cwd.mkdir(parents=True)
-    monkeypatch.chdir(cwd)  # own data/work: no completion of another run is reused
+    monkeypatch.chdir(cwd)  # own data/resume: no completion of another run is reused
     dedup.run(dedup.DedupConfig(), 1337, inputs, "out", ecfg=ecfg)
     return {str(p.relative_to(cwd / "out")): io.sha256_file(p) for p in sorted((cwd / "out").rglob("*")) if p.is_file()}
 

@@ -203,7 +203,7 @@ def test_filter_output_is_byte_identical_across_runs(corpus, in_tmp_cwd):
     quality.run_filter(quality.FilterConfig(2.0), 1, corpus["cc"], "m/model.bin", "a")
     import shutil
 
-    shutil.rmtree("data/work")  # no resume: a genuine second run
+    shutil.rmtree("data/resume")  # no resume: a genuine second run
     quality.run_filter(quality.FilterConfig(2.0), 1, corpus["cc"], "m/model.bin", "b")
     files = sorted(p.relative_to("a") for p in Path("a").rglob("*") if p.is_file())
     assert files and files == sorted(p.relative_to("b") for p in Path("b").rglob("*") if p.is_file())

@@ -130,7 +130,7 @@ def test_run_filters_dedups_and_counts_bad_lines(dump_dir, in_tmp_cwd, caplog):
 
 def test_outputs_are_byte_identical_across_runs(dump_dir, in_tmp_cwd):
     reddit.run(reddit.RedditConfig(), dump_dir, "one")
-    shutil.rmtree("data/work")
+    shutil.rmtree("data/resume")
     reddit.run(reddit.RedditConfig(), dump_dir, "two")
     for name in ("urls.parquet", "removed.parquet", "_manifest.json"):
         assert Path("one", name).read_bytes() == Path("two", name).read_bytes(), name

@@ -23,7 +23,7 @@ CFG = tokens.TokenizeConfig()
 
 def run_tokenize(workdir: Path, mix: Path, tok_dir: Path, out: Path, **kwargs) -> tuple[dict, dict]:
     cwd = os.getcwd()
-    os.chdir(workdir)  # data/work/ is relative to the cwd
+    os.chdir(workdir)  # data/resume/ is relative to the cwd
     try:
         rep = report.StageReport("tokenize")
         meta = tokens.tokenize(mix, bpe.encoder(tok_dir, mix / "train"), out, CFG, rep, **kwargs)

@@ -174,11 +174,11 @@ def test_killed_run_resumes_to_the_same_bits(tmp_path, in_tmp_cwd):
     cfg = dataclasses.replace(FAST, max_steps=12, eval_interval=4, grad_accum_steps=2)
     mcfg = dataclasses.replace(TINY, dropout=0.1)  # dropout: the torch RNG state must be restored too
     full = train(data, "models/a", "reports/a", mcfg, cfg, seed=3, threads=1, progress=False).to_dict()
-    assert not list(Path("data/work/train").rglob("resume.pt"))  # removed once the final ckpt exists
+    assert not list(Path("data/resume/train").rglob("resume.pt"))  # removed once the final ckpt exists
     with pytest.raises(TrainingStopped):
         train(data, "models/b", "reports/b", mcfg, cfg, seed=3, threads=1, progress=False, stop_after=7)
     assert not Path("models/b/ckpt.pt").exists()
-    (resume_ckpt,) = Path("data/work/train").rglob("resume.pt")
+    (resume_ckpt,) = Path("data/resume/train").rglob("resume.pt")
     assert torch.load(resume_ckpt, weights_only=True)["iter"] == 4
     resumed = train(data, "models/b", "reports/b", mcfg, cfg, seed=3, threads=1, progress=False).to_dict()
     assert resumed["resumed_from_step"] == 4 and "resumed_from_step" not in full
