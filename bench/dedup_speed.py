@@ -6,7 +6,7 @@ plus planted near-duplicates, copies of other documents with 1/3/5/10/15% word e
 or delete a word), as ../shared/ANCHORS.md describes. Every method uses the same LSH banding
 (bands x rows from the threshold, as datasketch picks them) on 5-word shingles:
 
-  ours        pipeline.dedup.signatures + decide (exact hashes, LSH, signature check, keep rule)
+  ours        pipeline.minhash.signatures + decide (exact hashes, LSH, signature check, keep rule)
   datasketch  MinHash(num_perm=128, hashfunc=xxh32) per document over Python-built shingles, MinHashLSH in memory
   datatrove   MinhashDedupSignature -> MinhashDedupBuckets -> MinhashDedupCluster, whitespace word tokenizer
               (its fast setting; the default English tokenizer needs spaCy and is 5x slower: ANCHORS.md)
@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from corpus import book_documents  # bench/corpus.py (this script's folder is on sys.path)
-from pipeline import dedup
+from pipeline import dedup, minhash
 
 ROOT = Path(__file__).resolve().parents[1]
 BOOKS = ROOT.parent / "shared" / "data" / "books"
@@ -96,8 +96,8 @@ def run_ours(texts: list[str], threshold: float) -> list[int]:
     cfg = dedup.DedupConfig(ngram=NGRAM, num_perm=NUM_PERM, threshold=threshold)
     ids = [f"cc/{i:07d}" for i in range(len(texts))]
     exact: list[str] = []
-    sig = dedup.signatures(texts, cfg, seed=1, exact=exact)  # exact-duplicate keys on the way
-    dec = dedup.decide(ids, exact, sig, dedup.has_words(sig), cfg)
+    sig = minhash.signatures(texts, cfg, seed=1, exact=exact)  # exact-duplicate keys on the way
+    dec = dedup.decide(ids, exact, sig, minhash.has_words(sig), cfg)
     return [int(dec[d]["cluster_id"][3:]) for d in ids]
 
 
@@ -134,7 +134,7 @@ def run_datatrove(texts: list[str], threshold: float) -> list[int]:
         def span_tokenize(self, text):
             return [(0, len(text))]
 
-    bands, rows = dedup.optimal_bands(threshold, NUM_PERM)
+    bands, rows = minhash.optimal_bands(threshold, NUM_PERM)
     mcfg = MinhashConfig(n_grams=NGRAM, num_buckets=bands, hashes_per_bucket=rows)
     docs = [Document(text=t, id=str(i)) for i, t in enumerate(texts)]
     with tempfile.TemporaryDirectory() as tmp:
@@ -188,7 +188,7 @@ def main() -> None:
     methods = {"ours": run_ours, "datasketch_xxh32": run_datasketch, "datatrove_whitespace": run_datatrove}
     results = []
     for threshold in [float(t) for t in args.thresholds.split(",")]:
-        bands, rows = dedup.optimal_bands(threshold, NUM_PERM)
+        bands, rows = minhash.optimal_bands(threshold, NUM_PERM)
         for name, fn in methods.items():
             times = []
             for _ in range(args.repeats):

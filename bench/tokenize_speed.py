@@ -84,7 +84,7 @@ def main() -> None:
         rows[name] = {"seconds": round(s, 3), "mb_per_s": round(mb / s, 2), "ids_identical": same}
         if not same:
             raise SystemExit(f"{name}: ids differ from tokenizers'")
-    base = rows[f"tiktoken encode_ordinary (loop, 1 thr)"]["mb_per_s"]
+    base = rows["tiktoken encode_ordinary (loop, 1 thr)"]["mb_per_s"]
     print(f"BPE encoding, vocab {tok.get_vocab_size():,}, {len(texts):,} texts, {mb:.1f} MB")
     print(f"{'encoder':44} {'MB/s':>7} {'vs tiktoken 1 thr':>18} {'ids ==':>7}")
     for name, r in rows.items():

@@ -7,7 +7,7 @@ mojibake with ftfy, normalise whitespace and drop books too short to be "long te
 
 Datatrove pipeline, so a Slurm/Ray executor can take over later:
     BookReader (sorted files; .txt decoded as UTF-8, .epub chapters via ebooklib + lxml)
-    -> BookCleaner (Gutenberg strip, ftfy, newlines) -> MinWordsFilter (too_short, to removed/)
+    -> BookCleaner (Gutenberg strip, ftfy, newlines) -> extract.TooShortFilter (too_short, to removed/)
     -> JsonlWriter (docs/)
 A file that cannot be read (invalid UTF-8, broken epub) has no text to write: the reader logs it,
 records it in an errors journal and the report counts it (errors and dropped, reason "undecodable").
@@ -24,10 +24,9 @@ from pathlib import Path, PurePosixPath
 
 from datatrove.data import Document
 from datatrove.pipeline.base import PipelineStep
-from datatrove.pipeline.filters.base_filter import BaseFilter
 from datatrove.pipeline.readers.base import BaseDiskReader
 
-from pipeline import io, params, records, report, truth
+from pipeline import extract, io, params, records, report, truth
 
 log = logging.getLogger(__name__)
 
@@ -300,29 +299,9 @@ class BookCleaner(PipelineStep):
             yield doc
 
 
-class MinWordsFilter(BaseFilter):
-    """Drop books shorter than `min_words` whitespace words (reason too_short)."""
-
-    name = "📏 Min words"
-
-    def __init__(self, min_words: int, exclusion_writer=None):
-        super().__init__(exclusion_writer)
-        self.min_words = min_words
-
-    def filter(self, doc: Document):
-        return True if len(doc.text.split()) >= self.min_words else (False, "too_short")
-
-
 # --- the stage -------------------------------------------------------------------------------
 def _input_files(in_dir: Path) -> list[Path]:
     return sorted(p for p in in_dir.rglob("*") if p.is_file() and p.suffix.lower() in TEXT_SUFFIXES + EPUB_SUFFIXES)
-
-
-def _input_fingerprint(files: list[Path], in_dir: Path) -> list:
-    # the resume dir must change when the inputs or this code change, not only when params do:
-    # DVC reruns the stage on either, and a stale completion would publish the old output
-    code = records.sha(Path(__file__).read_bytes())
-    return [code] + [[str(p.relative_to(in_dir)), p.stat().st_size, p.stat().st_mtime_ns] for p in files]
 
 
 def run(cfg: BooksConfig, in_dir: str | Path, out_dir: str | Path, truth_path: str | Path | None = None,
@@ -348,12 +327,12 @@ def run(cfg: BooksConfig, in_dir: str | Path, out_dir: str | Path, truth_path: s
     files = _input_files(in_dir)
     # absolute paths for datatrove: get_datafolder caches folders by their path string, so a relative
     # path would keep pointing at the first working directory it was resolved in
-    work = io.work_dir(STAGE, params.fingerprint(cfg, _input_fingerprint(files, in_dir))).resolve()
+    work = io.work_dir(STAGE, io.run_fingerprint(cfg, inputs=[in_dir], code=[__file__])).resolve()
     build, errors_dir = work / "out", work / ERRORS_DIR
     pipeline = [
         BookReader(str(in_dir.resolve()), errors_dir=str(errors_dir)),
         BookCleaner(cfg),
-        MinWordsFilter(cfg.min_words, exclusion_writer=io.removed_writer(build, "too_short")),
+        extract.TooShortFilter(cfg.min_words, exclusion_writer=io.removed_writer(build, "too_short")),
         io.doc_writer(build),
     ]
     if files:  # datatrove's reader raises on an empty folder; no books is an empty output, not a crash

@@ -23,7 +23,6 @@ default English tokenizer imports spaCy, absent here, and its NLTK alternative d
 """
 from __future__ import annotations
 
-import hashlib
 import re
 from collections import Counter
 from dataclasses import dataclass
@@ -37,6 +36,7 @@ from datatrove.utils.logging import logger
 from datatrove.utils.word_tokenizers import WordTokenizer, simple_span_tokenize
 
 from pipeline import extract, io, records
+from pipeline.extract import TooShortFilter
 
 WARC_SUFFIXES = (".warc.gz", ".warc", ".warc.wet.gz", ".wet.gz", ".wet")
 HTML_TYPES = ("text/html", "application/xhtml+xml")
@@ -56,14 +56,6 @@ class CCConfig:
 def warc_files(folder: str | Path) -> list[Path]:
     """WARC/WET files of a folder (not recursive), sorted by name so shards are stable."""
     return sorted(p for p in Path(folder).iterdir() if p.is_file() and p.name.endswith(WARC_SUFFIXES))
-
-
-def input_digest(files: list[Path]) -> str:
-    """Hash of the input files' names and bytes: part of the resume fingerprint, so new input starts clean."""
-    h = hashlib.sha256()
-    for path in files:
-        h.update(path.name.encode() + b"\0" + io.sha256_file(path).encode())
-    return h.hexdigest()[:12]
 
 
 # --- reading ---------------------------------------------------------------------------------
@@ -217,17 +209,6 @@ class HtmlExtractor(PipelineStep):
             yield doc
 
 
-class TooShortFilter(BaseFilter):
-    name = "📏 too short"
-
-    def __init__(self, min_words: int, exclusion_writer=None):
-        super().__init__(exclusion_writer)
-        self.min_words = min_words
-
-    def filter(self, doc: Document):
-        return extract.word_count(doc.text) >= self.min_words or (False, "too_short")
-
-
 # Stopwords: the ratio of a language's function words among a text's words is a robust, offline
 # identifier for prose (English prose: ~0.4-0.5; keyword spam and gibberish: near 0).
 STOPWORDS = {
@@ -366,20 +347,6 @@ def build_pipeline(cfg: CCConfig, ecfg: extract.ExtractConfig, in_dir: str | Pat
 # --- the stage -------------------------------------------------------------------------------
 
 
-def datatrove_counters(stats_json: str | Path, prefix: str) -> Counter:
-    """Sum the `<prefix><name>` counters of a datatrove stats.json over all steps."""
-    import json
-
-    counts: Counter = Counter()
-    path = Path(stats_json)
-    if path.exists():
-        for step in json.loads(path.read_text()):
-            for key, value in step.get("stats", {}).items():
-                if key.startswith(prefix):
-                    counts[key[len(prefix):]] += int(value.get("total", 0) if isinstance(value, dict) else value)
-    return counts
-
-
 def run(cfg: CCConfig, ecfg: extract.ExtractConfig, in_dir: str | Path, out_dir: str | Path,
         truth_path: str | Path | None = None, exec_cfg=None):
     """Run the cc stage: WARC/WET files in `in_dir` -> document folder `out_dir`.
@@ -397,8 +364,7 @@ def run(cfg: CCConfig, ecfg: extract.ExtractConfig, in_dir: str | Path, out_dir:
         logger.warning(f"no WARC/WET files ({', '.join(WARC_SUFFIXES)}) in {in_dir}")
     # the fingerprint covers params, input bytes and this code: DVC reruns the stage when the code
     # changes, and stale datatrove completions must not turn that rerun into a no-op
-    code = records.sha(Path(__file__).read_bytes() + Path(extract.__file__).read_bytes())
-    work = io.work_dir("cc", params.fingerprint(cfg, ecfg, input_digest(files), code))
+    work = io.work_dir("cc", io.run_fingerprint(cfg, ecfg, inputs=files, code=[__file__, extract.__file__]))
     staged = work / "out"
     if files:
         executor.run(build_pipeline(cfg, ecfg, in_dir, staged), 1, work / "logs",
@@ -414,7 +380,7 @@ def run(cfg: CCConfig, ecfg: extract.ExtractConfig, in_dir: str | Path, out_dir:
             rules = Counter(r["metadata"].get(records.FILTER_REASON, "-") for r in dropped[group])
             rep.extra.setdefault("gopher_rules", {})[group] = dict(sorted(rules.items()))
     stats = work / "logs" / "stats.json"
-    for reason, n in sorted(datatrove_counters(stats, "error_").items()):
+    for reason, n in sorted(report.datatrove_counters(stats, "error_").items()):
         rep.error(reason, n)
     rep.docs_out = len(kept)
     rep.docs_in = rep.docs_out + sum(len(v) for v in dropped.values())
@@ -422,7 +388,7 @@ def run(cfg: CCConfig, ecfg: extract.ExtractConfig, in_dir: str | Path, out_dir:
     rep.bytes_out = sum(len(r.get("text", "").encode()) for r in kept)
     rep.extra["warc_files"] = len(files)
     reader_keys = ("input_files", "records", "skipped_", "decoded_with_replacement")
-    rep.extra["records"] = {k: v for k, v in sorted(datatrove_counters(stats, "").items()) if k.startswith(reader_keys)}
+    rep.extra["records"] = {k: v for k, v in sorted(report.datatrove_counters(stats, "").items()) if k.startswith(reader_keys)}
     all_docs = kept + [r for rows in dropped.values() for r in rows]
     rep.extra["languages"] = dict(sorted(Counter(r["metadata"].get(records.LANG, "-") for r in all_docs).items()))
     keys = lambda rows: [records.natural_key(r["metadata"]) for r in rows]  # noqa: E731

@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline import executor, io, params, records, report, truth
-from pipeline.minhash import (  # noqa: F401  signatures, optimal_bands, ...: part of the dedup API
+from pipeline.minhash import (
     SigStore,
     bucket_pairs,
     candidate_pairs,
@@ -39,7 +39,6 @@ from pipeline.minhash import (  # noqa: F401  signatures, optimal_bands, ...: pa
     shingle_set,
     signatures,
     sorted_bands,
-    text_hash,
     verify,
 )
 
@@ -232,11 +231,6 @@ SWEEP = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)  # thresholds of the sweep plot (sam
 SWEEP_MAX_DOCS = 200_000  # the sweep bands signatures in memory: skipped above this
 
 
-def _inputs_digest(inputs: dict[str, Path]) -> dict[str, list]:
-    """Shard names and hashes of the inputs: part of the work dir's name, so new inputs start clean."""
-    return {s: [[p.name, io.sha256_file(p)] for p in io.shard_paths(f)] for s, f in sorted(inputs.items())}
-
-
 def _load_meta(prefixes: list[Path]) -> dict[str, np.ndarray]:
     parts = defaultdict(list)
     for prefix in prefixes:
@@ -279,9 +273,8 @@ def run(cfg: DedupConfig, seed: int, inputs: dict[str, str | Path], out: str | P
         elif not io.shard_paths(folder):
             log.warning("dedup input %s: %s holds no kept documents", source, folder)
     present = [s for s in sorted(inputs) if io.shard_paths(inputs[s])]
-    code = records.sha(Path(__file__).read_bytes())  # a code change must not reuse stale completions
-    fp = params.fingerprint(cfg, {"seed": seed, "inputs": _inputs_digest(inputs), "code": code})
-    work = io.work_dir(STAGE, fp).resolve()
+    work = io.work_dir(STAGE, io.run_fingerprint(cfg, seed, inputs=[inputs[s] for s in present],
+                                                 code=[__file__])).resolve()
     prefixes = []
     for source in present:
         n = len(io.shard_paths(inputs[source]))

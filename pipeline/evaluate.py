@@ -218,11 +218,14 @@ def val_perplexity(scorer: Scorer, tokens_dir: str | Path, max_tokens: int = 1 <
     """Mean next-token loss on the val shards in non-overlapping block_size windows (up to max_tokens)."""
     from pipeline import tokens as shards
 
-    paths = sorted(Path(tokens_dir).glob("val_*.bin"))
-    if not paths:
-        log.warning("no val_*.bin shards in %s: validation perplexity left out", tokens_dir)
+    try:
+        data = np.asarray(shards.load_split(tokens_dir, "val"))
+    except KeyError:
+        data = np.zeros(0, dtype=np.uint16)
+    if not len(data):
+        log.warning("no val tokens in %s: validation perplexity left out", tokens_dir)
         return None
-    data = np.concatenate([np.asarray(shards.read_shard(p)) for p in paths])[: max_tokens + 1].astype(np.int64)
+    data = data[: max_tokens + 1].astype(np.int64)
     T = scorer.block_size
     starts = range(0, len(data) - 1, T)
     requests = [(data[s: s + 1].tolist(), data[s + 1: min(s + T, len(data) - 1) + 1].tolist()) for s in starts]

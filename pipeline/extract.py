@@ -18,6 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import trafilatura
+from datatrove.pipeline.filters.base_filter import BaseFilter
 
 
 @dataclass(frozen=True)
@@ -102,3 +103,16 @@ def boilerplate_reason(text: str, cfg: ExtractConfig) -> str | None:
     if r["punct_lines"] < cfg.min_punct_line_ratio:
         return "too_few_punct_lines"
     return None
+
+
+class TooShortFilter(BaseFilter):
+    """Drops documents under `min_words` whitespace words (reason too_short): books, WebText and crawl alike."""
+
+    name = "📏 too short"
+
+    def __init__(self, min_words: int, exclusion_writer=None):
+        super().__init__(exclusion_writer)
+        self.min_words = min_words
+
+    def filter(self, doc):
+        return word_count(doc.text or "") >= self.min_words or (False, "too_short")

@@ -17,7 +17,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator
 
 DOCS = "docs"
 REMOVED = "removed"
@@ -77,27 +77,22 @@ def work_dir(stage: str, fingerprint: str) -> Path:
     return path
 
 
-def run_fingerprint(params_fp: str, inputs: list[str | Path] = (), code: list[str | Path] = ()) -> str:
-    """Key of a resumable run: params, inputs and code together.
+def run_fingerprint(*configs: Any, inputs: Iterable[str | Path] = (), code: Iterable[str | Path] = ()) -> str:
+    """Key of a resumable run: params, input bytes and code together (names the work dir).
 
-    DVC reruns a stage when its code or inputs change, not only its params; keying the
-    work dir on params alone would let datatrove skip tasks it completed for old inputs.
-    Inputs are fingerprinted cheaply: a folder's _manifest.json when it has one, else the
-    names, sizes and mtimes of its files.
+    DVC reruns a stage when its code or inputs change, not only its params; keying the work dir
+    on params alone would let datatrove skip tasks it completed for old inputs or old code.
+    `inputs` are files or folders (every file below, by relative name and sha256); `code` are the
+    module files whose change must start clean (pass `__file__`).
     """
-    h = hashlib.sha256(params_fp.encode())
-    for item in inputs:
-        item = Path(item)
-        manifest = item / MANIFEST
-        if manifest.is_file():
-            h.update(sha256_file(manifest).encode())
-        elif item.is_file():
-            st = item.stat()
-            h.update(f"{item.name}:{st.st_size}:{st.st_mtime_ns}".encode())
-        elif item.is_dir():
-            for f in sorted(p for p in item.rglob("*") if p.is_file()):
-                st = f.stat()
-                h.update(f"{f.relative_to(item)}:{st.st_size}:{st.st_mtime_ns}".encode())
+    from pipeline import params
+
+    h = hashlib.sha256(params.fingerprint(*configs).encode())
+    for item in map(Path, inputs):
+        files = sorted(p for p in item.rglob("*") if p.is_file()) if item.is_dir() else [item]
+        for f in files:
+            name = f.relative_to(item) if item.is_dir() else f.name
+            h.update(f"{name}\0{sha256_file(f) if f.exists() else '-'}\n".encode())
     for module in code:
         h.update(sha256_file(module).encode())
     return h.hexdigest()[:12]

@@ -23,7 +23,6 @@ out-of-fold predictions over all training documents.
 """
 from __future__ import annotations
 
-import hashlib
 import re
 import tempfile
 from dataclasses import dataclass
@@ -280,14 +279,6 @@ class QualityFilter(BaseFilter):
         return self.filter_batch([doc])[0]
 
 
-def folder_digest(folder: str | Path) -> str:
-    """Hash of a document folder's shards: part of a resume fingerprint."""
-    h = hashlib.sha256()
-    for path in io.shard_paths(folder):
-        h.update(path.name.encode() + io.sha256_file(path).encode())
-    return h.hexdigest()[:12]
-
-
 # --- the stages ----------------------------------------------------------------------------
 def run_train(cfg: QualityConfig, seed: int, positives: list, negatives: list, out_dir: str | Path):
     """quality_train: build the balanced set, train the full model and the cross-fitting fold models.
@@ -355,13 +346,11 @@ def run_filter(fcfg: FilterConfig, seed: int, in_dir: str | Path, model_path: st
     truth: P/R of the drops plus kept fraction and mean score per truth class (good vs junk)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
-    from pipeline import executor, params, report, truth
+    from pipeline import executor, report, truth
 
     rep = report.StageReport("quality_filter")
-    code = records.sha(Path(__file__).read_bytes())  # a code change must not reuse stale completions
     models = CrossFitScorer(model_path).digest()
-    fp = params.fingerprint(fcfg, seed, models, folder_digest(in_dir), code)
-    work = io.work_dir("quality_filter", fp)
+    work = io.work_dir("quality_filter", io.run_fingerprint(fcfg, seed, models, inputs=[in_dir], code=[__file__]))
     staged = work / "out"
     if io.shard_paths(in_dir):
         pipeline = [io.doc_reader(in_dir),

@@ -40,14 +40,7 @@ class StageReport:
 
     def add_datatrove_stats(self, stats_json: str | Path) -> None:
         """Fold a datatrove executor's stats.json into `dropped` (its `dropped_<reason>` counters)."""
-        stats_json = Path(stats_json)
-        if not stats_json.exists():
-            return
-        for step in json.loads(stats_json.read_text()):
-            for key, value in step.get("stats", {}).items():
-                if key.startswith("dropped_"):
-                    n = value.get("total", value) if isinstance(value, dict) else value
-                    self.dropped[key[len("dropped_"):]] += int(n)
+        self.dropped.update(datatrove_counters(stats_json, "dropped_"))
 
     def to_dict(self) -> dict[str, Any]:
         seconds = time.perf_counter() - self.started
@@ -70,6 +63,18 @@ class StageReport:
         data = self.to_dict()
         io.write_json(path or REPORTS / f"{self.stage}.json", data)
         return data
+
+
+def datatrove_counters(stats_json: str | Path, prefix: str) -> Counter:
+    """Sum the `<prefix><name>` counters of a datatrove stats.json over all steps (missing file: none)."""
+    counts: Counter = Counter()
+    path = Path(stats_json)
+    if path.exists():
+        for step in json.loads(path.read_text()):
+            for key, value in step.get("stats", {}).items():
+                if key.startswith(prefix):
+                    counts[key[len(prefix):]] += int(value.get("total", 0) if isinstance(value, dict) else value)
+    return counts
 
 
 def write_plot(stage: str, name: str, rows: list[dict[str, Any]]) -> Path:

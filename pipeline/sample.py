@@ -53,7 +53,11 @@ class SampleConfig:
 
 def normalise_url(url: str) -> str:
     """The natural key of a web page: lower-case scheme and host, no fragment, no utm_*/fbclid/gclid
-    params (others kept in order), default port dropped. Must agree with pipeline/reddit.py."""
+    params (others kept in order), default port dropped. Must agree with pipeline/reddit.py (a test checks).
+
+    Kept apart from reddit.normalize_url on purpose, like norm_words below and the contamination code:
+    importing a stage module here would make it a dep of `sample`, so editing it would regenerate the
+    sample and rerun the whole DAG, and the ground truth would be computed by the code it judges."""
     from urllib.parse import urlsplit, urlunsplit
 
     parts = urlsplit(url.strip())

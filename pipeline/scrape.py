@@ -20,7 +20,6 @@ too_many_redirects, connection_error, bad_url, fetch_error; then, after extracti
 from __future__ import annotations
 
 import email.utils
-import hashlib
 import ipaddress
 import logging
 import shutil
@@ -421,13 +420,6 @@ def _zip_longest(*groups: list) -> Iterator[list]:
 
 
 # --- the stage ------------------------------------------------------------------------------------
-def _dir_digest(folder: Path) -> str:
-    h = hashlib.sha256()
-    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
-        h.update(f"{path.relative_to(folder)}\0{io.sha256_file(path)}\n".encode())
-    return h.hexdigest()[:16]
-
-
 def run(cfg: ScrapeConfig, ecfg: extract.ExtractConfig, urls: str | Path, out: str | Path,
         site: str | Path | None = None, truth_path: str | Path | None = None, limit: int | None = None) -> StageReport:
     """The scrape stage: URL table -> journal WARC (resumable) -> sorted WARC -> documents, published to `out`.
@@ -449,8 +441,8 @@ def run(cfg: ScrapeConfig, ecfg: extract.ExtractConfig, urls: str | Path, out: s
     rows = load_urls(urls, report)
     report.docs_in = len(rows)
     # the journal is only valid for one world: the live web, or one version of the sample site
-    world = {"site": _dir_digest(Path(site)) if site else None}
-    work = io.work_dir("scrape", params.fingerprint(cfg, world))
+    # the journal is only valid for one world: the live web, or one version of the sample site
+    work = io.work_dir("scrape", io.run_fingerprint(cfg, inputs=[site] if site else []))
     journal = Journal(work / JOURNAL)
     before = sum(row["url"] in journal.pages for row in rows)
     with sitesrv.serve(site) if site else nullcontext() as server:

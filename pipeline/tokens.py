@@ -16,6 +16,7 @@ stage (which reads shards through here) does not depend on the BPE code.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import functools
 import math
 import shutil
@@ -26,6 +27,8 @@ from typing import Any, Callable, Iterable, Iterator
 import numpy as np
 
 from pipeline import io, params, records
+
+log = logging.getLogger(__name__)
 
 MAGIC = 0x47505452  # "GPTR"
 VERSION = 1
@@ -103,16 +106,36 @@ def load_meta(tokens_dir: str | Path) -> dict:
     return io.read_json(Path(tokens_dir) / META_JSON)
 
 
-def load_split(tokens_dir: str | Path, split: str) -> np.ndarray:
+def split_paths(tokens_dir: str | Path, split: str) -> list[Path]:
+    """A split's shard files: those meta.json lists, or `<split>_*.bin` in a folder without meta.json."""
+    tokens_dir = Path(tokens_dir)
+    if not (tokens_dir / META_JSON).exists():
+        return sorted(tokens_dir.glob(f"{split}_*.bin"))
+    meta = load_meta(tokens_dir)
+    if split not in meta["splits"]:
+        raise KeyError(f"{tokens_dir} has no split {split!r}; splits: {sorted(meta['splits'])}")
+    return [tokens_dir / name for name in meta["splits"][split]["shards"]]
+
+
+def load_split(tokens_dir: str | Path, split: str, report=None) -> np.ndarray:
     """All tokens of a split, in document order, as one uint16 array.
 
     One shard (the sample): a read-only memmap, nothing is loaded. Several shards: their
     concatenation in memory (fine up to a few GB; past that, read shards with read_shard).
+    With a StageReport, a shard whose header does not match its bytes is skipped and counted
+    (errors.bad_shard) and the bytes read are added to bytes_in; without one it raises ShardError.
     """
-    meta = load_meta(tokens_dir)
-    if split not in meta["splits"]:
-        raise KeyError(f"{tokens_dir} has no split {split!r}; splits: {sorted(meta['splits'])}")
-    shards = [read_shard(Path(tokens_dir) / name) for name in meta["splits"][split]["shards"]]
+    shards = []
+    for path in split_paths(tokens_dir, split):
+        if report is None:
+            shards.append(read_shard(path))
+            continue
+        try:
+            shards.append(read_shard(path))
+            report.bytes_in += path.stat().st_size
+        except (ShardError, OSError) as exc:
+            log.error("Skipping token shard %s: %s", path.name, exc)
+            report.error("bad_shard")
     if not shards:
         return np.zeros(0, dtype=np.uint16)
     return shards[0] if len(shards) == 1 else np.concatenate(shards)

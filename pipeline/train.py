@@ -144,30 +144,14 @@ def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Adam
 
 # --- data ------------------------------------------------------------------------------------------
 def load_tokens(data_dir: str | Path, split: str, report: StageReport | None = None) -> np.ndarray:
-    """A split's tokens: the shards meta.json lists (or `<split>_*.bin` without meta.json).
+    """A split's tokens (tokens.load_split); a split meta.json does not list is empty, not an error.
 
     A shard whose header does not match its bytes is skipped and counted as errors.bad_shard.
     """
-    data_dir = Path(data_dir)
-    meta_path = data_dir / tokens.META_JSON
-    if meta_path.exists():
-        names = tokens.load_meta(data_dir).get("splits", {}).get(split, {}).get("shards", [])
-        paths = [data_dir / n for n in names]
-    else:
-        paths = sorted(data_dir.glob(f"{split}_*.bin"))
-    parts = []
-    for path in paths:
-        try:
-            parts.append(tokens.read_shard(path))
-            if report is not None:
-                report.bytes_in += path.stat().st_size
-        except (tokens.ShardError, OSError) as exc:
-            log.error("Skipping token shard %s: %s", path.name, exc)
-            if report is not None:
-                report.error("bad_shard")
-    if not parts:
+    try:
+        return tokens.load_split(data_dir, split, report if report is not None else StageReport("train"))
+    except KeyError:
         return np.zeros(0, dtype=np.uint16)
-    return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
 
 def data_meta(data_dir: str | Path, train_tokens: np.ndarray) -> dict[str, Any]:

@@ -270,18 +270,6 @@ class ExtractText(BaseFilter):
         return True
 
 
-class TooShort(BaseFilter):
-    """Drops documents under extract.min_words words (reason too_short)."""
-    name = "too_short"
-
-    def __init__(self, out: str | Path, ecfg: extract.ExtractConfig):
-        super().__init__(exclusion_writer=io.removed_writer(out, "too_short"))
-        self.ecfg = ecfg
-
-    def filter(self, doc):
-        return (False, "too_short") if extract.too_short(doc.text, self.ecfg) else True
-
-
 class LineRatio(BaseFilter):
     """Drops documents breaking one boilerplate rule of extract.boilerplate_reason (reason = the rule)."""
     name = "boilerplate"
@@ -296,7 +284,7 @@ class LineRatio(BaseFilter):
 
 def document_filters(out: str | Path, ecfg: extract.ExtractConfig) -> list[BaseFilter]:
     """The filters after extraction, each with its exclusion writer; a rule switched off adds no step."""
-    steps: list[BaseFilter] = [TooShort(out, ecfg)]
+    steps: list[BaseFilter] = [extract.TooShortFilter(ecfg.min_words, io.removed_writer(out, "too_short"))]
     if ecfg.languages:
         steps.append(cc.LanguageFilter(ecfg.languages, exclusion_writer=io.removed_writer(out, "wrong_language")))
     rules = (("too_many_duplicate_lines", ecfg.max_duplicate_line_ratio < 1.0),

@@ -9,7 +9,7 @@ import pytest
 import yaml
 from datatrove.data import Document
 
-from pipeline import dedup, io, params, records
+from pipeline import dedup, io, minhash, params, records
 
 ROOT = __import__("pathlib").Path(__file__).resolve().parents[1]
 CFG = dedup.DedupConfig()
@@ -51,10 +51,10 @@ def test_signatures_estimate_jaccard():
     rng = random.Random(0)
     base = [text(rng) for _ in range(20)]
     pairs = [(t, edit(rng, t, f)) for t, f in zip(base, np.linspace(0.02, 0.4, 20))]
-    sig = dedup.signatures([x for p in pairs for x in p], CFG, seed=1)
+    sig = minhash.signatures([x for p in pairs for x in p], CFG, seed=1)
     errors = []
     for k, (a, b) in enumerate(pairs):
-        true = dedup.jaccard(dedup.shingle_set(a, 5), dedup.shingle_set(b, 5))
+        true = minhash.jaccard(minhash.shingle_set(a, 5), minhash.shingle_set(b, 5))
         est = (sig[2 * k] == sig[2 * k + 1]).mean()
         errors.append(abs(est - true))
     # 128 permutations: standard error <= 0.045; allow 3 sigma per pair, and an unbiased mean
@@ -67,18 +67,18 @@ def test_identical_texts_identical_signatures_and_batching_is_neutral():
     rng = random.Random(1)
     t = text(rng)
     others = [text(rng, 50) for _ in range(5)]
-    one = dedup.signatures([t], CFG, seed=3, chunk=64)
-    many = dedup.signatures(others + [t, "  " + t.replace(" ", "\n ")], CFG, seed=3, chunk=64)
+    one = minhash.signatures([t], CFG, seed=3, chunk=64)
+    many = minhash.signatures(others + [t, "  " + t.replace(" ", "\n ")], CFG, seed=3, chunk=64)
     assert (one[0] == many[5]).all() and (many[5] == many[6]).all()  # whitespace does not matter
-    assert not (dedup.signatures([t], CFG, seed=4)[0] == one[0]).all()  # the seed picks the permutations
-    assert not dedup.has_words(dedup.signatures(["", "?!"], CFG))[:].any()
+    assert not (minhash.signatures([t], CFG, seed=4)[0] == one[0]).all()  # the seed picks the permutations
+    assert not minhash.has_words(minhash.signatures(["", "?!"], CFG))[:].any()
 
 
 def test_optimal_bands_match_datasketch():
     from datasketch.lsh import _optimal_param
 
     for threshold, num_perm in [(0.8, 128), (0.5, 128), (0.7, 128), (0.7, 64)]:
-        assert dedup.optimal_bands(threshold, num_perm) == _optimal_param(threshold, num_perm, 0.5, 0.5)
+        assert minhash.optimal_bands(threshold, num_perm) == _optimal_param(threshold, num_perm, 0.5, 0.5)
 
 
 def corpus(seed: int = 0):
@@ -94,8 +94,8 @@ def corpus(seed: int = 0):
 
 
 def decide_all(docs: list[Document], cfg=CFG) -> dict:
-    sig = dedup.signatures([d.text for d in docs], cfg, seed=7)
-    return dedup.decide([d.id for d in docs], [dedup.text_hash(d.text) for d in docs], sig, dedup.has_words(sig), cfg)
+    sig = minhash.signatures([d.text for d in docs], cfg, seed=7)
+    return dedup.decide([d.id for d in docs], [minhash.text_hash(d.text) for d in docs], sig, minhash.has_words(sig), cfg)
 
 
 def test_keep_rule_priority_and_shuffle_invariance():
@@ -182,7 +182,7 @@ def test_real_books(shared_data):
     decisions = decide_all(docs)
     assert decisions[docs[0].id]["cluster_size"] == decisions[docs[1].id]["cluster_size"] == 1
     assert decisions[docs[2].id]["cluster_id"] == decisions[docs[3].id]["cluster_id"]
-    true = dedup.jaccard(dedup.shingle_set(alice_txt, 5), dedup.shingle_set(alice_epub, 5))
+    true = minhash.jaccard(minhash.shingle_set(alice_txt, 5), minhash.shingle_set(alice_epub, 5))
     removed = [decisions[d.id] for d in docs[2:] if decisions[d.id]["reason"]]
     assert true > 0.9 and len(removed) == 1 and abs(removed[0]["est_jaccard"] - true) < 0.06
     chunks = [doc(records.BOOKS, f"{n}#{k}", t[k:k + 20_000]) for n, t in (("v1", vol1), ("v2", vol2))
