@@ -6,7 +6,7 @@ document after GPT-3 normalisation (lowercase, punctuation stripped, whitespace 
 
   reference   plain Python, as ../shared/ANCHORS.md measured it (4.4 MB/s, ~80 bytes per distinct
               13-gram): re.findall words, hash(tuple(13 words)) into one set
-  memory      pipeline.contamination.TrainCorpus (xxh64 word hashes) + pipeline.ngram_index.NgramIndex
+  memory      pipeline.evaluation.contamination.TrainCorpus (xxh64 word hashes) + pipeline.evaluation.ngram_index.NgramIndex
               (sorted uint64 hash + int64 doc ordinal pairs, frequency cut)
   sharded     ShardedNgramIndex streaming the documents once, 16 sorted .npy shards in a temp folder
               (out of core: peak memory is one spill buffer plus the largest shard)
@@ -34,8 +34,9 @@ from pathlib import Path
 import numpy as np
 
 from corpus import book_documents  # bench/corpus.py (this script's folder is on sys.path)
-from pipeline import contamination as con
-from pipeline import ngram_index as ngx
+from pipeline.evaluation import contamination as con
+from pipeline.evaluation import ngram_index as ngx
+from pipeline.evaluation import ngrams
 
 ROOT = Path(__file__).resolve().parents[1]
 BOOKS = ROOT.parent / "shared" / "data" / "books"
@@ -60,7 +61,7 @@ def reference(texts: list[str], n: int):
 
 
 def memory_index(texts: list[str], n: int):
-    ngx._WORD_CACHE.clear()  # a cold cache, as a fresh process has
+    ngrams._WORD_CACHE.clear()  # a cold cache, as a fresh process has
     corpus = con.TrainCorpus()
     for i, text in enumerate(texts):
         corpus.add(f"books/{i}", text, {})
@@ -69,12 +70,12 @@ def memory_index(texts: list[str], n: int):
 
 
 def sharded_index(texts: list[str], n: int, count: bool = False):
-    ngx._WORD_CACHE.clear()
+    ngrams._WORD_CACHE.clear()
     counted = [0]
 
     def stream():
         for text in texts:
-            wh = ngx.word_hashes(ngx.normalize_words(text))
+            wh = ngrams.word_hashes(ngrams.normalize_words(text))
             counted[0] += max(0, len(wh) - n + 1)
             yield wh
 

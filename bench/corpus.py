@@ -9,7 +9,7 @@ import random
 import re
 from pathlib import Path
 
-from pipeline.books import strip_gutenberg
+from pipeline.sources.books import strip_gutenberg
 
 
 def book_documents(books: Path, mb: float, rng: random.Random) -> list[str]:

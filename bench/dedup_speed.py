@@ -6,7 +6,7 @@ plus planted near-duplicates, copies of other documents with 1/3/5/10/15% word e
 or delete a word), as ../shared/ANCHORS.md describes. Every method uses the same LSH banding
 (bands x rows from the threshold, as datasketch picks them) on 5-word shingles:
 
-  ours        pipeline.minhash.signatures + decide (exact hashes, LSH, signature check, keep rule)
+  ours        pipeline.curate.minhash.signatures + decide (exact hashes, LSH, signature check, keep rule)
   datasketch  MinHash(num_perm=128, hashfunc=xxh32) per document over Python-built shingles, MinHashLSH in memory
   datatrove   MinhashDedupSignature -> MinhashDedupBuckets -> MinhashDedupCluster, whitespace word tokenizer
               (its fast setting; the default English tokenizer needs spaCy and is 5x slower: ANCHORS.md)
@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from corpus import book_documents  # bench/corpus.py (this script's folder is on sys.path)
-from pipeline import dedup, minhash
+from pipeline.curate import dedup, minhash
 
 ROOT = Path(__file__).resolve().parents[1]
 BOOKS = ROOT.parent / "shared" / "data" / "books"
@@ -120,7 +120,7 @@ def run_datasketch(texts: list[str], threshold: float) -> list[int]:
 def run_datatrove(texts: list[str], threshold: float) -> list[int]:
     from datatrove.data import Document
     from datatrove.executor import LocalPipelineExecutor
-    from datatrove.pipeline.dedup.minhash import (MinhashConfig, MinhashDedupBuckets, MinhashDedupCluster,
+    from datatrove.pipeline.curate.dedup.minhash import (MinhashConfig, MinhashDedupBuckets, MinhashDedupCluster,
                                                   MinhashDedupSignature)
     from datatrove.utils.word_tokenizers import WordTokenizer
 

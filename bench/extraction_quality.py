@@ -7,7 +7,7 @@ normalised by their sum so long pages do not weigh more; precision = mean over p
 recall = mean over pages with tp+fn > 0, F1 = harmonic mean of those two means; ± = 1.96 x bootstrap sd.
 
 Reference, in the same run: the benchmark's own trafilatura runner, `trafilatura.extract(html,
-include_comments=False)`. Ours: pipeline.extract.extract_text with each setting of extract.favor_precision /
+include_comments=False)`. Ours: pipeline.sources.extract.extract_text with each setting of extract.favor_precision /
 favor_recall x include_tables. The best F1 is the candidate for `extract.*` (the paired-bootstrap difference to
 the current setting says whether it is more than noise; extract.py gives the choice made). For every setting we also
 count how many of these real articles the WebText document filters would drop (min_words, language,
@@ -35,7 +35,7 @@ sys.path.insert(0, str(ROOT))
 
 import trafilatura  # noqa: E402
 
-from pipeline import cc, extract  # noqa: E402
+from pipeline.sources import extract, language  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data" / "web" / "article-extraction-benchmark"
 TOKEN = re.compile(r"\w+", re.UNICODE)
@@ -92,7 +92,7 @@ def with_ci(counts: list, n_boot: int, seed: int = 0) -> dict[str, float]:
 
 
 def lang_kept(text: str, base: extract.ExtractConfig) -> bool:
-    return cc.stopword_language(text)[0] in base.languages + (cc.UNKNOWN,)
+    return language.stopword_language(text)[0] in base.languages + (language.UNKNOWN,)
 
 
 def false_drops(texts: dict[str, str | None], truth: dict[str, str], base: extract.ExtractConfig) -> dict[str, int]:

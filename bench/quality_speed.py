@@ -7,9 +7,9 @@ article bodies of ../shared/data/web's extraction benchmark, i.e. extracted web 
 
 - bare:   `model.predict(batch, k=1)` on texts already normalised (the model alone: the reference),
 - scorer: `quality.Scorer` (normalise + predict + P(hq)), as the stage calls it per batch,
-- filter: `quality.QualityFilter.filter_batch` (+ cross-fit model routing, Pareto retention draw,
+- filter: `quality_filter.QualityFilter.filter_batch` (+ cross-fit model routing, Pareto retention draw,
           metadata) on datatrove Documents,
-- stage:  `quality.run_filter` end to end (read zstd jsonl shards, filter, write docs/removed,
+- stage:  `quality_filter.run` end to end (read zstd jsonl shards, filter, write docs/removed,
           scores.parquet, report), in a scratch directory, fresh work dir per repeat.
 Batches of 256 everywhere (QualityFilter's batch size); one thread (fastText predict is single
 threaded). The fraction of stage time outside the model is 1 - bare / stage, split into
@@ -33,7 +33,8 @@ from pathlib import Path
 
 from datatrove.data import Document
 
-from pipeline import io, quality, records
+from pipeline.core import io, records
+from pipeline.curate import quality, quality_filter
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
@@ -97,7 +98,7 @@ def main() -> None:
     normalised = [quality.normalise(t) for t in texts]
     scorer = quality.Scorer(model_path)
     scorer([texts[0]])  # load outside the timing, as the bare model is
-    flt = quality.QualityFilter(model_path, 1337, 9.0)
+    flt = quality_filter.QualityFilter(model_path, 1337, 9.0)
     flt.filter_batch(docs[:1])
 
     def stage():
@@ -105,7 +106,7 @@ def main() -> None:
         os.chdir(scratch)
         try:
             shutil.rmtree(scratch / "data", ignore_errors=True)  # no resume: a genuine run each time
-            quality.run_filter(quality.FilterConfig(), 1337, in_dir, model_path, scratch / "out").write()
+            quality_filter.run(quality_filter.FilterConfig(), 1337, in_dir, model_path, scratch / "out").write()
         finally:
             os.chdir(cwd)
 

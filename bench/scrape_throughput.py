@@ -3,7 +3,7 @@
 A generated site of --pages article pages over --hosts virtual hosts (sitesrv on 127.0.0.1, every *.test host)
 is fetched three ways in one run:
   reference  a bare concurrent client: urllib3, --concurrency threads, no robots.txt, no politeness, no WARC;
-  ours       pipeline.scrape.fetch_all with per_domain_delay_s=0 (robots.txt, private-address guard, one request
+  ours       pipeline.sources.scrape.fetch_all with per_domain_delay_s=0 (robots.txt, private-address guard, one request
              in flight per host, every exchange appended to a WARC journal);
   ours+delay the same with per_domain_delay_s=--delay.
 The server stamps each request's arrival per host (time.monotonic), so politeness is checked from the server's
@@ -31,7 +31,8 @@ sys.path.insert(0, str(ROOT))
 
 import urllib3  # noqa: E402
 
-from pipeline import scrape, sitesrv, webarchive  # noqa: E402
+from pipeline.sample import loopback_site as sitesrv  # noqa: E402
+from pipeline.sources import crawler, scrape, webarchive  # noqa: E402
 
 WORDS = ("the council met on tuesday to weigh a plan for the harbour while farmers asked about roads rain prices "
          "and the new school that opened near the river after a long and cold winter").split()
@@ -67,9 +68,9 @@ def reference(urls: list[str], port: int, concurrency: int) -> tuple[float, int]
     return time.perf_counter() - start, ok
 
 
-def ours(urls: list[str], server: sitesrv.SiteServer, cfg: scrape.ScrapeConfig, work: Path) -> tuple[float, dict]:
+def ours(urls: list[str], server: sitesrv.SiteServer, cfg: crawler.ScrapeConfig, work: Path) -> tuple[float, dict]:
     rows = [{"url": u, "post_id": str(i), "score": 3, "subreddit": "bench"} for i, u in enumerate(urls)]
-    fetcher = scrape.Fetcher(cfg, host_map=server.host_map, clock=server.clock)
+    fetcher = crawler.Fetcher(cfg, host_map=server.host_map, clock=server.clock)
     journal = webarchive.Journal(work / "journal.warc.gz")
     start = time.perf_counter()
     verdicts = scrape.fetch_all(rows, fetcher, journal)
@@ -92,7 +93,7 @@ def main() -> None:
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
 
-    base = dataclasses.replace(scrape.ScrapeConfig(), concurrency=args.concurrency, max_retries=0)
+    base = dataclasses.replace(crawler.ScrapeConfig(), concurrency=args.concurrency, max_retries=0)
     results = {}
     with tempfile.TemporaryDirectory(prefix="scrape-bench-") as tmp:
         tmp = Path(tmp)

@@ -2,10 +2,10 @@
 
 Encodes the same texts with:
 - tokenizers `encode` (loop) and `encode_batch` (its Rust thread pool),
-- a tiktoken `Encoding` built from the same trained merges (pipeline.bpe.tiktoken_encoding), one
+- a tiktoken `Encoding` built from the same trained merges (pipeline.lm.bpe.tiktoken_encoding), one
   text at a time on one thread (ANCHORS.md's per-core reference) and batched,
-- ours: `pipeline.bpe.encoder(...)`, exactly what the tokenize stage calls (it picks tiktoken after
-  checking its ids against tokenizers'), fed batches as pipeline.tokens does.
+- ours: `pipeline.lm.bpe.encoder(...)`, exactly what the tokenize stage calls (it picks tiktoken after
+  checking its ids against tokenizers'), fed batches as pipeline.lm.tokens does.
 Ids of every encoder are checked identical to tokenizers' on every text. Throughput is UTF-8 MB/s.
 
 Usage: python bench/tokenize_speed.py [--tokenizer models/tokenizer] [--texts ../shared/data/books]
@@ -20,7 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from pipeline import bpe
+from pipeline.lm import bpe
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -64,7 +64,7 @@ def main() -> None:
     enc = bpe.tiktoken_encoding(tok)
     ours = bpe.encoder(tok_dir)  # the stage's encoder (its id check runs on --check-docs in the stage)
 
-    def batched(fn, size=512):  # pipeline.tokens feeds the encoder 512 documents at a time
+    def batched(fn, size=512):  # pipeline.lm.tokens feeds the encoder 512 documents at a time
         return lambda ts: [ids for i in range(0, len(ts), size) for ids in fn(ts[i:i + size])]
 
     runs = {

@@ -4,7 +4,7 @@ Shape from ../shared/ANCHORS.md: 4 layers, 4 heads, 256 wide, T=256, B=8, vocab 
 (the tied LM head is ~79% of the FLOPs). The reference below is written with plain torch modules in
 the nanoGPT design (karpathy/nanoGPT model.py: fused qkv Linear, SDPA causal attention, tanh GELU,
 pre-LN, tied head, AdamW with torch's default foreach kernel, grad clip 1.0). Ours is
-pipeline.model.GPT with pipeline.train.make_optimizer (fused AdamW) and the same clip. Steps alternate
+pipeline.lm.model.GPT with pipeline.lm.train.make_optimizer (fused AdamW) and the same clip. Steps alternate
 (who goes first alternates) so drift on a shared machine hits both; the ratio is the median of the
 per-pair ratios, beside each model's median step time.
 
@@ -24,8 +24,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from pipeline.model import GPT, GPTConfig
-from pipeline.train import TrainConfig, make_optimizer
+from pipeline.lm.model import GPT, GPTConfig
+from pipeline.lm.train import TrainConfig, make_optimizer
 
 ANCHOR_TOKENS_PER_S = {2: 1110, 1: 628}  # ../shared/ANCHORS.md, reference design, full shape
 

@@ -14,7 +14,8 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 import argparse  # noqa: E402
 import logging  # noqa: E402
 
-from pipeline import books, params  # noqa: E402
+from pipeline.core import params  # noqa: E402
+from pipeline.sources import books  # noqa: E402
 
 
 def main() -> None:

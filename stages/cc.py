@@ -10,7 +10,8 @@ import pathlib, sys; sys.path.insert(0, str(pathlib.Path(__file__).resolve().par
 
 import argparse
 
-from pipeline import cc, executor, extract, params
+from pipeline.core import executor, params
+from pipeline.sources import cc, extract
 
 
 def main() -> None:

@@ -11,7 +11,7 @@ Params: contamination.ngram, min_ngram, max_doc_frequency (GPT-3 rule), index, i
         index), decontaminate (+ _margin, _min_piece, _max_pieces: GPT-3 appendix C counts, off by default)
 Usage:  python stages/contamination.py --train data/processed/mix --eval data/raw/sample/eval \
             --scores reports/evaluate/examples.jsonl --truth data/raw/sample/truth.json --out reports/contamination
-        Decontaminated copy of the mix (GPT-3 appendix C): python -m pipeline.contamination decontaminate \
+        Decontaminated copy of the mix (GPT-3 appendix C): python -m pipeline.evaluation.contamination decontaminate \
             --train data/processed/mix --eval data/raw/sample/eval --out data/processed/mix_decontaminated
 """
 import pathlib, sys; sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # noqa: E401,E702
@@ -19,7 +19,8 @@ import pathlib, sys; sys.path.insert(0, str(pathlib.Path(__file__).resolve().par
 import argparse
 import logging
 
-from pipeline import contamination, params, report, truth
+from pipeline.core import params, report, truth
+from pipeline.evaluation import contamination
 
 
 def main() -> None:

@@ -13,7 +13,8 @@ import pathlib, sys; sys.path.insert(0, str(pathlib.Path(__file__).resolve().par
 import argparse
 import logging
 
-from pipeline import dedup, executor, params
+from pipeline.core import executor, params
+from pipeline.curate import dedup
 
 
 def source_folder(arg: str) -> tuple[str, str]:

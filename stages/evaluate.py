@@ -1,6 +1,6 @@
 """Stage `evaluate`: zero/few-shot scores of the trained GPT (GPT-2 sec. 3, GPT-3 sec. 3).
 
-In:     --model      checkpoint (models/gpt/ckpt.pt, pipeline.model.load_checkpoint)
+In:     --model      checkpoint (models/gpt/ckpt.pt, pipeline.lm.checkpoint.load_checkpoint)
         --tokenizer  tokenizer folder (tokenizer.json)
         --eval       folder of eval files (LAMBADA, WikiText raw, HellaSwag, PIQA; absent ones are skipped)
         --tokens     token shards folder (val_*.bin for validation perplexity)
@@ -15,7 +15,9 @@ import pathlib, sys; sys.path.insert(0, str(pathlib.Path(__file__).resolve().par
 import argparse
 import logging
 
-from pipeline import bpe, evaluate, model, params, report
+from pipeline.core import params, report
+from pipeline.lm import bpe, checkpoint
+from pipeline.evaluation import evaluate
 
 
 def main() -> None:
@@ -28,7 +30,7 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     cfg = params.config(evaluate.EvalConfig, "eval")
-    gpt, ckpt = model.load_checkpoint(args.model)
+    gpt, ckpt = checkpoint.load_checkpoint(args.model)
     tok = bpe.load(args.tokenizer)
     if ckpt.get("tokenizer_sha256") and ckpt["tokenizer_sha256"] != bpe.tokenizer_sha(args.tokenizer):
         logging.warning("the checkpoint was trained with another tokenizer (sha256 differs): scores are meaningless")

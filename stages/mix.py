@@ -11,7 +11,8 @@ import pathlib, sys; sys.path.insert(0, str(pathlib.Path(__file__).resolve().par
 import argparse
 import logging
 
-from pipeline import mix, params
+from pipeline.core import params
+from pipeline.curate import mix
 
 
 def main() -> None:

@@ -15,7 +15,8 @@ import pathlib, sys; sys.path.insert(0, str(pathlib.Path(__file__).resolve().par
 
 import argparse
 
-from pipeline import executor, params, quality
+from pipeline.core import executor, params
+from pipeline.curate import quality_filter
 
 
 def main() -> None:
@@ -26,9 +27,9 @@ def main() -> None:
     parser.add_argument("--truth", default=None, help="sample truth.json: report precision/recall of drops")
     args = parser.parse_args()
     # only quality.alpha is a declared param of this stage
-    fcfg = params.build(quality.FilterConfig, {"alpha": params.load("quality")["alpha"]}, prefix="quality.")
+    fcfg = params.build(quality_filter.FilterConfig, {"alpha": params.load("quality")["alpha"]}, prefix="quality.")
     exec_cfg = params.config(executor.ExecutorConfig, "executor")  # output-neutral: not declared in dvc.yaml
-    rep = quality.run_filter(fcfg, params.load("seed"), args.in_dir, args.model, args.out, truth_path=args.truth,
+    rep = quality_filter.run(fcfg, params.load("seed"), args.in_dir, args.model, args.out, truth_path=args.truth,
                              exec_cfg=exec_cfg)
     rep.write()
 

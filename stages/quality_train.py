@@ -15,7 +15,8 @@ import pathlib, sys; sys.path.insert(0, str(pathlib.Path(__file__).resolve().par
 
 import argparse
 
-from pipeline import params, quality
+from pipeline.core import params
+from pipeline.curate import quality
 
 
 def main() -> None:

@@ -16,7 +16,8 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 import argparse  # noqa: E402
 import logging  # noqa: E402
 
-from pipeline import params, reddit, report  # noqa: E402
+from pipeline.core import params, report  # noqa: E402
+from pipeline.sources import reddit  # noqa: E402
 
 
 def main() -> None:

@@ -18,7 +18,8 @@ import pathlib, sys; sys.path.insert(0, str(pathlib.Path(__file__).resolve().par
 import argparse
 import logging
 
-from pipeline import extract, params, scrape
+from pipeline.core import params
+from pipeline.sources import crawler, extract, scrape
 
 
 def main() -> None:
@@ -30,7 +31,7 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
-    cfg = params.config(scrape.ScrapeConfig, "scrape")
+    cfg = params.config(crawler.ScrapeConfig, "scrape")
     ecfg = params.config(extract.ExtractConfig, "extract")
     rep = scrape.run(cfg, ecfg, args.urls, args.out, site=args.serve_site, truth_path=args.truth)
     data = rep.write()

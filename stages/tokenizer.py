@@ -13,7 +13,8 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
 import argparse  # noqa: E402
 
-from pipeline import bpe, params, report  # noqa: E402
+from pipeline.core import params, report  # noqa: E402
+from pipeline.lm import bpe  # noqa: E402
 
 
 def main() -> None:

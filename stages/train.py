@@ -18,9 +18,9 @@ import pathlib, sys; sys.path.insert(0, str(pathlib.Path(__file__).resolve().par
 import argparse
 import logging
 
-from pipeline import params
-from pipeline.model import ModelConfig
-from pipeline.train import TrainConfig, is_master, train
+from pipeline.core import params
+from pipeline.lm.model import ModelConfig
+from pipeline.lm.train import TrainConfig, is_master, train
 
 
 def main() -> None:

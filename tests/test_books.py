@@ -1,4 +1,4 @@
-"""Tests of pipeline/books.py and stages/books.py: Gutenberg header/footer stripping on synthetic and
+"""Tests of pipeline/sources/books.py and stages/books.py: Gutenberg header/footer stripping on synthetic and
 real files, normalisation, epub reading, the datatrove pipeline end to end with bad input, and the
 real books in ../shared/data/books."""
 from __future__ import annotations
@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline import books, io, params, records
+from pipeline.core import io, params, records
+from pipeline.sources import books
 
 ROOT = Path(__file__).resolve().parents[1]
 LICENCE = ("*** END OF THE PROJECT GUTENBERG EBOOK {T} ***\n\nUpdated editions will replace the previous one.\n"

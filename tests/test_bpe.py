@@ -1,4 +1,4 @@
-"""pipeline/bpe.py: GPT-2 byte-level BPE training, its determinism, and the tiktoken twin's ids."""
+"""pipeline/lm/bpe.py: GPT-2 byte-level BPE training, its determinism, and the tiktoken twin's ids."""
 from __future__ import annotations
 
 import dataclasses
@@ -13,7 +13,8 @@ import pytest
 import yaml
 from datatrove.data import Document
 
-from pipeline import bpe, io, report
+from pipeline.core import io, report
+from pipeline.lm import bpe
 
 ROOT = Path(__file__).resolve().parents[1]
 WORDS = ("the river ran past a silent mill while Anna counted 1789 coins, naïve café owners "
@@ -77,7 +78,7 @@ def test_training_is_deterministic_across_runs_and_threads(tmp_path):
     bpe.save(bpe.train(iter(texts), cfg), tmp_path / "b")
     a = (tmp_path / "a" / "tokenizer.json").read_bytes()
     assert a == (tmp_path / "b" / "tokenizer.json").read_bytes()
-    code = ("import sys; sys.path.insert(0, sys.argv[1]); from pipeline import bpe; from tests.test_bpe import synth_texts; "
+    code = ("import sys; sys.path.insert(0, sys.argv[1]); from pipeline.lm import bpe; from tests.test_bpe import synth_texts; "
             "bpe.save(bpe.train(iter(synth_texts(40, seed=5)), bpe.TokenizerConfig(500, 2)), sys.argv[2])")
     env = {**os.environ, "RAYON_NUM_THREADS": "1"}
     subprocess.run([sys.executable, "-c", code, str(ROOT), str(tmp_path / "c")], check=True, env=env, cwd=ROOT)

@@ -1,4 +1,4 @@
-"""Tests for pipeline/cc.py and the cc stage: WARC/WET reading with provenance, extraction, filters."""
+"""Tests for pipeline/sources/cc.py and the cc stage: WARC/WET reading with provenance, extraction, filters."""
 from __future__ import annotations
 
 import dataclasses
@@ -17,7 +17,8 @@ from warcio.archiveiterator import ArchiveIterator
 from warcio.statusandheaders import StatusAndHeaders
 from warcio.warcwriter import WARCWriter
 
-from pipeline import cc, extract, io, params, records
+from pipeline.core import io, params, records
+from pipeline.sources import cc, extract, language
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -120,10 +121,10 @@ def test_truncated_warc_is_counted_and_next_file_read(tmp_path):
 
 
 def test_stopword_language():
-    assert cc.stopword_language(EN)[0] == "en"
-    assert cc.stopword_language(DE)[0] == "de"
-    assert cc.stopword_language("casino bonus pills viagra loans crypto xxx")[0] == "unknown"
-    assert cc.stopword_language("") == ("unknown", 0.0)
+    assert language.stopword_language(EN)[0] == "en"
+    assert language.stopword_language(DE)[0] == "de"
+    assert language.stopword_language("casino bonus pills viagra loans crypto xxx")[0] == "unknown"
+    assert language.stopword_language("") == ("unknown", 0.0)
 
 
 def test_stage_end_to_end_with_truth_wet_and_errors(tmp_path, in_tmp_cwd):
@@ -233,12 +234,12 @@ def test_gopher_filters_drop_only_the_repetitive_page(tmp_path, in_tmp_cwd):
 
 
 def test_gopher_quality_alone_and_offline_tokenizer():
-    words = cc.RegexWordTokenizer().word_tokenize("Don't stop... it's #1, ok?")
+    words = language.RegexWordTokenizer().word_tokenize("Don't stop... it's #1, ok?")
     assert words == ["Don't", "stop", ".", ".", ".", "it's", "#", "1", ",", "ok", "?"]
     from datatrove.data import Document
     from datatrove.pipeline.filters import GopherQualityFilter
 
-    flt = GopherQualityFilter(language=cc.RegexWordTokenizer())
+    flt = GopherQualityFilter(language=language.RegexWordTokenizer())
     assert flt.filter(Document("\n".join(NORMAL), "n")) is True
     keywords = " ".join(f"casino{i} bonus{i} slots{i}" for i in range(40))  # no stopwords at all
     assert flt.filter(Document(keywords, "k")) == (False, "gopher_enough_stop_words")
@@ -249,7 +250,7 @@ def test_sample_output_unchanged_with_defaults(tmp_path, in_tmp_cwd):
     the dvc-built data/interim/cc when present; turning Gopher on only ever removes documents."""
     sample_warcs = ROOT / "data/raw/sample/cc"
     if not sample_warcs.is_dir():  # a fresh clone: build the embedded sample (a few seconds) instead of skipping
-        from pipeline import sample
+        from pipeline.sample import generator as sample
 
         sample.build(sample.SampleConfig(), 1337, tmp_path / "sample")
         sample_warcs = tmp_path / "sample" / "cc"

@@ -1,5 +1,5 @@
-"""Contamination audit and decontamination (GPT-3 appendix C): pipeline.contamination,
-pipeline.ngram_index (n-gram index, frequency cut, n rule) and pipeline.decontaminate; tracing, reports."""
+"""Contamination audit and decontamination (GPT-3 appendix C): pipeline.evaluation.contamination,
+pipeline.evaluation.ngram_index (n-gram index, frequency cut, n rule) and pipeline.evaluation.decontaminate; tracing, reports."""
 from __future__ import annotations
 
 import json
@@ -10,11 +10,12 @@ import numpy as np
 import pytest
 from datatrove.data import Document
 
-from pipeline import contamination as con
-from pipeline import decontaminate as dec
-from pipeline import ngram_index as ngx
-from pipeline import contamination_report as rep_mod
-from pipeline import io, params, tasks
+from pipeline.core import io, params
+from pipeline.evaluation import contamination as con
+from pipeline.evaluation import contamination_report as rep_mod
+from pipeline.evaluation import decontaminate as dec
+from pipeline.evaluation import ngram_index as ngx
+from pipeline.evaluation import ngrams, tasks
 
 LEAK = ("the lighthouse keeper counted seventeen gulls on the rail before the storm finally broke over "
         "the harbour wall")  # 18 words
@@ -41,19 +42,19 @@ def test_config_matches_params_yaml():
 
 def test_short_example_rule():
     cfg = con.ContaminationConfig(ngram=13, min_ngram=8)
-    assert ngx.choose_n([5] * 100, cfg) == 8  # p5 below the floor -> floor
-    assert ngx.choose_n([10] * 100, cfg) == 10  # p5 between -> p5
-    assert ngx.choose_n([4] * 5 + [40] * 95, cfg) == 13  # p5 of mostly long examples -> 13
-    assert ngx.choose_n(list(range(1, 101)), cfg) == 8  # p5 = 5.95 -> floor 8
+    assert ngrams.choose_n([5] * 100, cfg) == 8  # p5 below the floor -> floor
+    assert ngrams.choose_n([10] * 100, cfg) == 10  # p5 between -> p5
+    assert ngrams.choose_n([4] * 5 + [40] * 95, cfg) == 13  # p5 of mostly long examples -> 13
+    assert ngrams.choose_n(list(range(1, 101)), cfg) == 8  # p5 = 5.95 -> floor 8
 
 
 def test_normalisation_and_hash_are_punctuation_blind():
-    a, _ = ngx.normalize("The Keeper's LAMP -- lit, at 9!")
-    b, _ = ngx.normalize("the keeper s lamp lit at 9")
+    a, _ = ngrams.normalize("The Keeper's LAMP -- lit, at 9!")
+    b, _ = ngrams.normalize("the keeper s lamp lit at 9")
     assert a == b == ["the", "keeper", "s", "lamp", "lit", "at", "9"]
-    ha = ngx.ngram_hashes(ngx.word_hashes(a), 3)
+    ha = ngrams.ngram_hashes(ngrams.word_hashes(a), 3)
     assert len(ha) == 5 and len(set(ha.tolist())) == 5
-    assert (ha == ngx.ngram_hashes(ngx.word_hashes(b), 3)).all()
+    assert (ha == ngrams.ngram_hashes(ngrams.word_hashes(b), 3)).all()
 
 
 def test_planted_leak_found_and_traced(tmp_path):
@@ -96,8 +97,8 @@ def test_ngram_in_more_than_max_docs_is_ignored(tmp_path):
             assert len(res["dirty"]["lambada"][0]["docs"]) == 10
         else:
             # every 13-gram of the (identical) documents is in 11 > 10 of them, the leak's 6 among them
-            wh = ngx.word_hashes(ngx.normalize(FILLER + LEAK + " " + FILLER)[0])
-            assert res["index"]["13"]["ignored_frequent_ngrams"] == len(set(ngx.ngram_hashes(wh, 13).tolist()))
+            wh = ngrams.word_hashes(ngrams.normalize(FILLER + LEAK + " " + FILLER)[0])
+            assert res["index"]["13"]["ignored_frequent_ngrams"] == len(set(ngrams.ngram_hashes(wh, 13).tolist()))
 
 
 def test_partial_overlap_spans_and_html(tmp_path):
@@ -147,7 +148,7 @@ def test_run_on_document_folder(in_tmp_cwd):
     list(io.doc_writer(in_tmp_cwd / "mix", "train/docs").run(iter(docs), rank=0, world_size=1))
     (in_tmp_cwd / "examples.jsonl").write_text(json.dumps({"task": "lambada", "index": 5, "correct": True,
                                                            "loglik": -2.0}) + "\nnot json\n")
-    from pipeline import report
+    from pipeline.core import report
 
     rep = report.StageReport("contamination")
     res = con.run(con.ContaminationConfig(), in_tmp_cwd / "mix", evals, in_tmp_cwd / "out",
@@ -245,7 +246,7 @@ def test_sharded_index_equals_memory_index(tmp_path, n, shard_bits, spill):
     assert (len(disk), disk.nbytes(), disk.ignored_ngrams) == (len(mem), mem.nbytes(), mem.ignored_ngrams)
     assert not list((tmp_path / "idx").glob("run-*"))  # spill runs cleaned up
     queries = [" ".join(f"w{(i * 7 + j) % 60}" for j in range(40)) for i in range(20)] + [LEAK, FILLER]
-    queries += [" ".join(ngx.normalize(" ".join(f"w{x}" for x in range(60)))[0])]
+    queries += [" ".join(ngrams.normalize(" ".join(f"w{x}" for x in range(60)))[0])]
     for q in queries:
         assert disk.lookup(q) == mem.lookup(q)
 
@@ -414,8 +415,8 @@ def test_html_renders_in_headless_chromium(tmp_path):
 def test_fast_word_path_equals_normalize():
     texts = ["The Keeper's LAMP -- lit, at 9!", "ΟΔΟΣ ΣΟΦΟΣ ΑΣ1 İstanbul straße ǅemal", "", "...!", "x_y a\u0307b"]
     for text in texts:
-        assert ngx.normalize_words(text) == ngx.normalize(text)[0], text
-    assert ngx.word_hashes(["a", "b", "a"]).tolist() == [ngx.word_hashes(["a"])[0]] * 1 + [ngx.word_hashes(["b"])[0]] + [ngx.word_hashes(["a"])[0]]
+        assert ngrams.normalize_words(text) == ngrams.normalize(text)[0], text
+    assert ngrams.word_hashes(["a", "b", "a"]).tolist() == [ngrams.word_hashes(["a"])[0]] * 1 + [ngrams.word_hashes(["b"])[0]] + [ngrams.word_hashes(["a"])[0]]
 
 
 def test_decontamination_leaves_ngrams_in_more_than_max_docs(tmp_path):
@@ -430,18 +431,19 @@ def test_decontamination_leaves_ngrams_in_more_than_max_docs(tmp_path):
 
 
 def test_split_modules_keep_old_names_and_cli(tmp_path):
-    """The n-gram and decontamination names moved out of pipeline.contamination stay importable there,
-    and `python -m pipeline.contamination decontaminate` still reaches the decontamination CLI."""
+    """The n-gram and decontamination names moved out of pipeline.evaluation.contamination stay importable there,
+    and `python -m pipeline.evaluation.contamination decontaminate` still reaches the decontamination CLI."""
     import subprocess
     import sys
 
-    for name in ("NgramIndex", "ShardedNgramIndex", "normalize", "normalize_words", "word_hashes", "ngram_hashes",
-                 "choose_n"):
+    for name in ("NgramIndex", "ShardedNgramIndex"):
         assert getattr(con, name) is getattr(ngx, name)
+    for name in ("ContaminationConfig", "normalize", "normalize_words", "word_hashes", "ngram_hashes", "choose_n"):
+        assert getattr(con, name) is getattr(ngrams, name)
     for name in ("DECON_PIECE", "decontaminate", "decontaminate_folder", "split_text", "eval_ngrams", "main"):
         assert getattr(con, name) is getattr(dec, name)
     root = Path(__file__).resolve().parents[1]
-    for module in ("pipeline.contamination", "pipeline.decontaminate"):
+    for module in ("pipeline.evaluation.contamination", "pipeline.evaluation.decontaminate"):
         proc = subprocess.run([sys.executable, "-m", module, "decontaminate", "--help"], cwd=root,
                               capture_output=True, text=True, timeout=60)
         assert proc.returncode == 0, proc.stderr

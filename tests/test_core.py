@@ -7,7 +7,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import pytest
 
-from pipeline import io, params, records, report, rng, tokens, truth
+from pipeline.core import io, params, records, report, rng, truth
+from pipeline.lm import tokens
 
 
 # --- params ---------------------------------------------------------------------------------

@@ -9,7 +9,8 @@ import pytest
 import yaml
 from datatrove.data import Document
 
-from pipeline import dedup, io, minhash, params, records
+from pipeline.core import io, params, records
+from pipeline.curate import dedup, minhash
 
 ROOT = __import__("pathlib").Path(__file__).resolve().parents[1]
 CFG = dedup.DedupConfig()

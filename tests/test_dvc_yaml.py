@@ -14,27 +14,29 @@ PARAMS = yaml.safe_load((ROOT / "params.yaml").read_text())
 STAGES = DVC["stages"]
 
 
+def module_files(node: ast.AST) -> list[str]:
+    """Dotted names of the pipeline modules one import statement loads (`from pipeline.lm import model`
+    loads pipeline.lm.model; `from pipeline.lm.model import GPT` loads pipeline.lm.model)."""
+    if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "pipeline":
+        subs = [f"{node.module}.{a.name}" for a in node.names]
+        return [m for m in subs if (ROOT / f"{m.replace('.', '/')}.py").exists()] or [node.module]
+    if isinstance(node, ast.Import):
+        return [a.name for a in node.names if a.name.startswith("pipeline.")]
+    return []
+
+
 def pipeline_imports(path: Path, seen: set[str] | None = None) -> set[str]:
-    """pipeline/*.py files imported by `path`, transitively."""
+    """pipeline/**/*.py files imported by `path`, transitively. Package __init__ files hold only a
+    docstring (tests/test_layout.py checks it), so they are not deps."""
     seen = set() if seen is None else seen
-    tree = ast.parse(path.read_text())
-    for node in ast.walk(tree):
-        names = []
-        if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "pipeline":
-            if node.module == "pipeline":
-                names = [f"pipeline.{a.name}" for a in node.names]
-            else:
-                names = [node.module]
-        elif isinstance(node, ast.Import):
-            names = [a.name for a in node.names if a.name.startswith("pipeline.")]
-        for name in names:
-            rel = name.replace(".", "/")
-            for candidate in (ROOT / f"{rel}.py", ROOT / rel / "__init__.py"):
-                if candidate.exists():
-                    key = str(candidate.relative_to(ROOT))
-                    if key not in seen:
-                        seen.add(key)
-                        pipeline_imports(candidate, seen)
+    for node in ast.walk(ast.parse(path.read_text())):
+        for name in module_files(node):
+            candidate = ROOT / f"{name.replace('.', '/')}.py"
+            if candidate.exists():
+                key = str(candidate.relative_to(ROOT))
+                if key not in seen:
+                    seen.add(key)
+                    pipeline_imports(candidate, seen)
     return seen
 
 

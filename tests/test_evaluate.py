@@ -10,8 +10,11 @@ import pytest
 import torch
 import torch.nn as nn
 
-from pipeline import bpe, evaluate, params, tokens
-from pipeline import model as gpt_model
+from pipeline.core import params
+from pipeline.lm import bpe, tokens
+from pipeline.evaluation import evaluate
+from pipeline.lm import checkpoint
+from pipeline.lm import model as gpt_model
 
 
 class Bigram(nn.Module):
@@ -114,7 +117,7 @@ def test_forced_answer_scores_perfect(tok, tmp_path):
 
 
 def test_fewshot_prefix_is_keyed_and_excludes_the_item(tok, tmp_path):
-    from pipeline import tasks
+    from pipeline.evaluation import tasks
 
     task = tasks.load_task("lambada", _eval_dir(tmp_path / "eval"))
     ex = task.examples[0]
@@ -126,8 +129,8 @@ def test_fewshot_prefix_is_keyed_and_excludes_the_item(tok, tmp_path):
 def test_real_gpt_checkpoint_on_real_eval_files(tok, tmp_path, shared_data):
     torch.manual_seed(0)
     cfg = gpt_model.GPTConfig(vocab_size=tok.get_vocab_size(), block_size=32, n_layer=1, n_head=2, n_embd=16)
-    gpt_model.save_checkpoint(tmp_path / "ckpt.pt", gpt_model.GPT(cfg), None, 0)
-    gpt, _ = gpt_model.load_checkpoint(tmp_path / "ckpt.pt")
+    checkpoint.save_checkpoint(tmp_path / "ckpt.pt", gpt_model.GPT(cfg), None, 0)
+    gpt, _ = checkpoint.load_checkpoint(tmp_path / "ckpt.pt")
     out = evaluate.run(gpt, tok, shared_data / "eval", tmp_path / "out",
                        evaluate.EvalConfig(max_examples=4, batch_size=8), progress=False)
     assert set(out["tasks"]) == {"lambada", "wikitext", "hellaswag", "piqa"}
@@ -153,7 +156,7 @@ def test_stage_script_runs_with_the_dvc_yaml_flags(tok, in_tmp_cwd):
     shutil.copy(root / "params.yaml", in_tmp_cwd / "params.yaml")
     bpe.save(tok, in_tmp_cwd / "tok")
     cfg = gpt_model.GPTConfig(vocab_size=tok.get_vocab_size(), block_size=16, n_layer=1, n_head=2, n_embd=16)
-    gpt_model.save_checkpoint(in_tmp_cwd / "ckpt.pt", gpt_model.GPT(cfg), None, 7,
+    checkpoint.save_checkpoint(in_tmp_cwd / "ckpt.pt", gpt_model.GPT(cfg), None, 7,
                               {"tokenizer_sha256": bpe.tokenizer_sha(in_tmp_cwd / "tok")})
     (in_tmp_cwd / "tokens").mkdir()
     tokens.write_shard(in_tmp_cwd / "tokens" / "val_00000.bin", tok.encode("the cat sat on the mat " * 20).ids,

@@ -9,7 +9,8 @@ import pytest
 import yaml
 from datatrove.data import Document
 
-from pipeline import dedup, executor, io, params, records
+from pipeline.core import executor, io, params, records
+from pipeline.curate import dedup
 
 ROOT = __import__("pathlib").Path(__file__).resolve().parents[1]
 WORDS = [f"w{i}" for i in range(2000)]

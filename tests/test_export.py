@@ -1,4 +1,4 @@
-"""pipeline/export.py: the Hugging Face GPT-2 layout loads in transformers and gives our logits."""
+"""pipeline/lm/export.py: the Hugging Face GPT-2 layout loads in transformers and gives our logits."""
 from __future__ import annotations
 
 import dataclasses
@@ -7,8 +7,9 @@ import json
 import pytest
 import torch
 
-from pipeline.export import export_hf, hf_state_dict
-from pipeline.model import GPT, GPTConfig, load_checkpoint, save_checkpoint
+from pipeline.lm.export import export_hf, hf_state_dict
+from pipeline.lm.model import GPT, GPTConfig
+from pipeline.lm.checkpoint import load_checkpoint, save_checkpoint
 
 CFG = GPTConfig(vocab_size=97, block_size=32, n_layer=2, n_head=2, n_embd=32)
 

@@ -8,7 +8,8 @@ import pytest
 import yaml
 from datatrove.data import Document
 
-from pipeline import io, mix, params, records
+from pipeline.core import io, params, records
+from pipeline.curate import mix
 
 ROOT = __import__("pathlib").Path(__file__).resolve().parents[1]
 

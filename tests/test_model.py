@@ -1,4 +1,4 @@
-"""pipeline/model.py: presets match the papers, LN placement, banded attention, tying, checkpoints."""
+"""pipeline/lm/model.py: presets match the papers, LN placement, banded attention, tying, checkpoints."""
 from __future__ import annotations
 
 import dataclasses
@@ -8,9 +8,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pipeline import params
-from pipeline.model import (GPT, PAPER_TRAIN, PRESETS, CausalSelfAttention, GPTConfig, ModelConfig, banded_causal_mask,
-                            from_params, load_checkpoint, save_checkpoint)
+from pipeline.core import params
+from pipeline.lm.model import GPT, PAPER_TRAIN, PRESETS, CausalSelfAttention, GPTConfig, ModelConfig, banded_causal_mask, from_params
+from pipeline.lm.checkpoint import load_checkpoint, save_checkpoint
 
 torch.set_num_threads(1)
 SMALL = GPTConfig(vocab_size=61, block_size=16, n_layer=2, n_head=2, n_embd=16)

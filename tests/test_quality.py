@@ -1,4 +1,4 @@
-"""Tests for pipeline/quality.py and the quality_train / quality_filter stages."""
+"""Tests for pipeline/curate/quality.py and the quality_train / quality_filter stages."""
 from __future__ import annotations
 
 import dataclasses
@@ -14,7 +14,8 @@ import pytest
 import yaml
 from datatrove.data import Document
 
-from pipeline import io, params, quality, quality_metrics, records, rng
+from pipeline.core import io, params, records, rng
+from pipeline.curate import quality, quality_filter, quality_metrics, retention
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -64,27 +65,27 @@ def test_config_defaults_match_params_yaml():
     defaults = dataclasses.asdict(quality.QualityConfig())
     for key, value in section.items():
         assert defaults[key] == value, key
-    assert quality.FilterConfig().alpha == section["alpha"]
+    assert quality_filter.FilterConfig().alpha == section["alpha"]
     assert params.build(quality.QualityConfig, section) == quality.QualityConfig()
 
 
 def test_retention_is_pure_function_of_seed_and_id():
     ids = [f"cc/{i}" for i in range(500)]
     scores = {i: (hash(i) % 1000) / 1000 for i in ids}
-    first = {i: quality.retention(1337, i, scores[i], 9.0) for i in ids}
+    first = {i: retention.retention(1337, i, scores[i], 9.0) for i in ids}
     shuffled = ids[:]
     random.Random(1).shuffle(shuffled)
-    second = {i: quality.retention(1337, i, scores[i], 9.0) for i in shuffled}
+    second = {i: retention.retention(1337, i, scores[i], 9.0) for i in shuffled}
     assert first == second
-    other_seed = {i: quality.retention(1338, i, scores[i], 9.0) for i in ids}
+    other_seed = {i: retention.retention(1338, i, scores[i], 9.0) for i in ids}
     assert other_seed != first
 
 
 @pytest.mark.parametrize("score", [0.2, 0.6, 0.9, 0.99])
 def test_empirical_keep_rate_matches_pareto_tail(score):
     n = 20000
-    kept = sum(quality.retention(42, f"cc/{i}", score, 9.0)[1] for i in range(n))
-    expected = quality.keep_probability(score, 9.0)
+    kept = sum(retention.retention(42, f"cc/{i}", score, 9.0)[1] for i in range(n))
+    expected = retention.keep_probability(score, 9.0)
     assert abs(kept / n - expected) < 4 * (expected * (1 - expected) / n) ** 0.5 + 1e-3
     # and the formula is numpy's own pareto tail, the draw GPT-3 used
     draws = np.random.default_rng(0).pareto(9.0, 200000)
@@ -152,12 +153,12 @@ def test_train_separates_and_filter_keeps_by_score(corpus, in_tmp_cwd):
         Document(_text(SPAM, 100, r, False) + f" {_planted(i)}", records.cc_id(f"<urn:uuid:{i:08d}>"),
                  metadata={records.URL: f"http://c{i}.cc.test/", records.SOURCE: records.CC}) for i in range(80, 85)]
     _write_docs(Path("crawl"), crawl)
-    frep = quality.run_filter(quality.FilterConfig(9.0), 1337, "crawl", "models/quality/model.bin", "out").to_dict()
+    frep = quality_filter.run(quality_filter.FilterConfig(9.0), 1337, "crawl", "models/quality/model.bin", "out").to_dict()
     assert frep["docs_in"] == 85 and frep["docs_out"] + frep["dropped"]["low_quality"] == 85
     table = pq.read_table("out/scores.parquet").to_pylist()
     assert [r["id"] for r in table] == sorted(r["id"] for r in table)
     for row in table:  # kept exactly when the keyed Pareto draw beats 1 - score
-        assert row["kept"] == quality.retention(1337, row["id"], row["score"], 9.0)[1]
+        assert row["kept"] == retention.retention(1337, row["id"], row["score"], 9.0)[1]
     # training pages by the fold model of their fold, the balance-downsampled rest by the full model
     expect = {r["id"]: f"fold_{quality.fold_of(1337, r['id'], 3)}" if r["id"] in train_ids else "full"
               for r in table}
@@ -200,11 +201,11 @@ def test_truth_by_class_counts_kept_and_scores():
 
 def test_filter_output_is_byte_identical_across_runs(corpus, in_tmp_cwd):
     quality.run_train(quality.QualityConfig(epoch=5, folds=2), 1, [corpus["webtext"]], [corpus["cc"]], "m")
-    quality.run_filter(quality.FilterConfig(2.0), 1, corpus["cc"], "m/model.bin", "a")
+    quality_filter.run(quality_filter.FilterConfig(2.0), 1, corpus["cc"], "m/model.bin", "a")
     import shutil
 
     shutil.rmtree("data/resume")  # no resume: a genuine second run
-    quality.run_filter(quality.FilterConfig(2.0), 1, corpus["cc"], "m/model.bin", "b")
+    quality_filter.run(quality_filter.FilterConfig(2.0), 1, corpus["cc"], "m/model.bin", "b")
     files = sorted(p.relative_to("a") for p in Path("a").rglob("*") if p.is_file())
     assert files and files == sorted(p.relative_to("b") for p in Path("b").rglob("*") if p.is_file())
     for rel in files:

@@ -1,4 +1,4 @@
-"""Tests of pipeline/reddit.py, pipeline/pushshift.py and stages/reddit_urls.py: Pushshift streaming, filters, URL
+"""Tests of pipeline/sources/reddit.py, pipeline/sources/pushshift.py and stages/reddit_urls.py: Pushshift streaming, filters, URL
 normalisation, dedup, bad input, real Pushshift records, and praw against a loopback Reddit API."""
 from __future__ import annotations
 
@@ -21,7 +21,8 @@ import pytest
 import yaml
 import zstandard
 
-from pipeline import params, pushshift, reddit, report
+from pipeline.core import params, report
+from pipeline.sources import pushshift, reddit
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -98,7 +99,7 @@ def test_run_filters_dedups_and_counts_bad_lines(dump_dir, in_tmp_cwd, caplog):
     truth = {"expect_drop": {"reddit_urls": ["http://blog.example.org/post", "https://en.wikipedia.org/wiki/Python"]},
              "expect_keep": {"reddit_urls": ["https://news.example.com/story?id=7", "http://10.0.0.5/admin"]}}
     (in_tmp_cwd / "truth.json").write_text(json.dumps(truth))
-    with caplog.at_level(logging.WARNING, logger="pipeline.pushshift"):
+    with caplog.at_level(logging.WARNING, logger="pipeline.sources.pushshift"):
         rep = reddit.run(reddit.RedditConfig(), dump_dir, "out", truth_path="truth.json")
     urls = pq.read_table("out/urls.parquet").to_pylist()
     by_url = {r["url"]: r for r in urls}
@@ -345,8 +346,8 @@ def test_praw_mode_without_credentials_says_what_is_missing():
 
 
 def test_normalisation_agrees_with_the_sample_truth_keys():
-    """truth.json keys are built by pipeline/sample.py; both normalisers must give the same key."""
-    sample = pytest.importorskip("pipeline.sample")
+    """truth.json keys are built by pipeline/sample/generator.py; both normalisers must give the same key."""
+    sample = pytest.importorskip("pipeline.sample.generator")
     cases = ["http://News.Sample.test/a.html?utm_source=reddit&utm_medium=social", "http://news.sample.test/a.html#comments",
              "http://news.sample.test:80/a.html?fbclid=IwAR0sample", "https://x.test:443/p?gclid=Cj0&id=3",
              "http://x.test:8080/p?utm_campaign=spring#top", "http://10.0.0.5/admin", "HTTP://X.TEST/Path/?a=1&b=2"]

@@ -17,8 +17,10 @@ from pathlib import Path
 import pytest
 import zstandard
 
-from pipeline import extract, params, records, sample
-from pipeline import sample_files as files
+from pipeline.core import params, records
+from pipeline.sample import generator as sample
+from pipeline.sources import extract
+from pipeline.sample import formats as files
 
 ROOT = Path(__file__).resolve().parents[1]
 SEED = 1337

@@ -1,4 +1,4 @@
-"""Tests of the scrape stage (pipeline/scrape.py, pipeline/webarchive.py, pipeline/sitesrv.py).
+"""Tests of the scrape stage (pipeline/sources/scrape.py, pipeline/sources/webarchive.py, pipeline/sample/loopback_site.py).
 
 Every fetch goes to a real HTTP server on 127.0.0.1 (sitesrv, or a bare http.server for a body without
 Content-Length); private addresses are refused before any socket connects, which an audit hook on
@@ -23,11 +23,13 @@ import pytest
 import yaml
 from warcio.archiveiterator import ArchiveIterator
 
-from pipeline import extract, io, params, records, scrape, sitesrv, webarchive
-from pipeline.report import StageReport
+from pipeline.core import io, params, records
+from pipeline.sample import loopback_site as sitesrv
+from pipeline.sources import crawler, extract, scrape, webarchive
+from pipeline.core.report import StageReport
 
 ROOT = Path(__file__).resolve().parents[1]
-CFG = dataclasses.replace(scrape.ScrapeConfig(), timeout_s=1.0, max_retries=1, retry_backoff_s=0.01)
+CFG = dataclasses.replace(crawler.ScrapeConfig(), timeout_s=1.0, max_retries=1, retry_backoff_s=0.01)
 ECFG = extract.ExtractConfig()
 WORDS = ("the river ran past old mills and quiet farms while the town council argued about bridges taxes "
          "schools roads and the price of bread in a long winter that nobody would forget").split()
@@ -98,14 +100,14 @@ def sha(path: Path) -> str:
 def site(tmp_path):
     site_dir, urls = make_site(tmp_path)
     with sitesrv.serve(site_dir) as server:
-        yield server, scrape.Fetcher(CFG, host_map=server.host_map, clock=server.clock), urls
+        yield server, crawler.Fetcher(CFG, host_map=server.host_map, clock=server.clock), urls
 
 
 # --- config ----------------------------------------------------------------------------------------
 def test_config_defaults_match_params_yaml():
     section = yaml.safe_load((ROOT / "params.yaml").read_text())["scrape"]
-    assert params.as_dict(scrape.ScrapeConfig()) == section
-    assert params.build(scrape.ScrapeConfig, section) == scrape.ScrapeConfig()
+    assert params.as_dict(crawler.ScrapeConfig()) == section
+    assert params.build(crawler.ScrapeConfig, section) == crawler.ScrapeConfig()
     section = yaml.safe_load((ROOT / "params.yaml").read_text())["extract"]
     assert params.as_dict(extract.ExtractConfig()) == section
     assert params.build(extract.ExtractConfig, section) == extract.ExtractConfig()
@@ -136,11 +138,11 @@ def test_transient_failures_are_retried_with_exponential_backoff(tmp_path, caplo
         "flaky.test/a.html": {"fail_first": 2}, "flaky.test/b.html": {"fail_first": 2, "fail_with": "reset"},
         "flaky.test/c.html": {"fail_first": 5}, "flaky.test/gone.html": {"status": 410}}))
     cfg = dataclasses.replace(CFG, max_retries=2, retry_backoff_s=0.01, respect_robots=False)
-    with sitesrv.serve(site) as server, caplog.at_level(logging.INFO, logger="pipeline.scrape"):
-        fetcher = scrape.Fetcher(cfg, host_map=server.host_map, clock=server.clock)
+    with sitesrv.serve(site) as server, caplog.at_level(logging.INFO, logger="pipeline.sources.crawler"):
+        fetcher = crawler.Fetcher(cfg, host_map=server.host_map, clock=server.clock)
         a, b, c = (fetcher.fetch(f"http://flaky.test/{n}.html") for n in "abc")
         gone = fetcher.fetch("http://flaky.test/gone.html")
-        once = scrape.Fetcher(dataclasses.replace(cfg, max_retries=0), host_map=server.host_map).fetch("http://flaky.test/c.html")
+        once = crawler.Fetcher(dataclasses.replace(cfg, max_retries=0), host_map=server.host_map).fetch("http://flaky.test/c.html")
     # fails twice, then succeeds: 3 requests, both 503 answers kept as hops (so the WARC archives them)
     assert a.reason == "ok" and [h.status for h in a.hops] == [503, 503, 200] and a.retries == 2
     assert b.reason == "ok" and [h.status for h in b.hops] == [200] and b.retries == 2  # resets leave no answer
@@ -151,7 +153,7 @@ def test_transient_failures_are_retried_with_exponential_backoff(tmp_path, caplo
     waits = [line.rsplit(" in ", 1)[1] for line in caplog.messages if line.startswith("http://flaky.test/a.html")]
     assert waits == ["0.01 s", "0.02 s"]  # backoff doubles
     kinds, meta = [], ""
-    for record in ArchiveIterator(__import__("io").BytesIO(scrape.entry_bytes(a))):
+    for record in ArchiveIterator(__import__("io").BytesIO(webarchive.entry_bytes(a))):
         kinds.append(record.rec_type)
         meta = record.content_stream().read().decode() if record.rec_type == "metadata" else meta
     assert kinds.count("response") == 3
@@ -207,7 +209,7 @@ def test_streamed_body_without_length_is_capped(tmp_path):
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         cfg = dataclasses.replace(CFG, max_bytes=100_000, respect_robots=False)
-        fetcher = scrape.Fetcher(cfg, host_map={"stream.test": ("127.0.0.1", server.server_address[1])})
+        fetcher = crawler.Fetcher(cfg, host_map={"stream.test": ("127.0.0.1", server.server_address[1])})
         out = fetcher.fetch("http://stream.test/")
         assert out.reason == "too_large" and len(out.hops[0].body) == 100_000
     finally:
@@ -251,19 +253,19 @@ def test_kill_resume_replay_and_determinism(in_tmp_cwd, tmp_path_factory):
     urls_path = write_urls(in_tmp_cwd / "urls.parquet", urls)
     rows = scrape.load_urls(urls_path, StageReport("scrape"))
     with sitesrv.serve(site_dir) as clean:  # reference: the server hits of one uninterrupted fetch
-        scrape.fetch_all(rows, scrape.Fetcher(CFG, host_map=clean.host_map, clock=clean.clock),
+        scrape.fetch_all(rows, crawler.Fetcher(CFG, host_map=clean.host_map, clock=clean.clock),
                          webarchive.Journal(in_tmp_cwd / "clean.warc.gz"))
     with sitesrv.serve(site_dir) as server:
-        fetcher = scrape.Fetcher(CFG, host_map=server.host_map, clock=server.clock)
+        fetcher = crawler.Fetcher(CFG, host_map=server.host_map, clock=server.clock)
         journal = webarchive.Journal(in_tmp_cwd / "j.warc.gz")
         assert sum(scrape.fetch_all(rows, fetcher, journal, limit=6).values()) == 6  # the "killed" run
         assert len(webarchive.Journal(journal.path).pages) == 6
         size = journal.path.stat().st_size
         with open(journal.path, "ab") as fh:  # a kill in the middle of an append leaves half a gzip member
-            fh.write(scrape.entry_bytes(scrape.Outcome("http://news.sample.test/a3.html", "page", "ok"))[:57])
+            fh.write(webarchive.entry_bytes(crawler.Outcome("http://news.sample.test/a3.html", "page", "ok"))[:57])
         journal = webarchive.Journal(journal.path)  # detected and cut off
         assert journal.path.stat().st_size == size and len(journal.pages) == 6
-        fetcher = scrape.Fetcher(CFG, host_map=server.host_map, clock=server.clock)
+        fetcher = crawler.Fetcher(CFG, host_map=server.host_map, clock=server.clock)
         assert sum(scrape.fetch_all(rows, fetcher, journal).values()) == len(urls) - 6
         journal.scan()
         # killed + resumed hit the server exactly as often as one clean run: nothing was refetched,

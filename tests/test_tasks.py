@@ -4,7 +4,7 @@ from __future__ import annotations
 import gzip
 import json
 
-from pipeline import tasks
+from pipeline.evaluation import tasks
 
 
 def _write(path, lines):

@@ -1,4 +1,4 @@
-"""pipeline/tokens.py: shard header checks, the tokenize stage (eot placement, doc index, meta) and its reader API."""
+"""pipeline/lm/tokens.py: shard header checks, the tokenize stage (eot placement, doc index, meta) and its reader API."""
 from __future__ import annotations
 
 import dataclasses
@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 import yaml
 
-from pipeline import bpe, io, report, tokens
+from pipeline.core import io, report
+from pipeline.lm import bpe, tokens
 from test_bpe import synth_texts, write_mix  # noqa: E402  (tests/ is on sys.path under pytest's rootdir rules)
 
 ROOT = Path(__file__).resolve().parents[1]

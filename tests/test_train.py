@@ -1,4 +1,4 @@
-"""pipeline/train.py and stages/train.py: schedule, optimiser groups, real (tiny) training runs."""
+"""pipeline/lm/train.py and stages/train.py: schedule, optimiser groups, real (tiny) training runs."""
 from __future__ import annotations
 
 import dataclasses
@@ -13,10 +13,12 @@ import pytest
 import torch
 import yaml
 
-from pipeline import io, params, tokens
-from pipeline.model import GPT, ModelConfig, from_params, load_checkpoint
-from pipeline.train import (TrainConfig, TrainingStopped, batch_at, lr_at, make_optimizer, mean_loss, random_batch,
-                            train)
+from pipeline.core import io, params
+from pipeline.lm import tokens
+from pipeline.lm.model import GPT, ModelConfig, from_params
+from pipeline.lm.checkpoint import load_checkpoint
+from pipeline.lm.batches import mean_loss, random_batch
+from pipeline.lm.train import TrainConfig, TrainingStopped, batch_at, lr_at, make_optimizer, train
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ModelConfig(n_layer=1, n_head=2, n_embd=32, block_size=32, dropout=0.0)

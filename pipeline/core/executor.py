@@ -1,0 +1,92 @@
+"""Which datatrove executor runs a data stage: params.yaml `executor` (local, ray or slurm).
+
+DESIGN.md "Scaling past one machine": data stages are datatrove pipelines, so the engine that runs
+their tasks is a setting, not code. The number of tasks is fixed by the data (one per input shard,
+one per LSH band), never by `workers`, and every random draw is keyed by document id, so `executor.*`
+changes no output byte; that is why dvc.yaml does not declare it (tests/test_executor.py proves it).
+
+  local  LocalPipelineExecutor: `workers` processes on this machine (the default).
+  ray    RayPipelineExecutor on the Ray cluster at `ray_address`; empty starts a local Ray with `workers`
+         CPUs (`ray.init(num_cpus=workers, include_dashboard=False)`). Tasks must see the same files:
+         on a cluster, the repo and data/resume on a shared filesystem.
+  slurm  SlurmPipelineExecutor: one sbatch job array per pipeline, on `slurm_partition` with `slurm_time`;
+         `run` submits and then waits for every task's completion marker, so a stage still returns
+         only when its outputs exist. Launch from a login node (datatrove: never from inside a job).
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+KINDS = ("local", "ray", "slurm")
+
+
+@dataclasses.dataclass(frozen=True)
+class ExecutorConfig:
+    """params.yaml `executor`: output-neutral, so read by stages but never declared in dvc.yaml."""
+
+    kind: str = "local"
+    workers: int = 1
+    ray_address: str = ""
+    slurm_partition: str = ""
+    slurm_time: str = "1-00:00:00"  # days-hh:mm:ss: a bare 24:00:00 is a base-60 integer to YAML 1.1 readers
+
+
+def build(pipeline: list, tasks: int, logging_dir: str | Path, cfg: ExecutorConfig = ExecutorConfig(),
+          job_name: str = "gpt-repro"):
+    """The datatrove executor of `cfg.kind` for `pipeline` split into `tasks` tasks.
+
+    Args:
+        pipeline: datatrove steps (reader first).
+        tasks: number of tasks (ranks); fixed by the data, never by the worker count.
+        logging_dir: datatrove logging dir (completions, stats.json); under the stage's work dir.
+        cfg: params.yaml `executor`.
+        job_name: Slurm job name.
+    """
+    tasks = max(1, int(tasks))
+    workers = max(1, min(int(cfg.workers), tasks))
+    if cfg.kind == "local":
+        from datatrove.executor import LocalPipelineExecutor
+
+        return LocalPipelineExecutor(pipeline=pipeline, tasks=tasks, workers=workers, logging_dir=str(logging_dir))
+    if cfg.kind == "ray":
+        from datatrove.executor.ray import RayPipelineExecutor
+
+        _ray_init(cfg)
+        return RayPipelineExecutor(pipeline=pipeline, tasks=tasks, workers=workers, logging_dir=str(logging_dir),
+                                   cpus_per_task=1, mem_per_cpu_gb=1)
+    if cfg.kind == "slurm":
+        from datatrove.executor import SlurmPipelineExecutor
+
+        if not cfg.slurm_partition:
+            raise ValueError("executor.kind=slurm needs executor.slurm_partition")
+        return SlurmPipelineExecutor(pipeline=pipeline, tasks=tasks, workers=workers, logging_dir=str(logging_dir),
+                                     time=cfg.slurm_time, partition=cfg.slurm_partition, job_name=job_name,
+                                     venv_path=str(ROOT / ".venv" / "bin" / "activate"))
+    raise ValueError(f"executor.kind must be one of {KINDS}, got {cfg.kind!r}")
+
+
+def _ray_init(cfg: ExecutorConfig) -> None:
+    """Connect to (or start) Ray once per process; workers import `pipeline` through PYTHONPATH."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    env = {"env_vars": {"PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}}
+    if cfg.ray_address:
+        ray.init(address=cfg.ray_address, runtime_env=env, log_to_driver=False)
+    else:
+        ray.init(num_cpus=max(1, cfg.workers), include_dashboard=False, runtime_env=env, log_to_driver=False)
+
+
+def run(pipeline: list, tasks: int, logging_dir: str | Path, cfg: ExecutorConfig = ExecutorConfig(),
+        poll_s: float = 30.0) -> None:
+    """Build the executor and run it to the end (for Slurm: submit, then wait for every task)."""
+    executor = build(pipeline, tasks, logging_dir, cfg)
+    executor.run()
+    if cfg.kind == "slurm":
+        while executor.get_incomplete_ranks(range(max(1, int(tasks)))):
+            time.sleep(poll_s)

@@ -1,0 +1,191 @@
+"""Files between stages: shard layout, datatrove reader/writer factories, atomic writes, resume dirs.
+
+Layout of a document folder (the output of any document stage):
+    <folder>/docs/<rank:05d>.jsonl.zst                kept documents
+    <folder>/removed/<reason>/<rank:05d>.jsonl.zst    dropped documents, `metadata.filter_reason` set
+    <folder>/_manifest.json                           stage, params, shard hashes and doc counts
+
+Shards are zstd, not gzip: a gzip header stores the write time, so gzip shards are never
+byte-identical across runs, and byte-identical outputs are a promise of this project.
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+DOCS = "docs"
+REMOVED = "removed"
+SHARD_NAME = "${rank}.jsonl.zst"
+SHARD_GLOB = "*.jsonl.zst"
+MANIFEST = "_manifest.json"
+WORK_ROOT = Path("data/resume")  # resume state: outside every DVC out, so `dvc repro` never deletes it
+
+
+# --- atomic writes ---------------------------------------------------------------------------
+@contextlib.contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield a temp path beside `path`; rename it over `path` only if the block succeeds."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; outputs should read like any other file
+    try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def write_json(path: str | Path, obj: Any) -> None:
+    """Write stable JSON (sorted keys, 2-space indent, trailing newline) atomically."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+def read_json(path: str | Path) -> Any:
+    with open(path, encoding="utf-8") as fh:
+        return json.load(fh)
+
+
+def sha256_file(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+# --- resume directories ------------------------------------------------------------------
+def work_dir(stage: str, fingerprint: str) -> Path:
+    """Scratch + resume folder of a stage run, keyed by its params fingerprint.
+
+    DVC deletes a stage's outs before rerunning it, so anything a killed stage should
+    reuse (datatrove completions, fetched pages) lives here, then is published to outs.
+    """
+    path = WORK_ROOT / stage / fingerprint
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def run_fingerprint(*configs: Any, inputs: Iterable[str | Path] = (), code: Iterable[str | Path] = ()) -> str:
+    """Key of a resumable run: params, input bytes and code together (names the work dir).
+
+    DVC reruns a stage when its code or inputs change, not only its params; keying the work dir
+    on params alone would let datatrove skip tasks it completed for old inputs or old code.
+    `inputs` are files or folders (every file below, by relative name and sha256); `code` are the
+    module files whose change must start clean (pass `__file__`).
+    """
+    from pipeline.core import params
+
+    h = hashlib.sha256(params.fingerprint(*configs).encode())
+    for item in map(Path, inputs):
+        files = sorted(p for p in item.rglob("*") if p.is_file()) if item.is_dir() else [item]
+        for f in files:
+            name = f.relative_to(item) if item.is_dir() else f.name
+            h.update(f"{name}\0{sha256_file(f) if f.exists() else '-'}\n".encode())
+    for module in code:
+        h.update(sha256_file(module).encode())
+    return h.hexdigest()[:12]
+
+
+def publish(src: str | Path, dst: str | Path) -> None:
+    """Replace folder `dst` by a copy of `src` (copy to a temp sibling, then rename)."""
+    src, dst = Path(src), Path(dst)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dst.with_name(f".{dst.name}.publish")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    shutil.copytree(src, tmp)
+    if dst.exists():
+        shutil.rmtree(dst)
+    os.replace(tmp, dst)
+
+
+# --- datatrove readers and writers --------------------------------------------------------
+def doc_reader(folder: str | Path, subdir: str = DOCS, **kwargs):
+    """A datatrove JsonlReader over `<folder>/<subdir>/*.jsonl.zst` in sorted file order.
+
+    add_file_path is off: an absolute path in metadata would differ from machine to machine.
+    """
+    from datatrove.pipeline.readers import JsonlReader
+
+    # absolute: datatrove caches DataFolders by path string, so a relative path would
+    # keep pointing at whatever cwd first resolved it
+    return JsonlReader(
+        str((Path(folder) / subdir).resolve()), glob_pattern=SHARD_GLOB, compression="zstd", add_file_path=False, **kwargs
+    )
+
+
+def doc_writer(folder: str | Path, subdir: str = DOCS):
+    """A datatrove JsonlWriter writing zstd shards into `<folder>/<subdir>/`."""
+    from datatrove.pipeline.writers import JsonlWriter
+
+    return JsonlWriter(str((Path(folder) / subdir).resolve()), output_filename=SHARD_NAME, compression="zstd")
+
+
+def removed_writer(folder: str | Path, reason_group: str):
+    """Exclusion writer for a filter: dropped documents go to `removed/<reason_group>/`."""
+    return doc_writer(folder, f"{REMOVED}/{reason_group}")
+
+
+def iter_docs(folder: str | Path, subdir: str = DOCS) -> Iterator[Any]:
+    """Iterate the datatrove Documents of a document folder, in shard order, in one process."""
+    if not (Path(folder) / subdir).exists():
+        return iter(())
+    return doc_reader(folder, subdir).run(None, rank=0, world_size=1)
+
+
+def read_records(folder: str | Path, subdir: str = DOCS) -> list[dict]:
+    """Raw JSON lines of a folder's shards. Unlike iter_docs this keeps documents with empty
+    text (pages trafilatura found nothing in), which a report must still count."""
+    import orjson
+    import zstandard
+
+    rows = []
+    for shard in shard_paths(folder, subdir):
+        with open(shard, "rb") as fh:
+            data = zstandard.ZstdDecompressor().stream_reader(fh).read()
+        rows.extend(orjson.loads(line) for line in data.splitlines() if line.strip())
+    return rows
+
+
+def shard_paths(folder: str | Path, subdir: str = DOCS) -> list[Path]:
+    return sorted((Path(folder) / subdir).glob(SHARD_GLOB))
+
+
+def iter_removed(folder: str | Path) -> Iterator[Any]:
+    """Every dropped document of a folder, whatever its reason."""
+    root = Path(folder) / REMOVED
+    if not root.exists():
+        return
+    for reason_dir in sorted(p for p in root.iterdir() if p.is_dir()):
+        yield from iter_docs(folder, f"{REMOVED}/{reason_dir.name}")
+
+
+# --- manifests -------------------------------------------------------------------------------
+def write_manifest(folder: str | Path, stage: str, params: Any, inputs: dict[str, str | Path] | None = None) -> dict:
+    """Describe a finished output folder: params used, input manifests' hashes, every file's sha256.
+
+    It makes lineage readable without DVC (and is itself deterministic: no times, no hosts).
+    """
+    folder = Path(folder)
+    files = {}
+    for path in sorted(p for p in folder.rglob("*") if p.is_file() and p.name != MANIFEST):
+        files[str(path.relative_to(folder))] = {"sha256": sha256_file(path), "bytes": path.stat().st_size}
+    input_hashes = {}
+    for name, path in (inputs or {}).items():
+        manifest = Path(path) / MANIFEST
+        input_hashes[name] = sha256_file(manifest) if manifest.exists() else None
+    manifest = {"stage": stage, "params": params, "inputs": input_hashes, "files": files}
+    write_json(folder / MANIFEST, manifest)
+    return manifest

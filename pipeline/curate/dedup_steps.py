@@ -1,0 +1,120 @@
+"""The dedup stage's datatrove steps: signature pass, LSH band pass, and the filter that applies decisions.
+
+Each step writes files the next one reads (datatrove's MinHash layout, STYLE.md example 7); the driver
+that runs them on an executor and clusters in between is pipeline.curate.dedup.
+"""
+from __future__ import annotations
+
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+from datatrove.pipeline.base import PipelineStep
+from datatrove.pipeline.filters.base_filter import BaseFilter
+
+from pipeline.core import io, records
+from pipeline.curate.minhash import DedupConfig, bucket_pairs, has_words, optimal_bands, signatures, sorted_bands
+
+
+class SignatureStep(PipelineStep):
+    """Signature pass (yields nothing). Per rank it writes into `out_dir`:
+    `<rank>.npz` (ids, natural keys, exact-text keys, sizes, has-words flags), `<rank>.sig.npy` (MinHash
+    signatures) and `<rank>.bands.npy` / `<rank>.order.npy` (per LSH band: band hashes sorted, and the
+    local row of each), the sorted runs the band pass merges."""
+
+    name = "🔏 MinHash signatures"
+    type = "🫂 - DEDUP"
+
+    def __init__(self, cfg: DedupConfig, seed: int, out_dir: str | Path, batch_chars: int = 4_000_000):
+        super().__init__()
+        self.cfg, self.seed, self.out_dir, self.batch_chars = cfg, seed, str(out_dir), batch_chars
+
+    def run(self, data, rank: int = 0, world_size: int = 1):
+        from tqdm import tqdm
+
+        cols = defaultdict(list)
+        sigs, batch = [], []
+
+        def flush():
+            if batch:
+                with self.track_time():
+                    sigs.append(signatures(batch, self.cfg, self.seed, exact=cols["hash"]))
+                batch.clear()
+
+        size = 0
+        for doc in tqdm(data, desc=f"minhash rank {rank}", unit="doc", disable=None, leave=False):
+            self.stat_update("documents")
+            cols["id"].append(doc.id)
+            cols["key"].append(records.natural_key(doc.metadata))
+            cols["bytes"].append(len(doc.text.encode("utf-8")))
+            batch.append(doc.text)
+            size += len(doc.text)
+            if size >= self.batch_chars:
+                flush()
+                size = 0
+        flush()
+        sig = np.concatenate(sigs) if sigs else np.zeros((0, self.cfg.num_perm), np.uint32)
+        bands, order = sorted_bands(sig, *optimal_bands(self.cfg.threshold, self.cfg.num_perm))
+        out = Path(self.out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        for suffix, arr in (("sig", sig), ("bands", bands), ("order", order)):
+            with io.atomic_path(out / f"{rank:05d}.{suffix}.npy") as tmp:
+                with open(tmp, "wb") as fh:
+                    np.save(fh, arr)
+        with io.atomic_path(out / f"{rank:05d}.npz") as tmp:  # last: its presence means the rank is whole
+            with open(tmp, "wb") as fh:
+                np.savez(fh, words=has_words(sig), **{k: np.array(v, dtype=str if k != "bytes" else np.int64)
+                                                      for k, v in cols.items()})
+        return iter(())
+
+
+class BandStep(PipelineStep):
+    """LSH band pass (yields nothing): task `rank` merges the sorted band tables of every shard for bands
+    rank, rank + world_size, ... and writes `<out_dir>/<band>.npy`, the candidate pairs (global rows)."""
+
+    name = "🪣 LSH buckets"
+    type = "🫂 - DEDUP"
+
+    def __init__(self, shard_prefixes: list[str], mask_path: str | Path, bands: int, out_dir: str | Path):
+        super().__init__()
+        self.shard_prefixes, self.mask_path, self.bands, self.out_dir = shard_prefixes, str(mask_path), bands, str(out_dir)
+
+    def run(self, data=None, rank: int = 0, world_size: int = 1):
+        mask = np.load(self.mask_path)
+        parts, offset = [], 0
+        for prefix in self.shard_prefixes:
+            h, order = (np.load(f"{prefix}.{s}.npy", mmap_mode="r") for s in ("bands", "order"))
+            parts.append((h, order, offset))
+            offset += h.shape[1]
+        Path(self.out_dir).mkdir(parents=True, exist_ok=True)
+        for band in range(rank, self.bands, world_size):
+            with self.track_time():
+                pairs = bucket_pairs([p for p in parts if p[0].shape[1]], band, mask)
+            self.stat_update("candidate_pairs", value=len(pairs))
+            with io.atomic_path(Path(self.out_dir) / f"{band:05d}.npy") as tmp:
+                with open(tmp, "wb") as fh:
+                    np.save(fh, pairs)
+        return iter(())
+
+
+class DedupFilter(BaseFilter):
+    """Tags every document with its cluster (id of the kept doc, size) and drops those whose
+    decision is `reason`; the exclusion writer keeps them under removed/<reason>/."""
+
+    name = "🫂 dedup filter"
+
+    def __init__(self, decisions_path: str | Path, reason: str, exclusion_writer=None):
+        super().__init__(exclusion_writer)
+        self.decisions_path, self.reason, self._decisions = str(decisions_path), reason, None
+
+    def filter(self, doc) -> bool | tuple[bool, str]:
+        if self._decisions is None:
+            self._decisions = io.read_json(self.decisions_path)
+        d = self._decisions.get(doc.id)
+        if d is None:  # not seen by the signature pass: cannot happen unless inputs changed under us
+            return True
+        doc.metadata[records.DEDUP_CLUSTER_ID] = d["cluster_id"]
+        doc.metadata[records.DEDUP_CLUSTER_SIZE] = d["cluster_size"]
+        if d["reason"] == self.reason:
+            return False, self.reason
+        return True

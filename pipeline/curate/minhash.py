@@ -1,0 +1,358 @@
+"""MinHash signatures and LSH banding in numpy: the arithmetic behind the dedup stage (Broder 1997).
+
+No per-word Python: words and shingles are hashed with vectorised 64-bit arithmetic, each shingle once,
+then `num_perm` affine permutations take the minimum per document in cache-sized batches
+(../shared/ANCHORS.md: the per-document Python shingle loop caps at ~10 MB/s; this is the part
+bench/dedup_speed.py measures against datasketch and datatrove). Bands and rows come from the
+threshold as datasketch picks them (`optimal_bands`). `DedupConfig` (params.yaml `dedup`) lives here,
+with the arithmetic that reads it; the dedup stage imports it from here.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.core import records
+
+
+@dataclasses.dataclass(frozen=True)
+class DedupConfig:
+    """params.yaml `dedup`: shingle size, permutations, duplicate threshold, source priority."""
+
+    ngram: int = 5
+    num_perm: int = 128
+    threshold: float = 0.7
+    priority: tuple[str, ...] = (records.BOOKS, records.WEBTEXT, records.CC)
+
+
+# --- hashing: bytes -> words -> shingles, all numpy --------------------------------------------
+def _mix64(x: np.ndarray) -> np.ndarray:
+    """splitmix64 finaliser: spreads the weak low-order structure of polynomial hashes over 64 bits."""
+    x = x.copy()
+    x ^= x >> np.uint64(30)
+    x *= np.uint64(0xBF58476D1CE4E5B9)
+    x ^= x >> np.uint64(27)
+    x *= np.uint64(0x94D049BB133111EB)
+    x ^= x >> np.uint64(31)
+    return x
+
+
+_WORD_P = 0x100000001B3  # odd, so invertible mod 2**64: lets a prefix sum give any substring's hash
+_WORD_R = pow(_WORD_P, -1, 1 << 64)
+_SHINGLE_Q = np.uint64(0x9E3779B97F4A7C15)
+_IS_WORD = np.zeros(256, dtype=bool)
+_IS_WORD[[ord(c) for c in "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"]] = True
+_IS_WORD[0x80:] = True  # non-ASCII UTF-8 bytes count as letters (accents, other scripts)
+
+
+_POW_CACHE: dict[int, np.ndarray] = {}
+
+
+def _powers(base: int, n: int) -> np.ndarray:
+    """base**0 .. base**(n-1) mod 2**64, cached and grown by doubling (one cumprod per size class)."""
+    have = _POW_CACHE.get(base)
+    if have is None or len(have) < n:
+        size = 1 << max(16, (n - 1).bit_length())
+        out = np.full(size, base, dtype=np.uint64)
+        out[0] = 1
+        with np.errstate(over="ignore"):
+            _POW_CACHE[base] = have = np.cumprod(out, dtype=np.uint64)  # wraps mod 2**64, as wanted
+    return have[:n]
+
+
+def _word_hashes(texts: list[str], exact: list | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """64-bit hash of every word of every text, and each text's first word index (len n+1).
+
+    Normalisation as for MinHash in datatrove/GPT-3 practice: case-folded ASCII, punctuation and
+    whitespace are separators; the Unicode punctuation of U+00A0-U+00BF and U+2000-U+206F
+    (curly quotes, dashes) too, found on the UTF-8 bytes so no per-character Python runs.
+    """
+    blobs = [t.encode("utf-8", "replace") for t in texts]
+    buf = np.frombuffer(b"\n".join(blobs) + b"\n", dtype=np.uint8)
+    lens = np.fromiter((len(b) + 1 for b in blobs), dtype=np.int64, count=len(blobs))
+    doc_start = np.concatenate([[0], np.cumsum(lens)])
+    if exact is not None:  # exact-duplicate keys from the same bytes, before case folding
+        exact.extend(_exact_keys(buf, doc_start))
+    upper = (buf >= 65) & (buf <= 90)
+    buf = np.where(upper, buf | 32, buf).astype(np.uint8)
+    word = _IS_WORD[buf]
+    nxt = np.concatenate([buf[1:], [0]])
+    e2 = np.flatnonzero((buf == 0xE2) & ((nxt == 0x80) | (nxt == 0x81)))  # U+2000-U+207F: 3 bytes
+    c2 = np.flatnonzero((buf == 0xC2) & (nxt >= 0xA0) & (nxt <= 0xBF))    # U+00A0-U+00BF: 2 bytes
+    for lead, width in ((e2, 3), (c2, 2)):
+        for k in range(width):
+            word[np.minimum(lead + k, len(buf) - 1)] = False
+    edges = np.diff(np.concatenate([[False], word, [False]]).astype(np.int8))
+    starts, ends = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)
+    with np.errstate(over="ignore"):
+        pre = np.concatenate([np.zeros(1, np.uint64), np.cumsum(buf.astype(np.uint64) * _powers(_WORD_R, len(buf)), dtype=np.uint64)])
+        h = (pre[ends] - pre[starts]) * _powers(_WORD_P, len(buf))[starts] + (ends - starts).astype(np.uint64)
+    return _mix64(h), np.searchsorted(starts, doc_start[:-1]).tolist() + [len(starts)]
+
+
+def _shingles(texts: list[str], ngram: int, exact: list | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Hashes of every word n-gram (one shingle of all words for a text shorter than n words).
+
+    Returns (shingle hashes uint64, per-text offsets into them, len n+1); a text with no word
+    has no shingle.
+    """
+    w, word_off = _word_hashes(texts, exact)
+    word_off = np.asarray(word_off, dtype=np.int64)
+    n_words = np.diff(word_off)
+    doc_of_word = np.repeat(np.arange(len(texts)), n_words)
+    end_of_word = word_off[1:][doc_of_word]
+    pos = np.arange(len(w))
+    sh = np.zeros(len(w), dtype=np.uint64)
+    with np.errstate(over="ignore"):
+        for k in range(ngram):  # rolling polynomial over the next `ngram` word hashes of the same text
+            idx = pos + k
+            ok = idx < end_of_word
+            sh = sh * _SHINGLE_Q + np.where(ok, w[np.minimum(idx, len(w) - 1)] if len(w) else 0, np.uint64(0))
+    valid = (pos + ngram <= end_of_word) | ((n_words[doc_of_word] < ngram) & (pos == word_off[:-1][doc_of_word]))
+    per_doc = np.bincount(doc_of_word[valid], minlength=len(texts))
+    return _mix64(sh[valid]), np.concatenate([[0], np.cumsum(per_doc)])
+
+
+def shingle_set(text: str, ngram: int) -> np.ndarray:
+    """The distinct shingle hashes of one text (sorted uint64): the set behind the true Jaccard."""
+    sh, _ = _shingles([text], ngram)
+    return np.unique(sh)
+
+
+def jaccard(a: np.ndarray, b: np.ndarray) -> float:
+    """Jaccard similarity of two sorted unique hash arrays."""
+    if not len(a) and not len(b):
+        return 1.0
+    inter = len(np.intersect1d(a, b, assume_unique=True))
+    return inter / (len(a) + len(b) - inter)
+
+
+def permutations(num_perm: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Coefficients (a odd, b) of num_perm affine maps h(x) = a*x + b mod 2**32.
+
+    Each is a bijection of 32-bit keys, and the keys are already well-mixed shingle hashes, so
+    each acts as a random permutation for MinHash; uint32 wrap-around arithmetic halves the memory
+    traffic of datasketch's 64-bit (a*x + b) mod (2**61 - 1) (tests check the Jaccard estimates).
+    """
+    gen = np.random.Generator(np.random.PCG64(seed))
+    a = (gen.integers(0, 1 << 31, size=num_perm, dtype=np.uint32) << np.uint32(1)) | np.uint32(1)
+    b = gen.integers(0, 1 << 32, size=num_perm, dtype=np.uint64).astype(np.uint32)
+    return a, b
+
+
+def signatures(texts: list[str], cfg: DedupConfig, seed: int = 0, chunk: int = 4096,
+               batch_bytes: int = 256_000, exact: list | None = None) -> np.ndarray:
+    """MinHash signatures (n_docs, num_perm) uint32 of word n-gram shingles.
+
+    Texts are hashed in groups of about `batch_bytes` (the byte, word and shingle arrays of a group
+    stay in cache: 4x faster than one big group, measured): once per byte (vectorised prefix sums),
+    once per word and once per shingle. The permutations then run on blocks of num_perm x `chunk`
+    shingles (perm-major, so the per-document min is a contiguous reduceat; 4096 measured fastest).
+    A text without words gets the all-0xFFFFFFFF signature (the caller keeps it out of LSH).
+    With `exact` (a list), each text's exact-duplicate key (text_hashes) is appended to it on the way.
+    """
+    a, b = permutations(cfg.num_perm, seed)
+    a, b = a[:, None], b[:, None]
+    sig = np.full((len(texts), cfg.num_perm), 0xFFFFFFFF, dtype=np.uint32)
+    block = np.empty((cfg.num_perm, chunk), dtype=np.uint32)
+    lo = 0
+    while lo < len(texts):
+        hi, size = lo, 0
+        while hi < len(texts) and (hi == lo or size + len(texts[hi]) <= batch_bytes):
+            size += len(texts[hi])
+            hi += 1
+        sh, off = _shingles(texts[lo:hi], cfg.ngram, exact)
+        x = (sh >> np.uint64(32)).astype(np.uint32)  # the top 32 bits of the mixed shingle hash
+        doc_of = np.repeat(np.arange(lo, hi), np.diff(off))
+        for s0 in range(0, len(sh), chunk):
+            s1 = min(s0 + chunk, len(sh))
+            h = block[:, :s1 - s0]
+            np.multiply(a, x[None, s0:s1], out=h)
+            h += b
+            docs = doc_of[s0:s1]
+            heads = np.concatenate([[0], np.flatnonzero(np.diff(docs)) + 1])
+            rows = docs[heads]
+            sig[rows] = np.minimum(sig[rows], np.minimum.reduceat(h, heads, axis=1).T)
+        lo = hi
+    return sig
+
+
+def has_words(sig: np.ndarray) -> np.ndarray:
+    """Rows of a signature matrix that saw at least one shingle (the rest stay out of LSH)."""
+    return ~(sig == 0xFFFFFFFF).all(axis=1)
+
+
+_SPACE = np.zeros(256, dtype=bool)
+_SPACE[[9, 10, 11, 12, 13, 28, 29, 30, 31, 32]] = True  # the ASCII whitespace str.split() splits on
+_EXACT_P = (0x100000001B3, 0xC2B2AE3D27D4EB4F)  # two odd bases: a 128-bit key
+
+
+def text_hashes(texts: list[str], batch_bytes: int = 256_000) -> list[str]:
+    """Exact-duplicate keys: a 128-bit polynomial hash of each whitespace-normalised text, vectorised.
+
+    Equal to hashing `" ".join(text.split())` (ASCII whitespace): every non-space byte counts, a byte
+    after a whitespace run counts as byte + 256 unless it is the text's first, so leading, trailing and
+    repeated whitespace change nothing. No per-text Python beyond encoding (the join/split loop cost half
+    as much as the MinHash signatures themselves, measured in bench/dedup_speed.py). Texts go in groups
+    of about `batch_bytes`, so the arrays stay in cache (as in `signatures`).
+    """
+    out, lo = [], 0
+    while lo < len(texts):
+        hi, size = lo, 0
+        while hi < len(texts) and (hi == lo or size + len(texts[hi]) <= batch_bytes):
+            size += len(texts[hi])
+            hi += 1
+        out += _text_hashes(texts[lo:hi])
+        lo = hi
+    return out
+
+
+def _text_hashes(texts: list[str]) -> list[str]:
+    blobs = [t.encode("utf-8", "replace") for t in texts]
+    buf = np.frombuffer(b"\n".join(blobs) + b"\n", dtype=np.uint8)
+    lens = np.fromiter((len(b) + 1 for b in blobs), dtype=np.int64, count=len(blobs))
+    return _exact_keys(buf, np.concatenate([[0], np.cumsum(lens)]))
+
+
+def _exact_keys(buf: np.ndarray, doc_start: np.ndarray) -> list[str]:
+    """text_hashes on the byte buffer `signatures` builds anyway (texts joined by newlines)."""
+    space = _SPACE[buf]
+    after_space = np.concatenate([[True], space[:-1]])
+    pos = np.flatnonzero(~space)
+    first = np.searchsorted(pos, doc_start)  # index (into pos) of each text's first non-space byte, and the end
+    val = buf[pos].astype(np.uint64) + np.where(after_space[pos], np.uint64(256), np.uint64(0))
+    val[first[:-1][first[:-1] < first[1:]]] -= np.uint64(256)  # a text's first byte: no separator before it
+    out = []
+    with np.errstate(over="ignore"):
+        for p in _EXACT_P:
+            pre = np.concatenate([np.zeros(1, np.uint64), np.cumsum(val * _powers(p, len(val) + 1)[1:], dtype=np.uint64)])
+            out.append((pre[first[1:]] - pre[first[:-1]]) * _powers(pow(p, -1, 1 << 64), len(val) + 1)[first[:-1]])
+    n = (first[1:] - first[:-1]).tolist()
+    return [f"{a:016x}{b:016x}{c:x}" for a, b, c in zip(out[0].tolist(), out[1].tolist(), n)]
+
+
+def text_hash(text: str) -> str:
+    """Exact-duplicate key of one text (see text_hashes)."""
+    return text_hashes([text])[0]
+
+
+# --- LSH banding and clustering ----------------------------------------------------------------
+@functools.lru_cache(maxsize=None)
+def optimal_bands(threshold: float, num_perm: int, fp_weight: float = 0.5, fn_weight: float = 0.5) -> tuple[int, int]:
+    """(bands, rows) minimising the weighted false-positive + false-negative areas of the S-curve.
+
+    The same objective as datasketch's `_optimal_param`, integrated on a fine grid.
+    """
+    best, best_err = (1, 1), float("inf")
+    s_lo, s_hi = np.linspace(0.0, threshold, 2001), np.linspace(threshold, 1.0, 2001)
+    for bands in range(1, num_perm + 1):
+        for rows in range(1, num_perm // bands + 1):
+            fp = np.trapezoid(1 - (1 - s_lo ** rows) ** bands, s_lo)
+            fn = np.trapezoid((1 - s_hi ** rows) ** bands, s_hi)
+            err = fp * fp_weight + fn * fn_weight
+            if err < best_err:
+                best, best_err = (bands, rows), err
+    return best
+
+
+def band_hashes(sig: np.ndarray, bands: int, rows: int) -> np.ndarray:
+    """(bands, n) uint64: one 64-bit hash per band of each signature (a bucket key 8 bytes wide, not 4 x rows)."""
+    h = np.zeros((bands, len(sig)), dtype=np.uint64)
+    with np.errstate(over="ignore"):
+        for r in range(rows):
+            h = h * _SHINGLE_Q + sig[:, r::rows][:, :bands].T.astype(np.uint64)
+    return _mix64(h.ravel()).reshape(bands, len(sig))
+
+
+def sorted_bands(sig: np.ndarray, bands: int, rows: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per band, the band hashes sorted and the (local) row of each: what a shard writes for the LSH pass."""
+    h = band_hashes(sig, bands, rows)
+    order = np.argsort(h, axis=1, kind="stable").astype(np.uint32)
+    return np.take_along_axis(h, order.astype(np.int64), axis=1), order
+
+
+def bucket_pairs(parts: list[tuple[np.ndarray, np.ndarray, int]], band: int, mask: np.ndarray | None,
+                 range_docs: int = 4_000_000) -> np.ndarray:
+    """Pairs (i < j, global rows) sharing a bucket of `band`, merged from per-shard sorted band tables.
+
+    parts: (sorted hashes (bands, n), local rows (bands, n), global offset) per shard, typically np.load
+    memmaps. The 64-bit hash space is cut into ranges of about `range_docs` documents and each range is
+    merged on its own (a searchsorted into every shard), so memory holds one range, never all signatures.
+    Rows where `mask` is False (exact copies of another document, wordless texts) take no part.
+    """
+    total = sum(p[0].shape[1] for p in parts)
+    n_ranges = max(1, -(-total // range_docs))
+    cuts = [0] + [(k << 64) // n_ranges for k in range(1, n_ranges)] + [1 << 64]
+    out = []
+    for lo, hi in zip(cuts[:-1], cuts[1:]):
+        hs, rows = [], []
+        for h, order, offset in parts:
+            row = h[band]
+            a = int(np.searchsorted(row, np.uint64(lo)))
+            b = len(row) if hi == 1 << 64 else int(np.searchsorted(row, np.uint64(hi)))
+            hs.append(np.asarray(row[a:b]))
+            rows.append(np.asarray(order[band, a:b]).astype(np.int64) + offset)
+        h, g = np.concatenate(hs), np.concatenate(rows)
+        if mask is not None:
+            keep = mask[g]
+            h, g = h[keep], g[keep]
+        o = np.argsort(h, kind="stable")
+        h, g = h[o], g[o]
+        same = np.flatnonzero(h[1:] == h[:-1])
+        if not len(same):
+            continue
+        starts = np.flatnonzero(np.diff(np.concatenate([[-2], same])) != 1)  # runs of equal hashes
+        ends = np.append(same[starts[1:] - 1], same[-1]) + 2
+        two = ends - same[starts] == 2  # most buckets hold a pair: done in one vector step
+        a, b = g[same[starts][two]], g[same[starts][two] + 1]
+        out.append(np.stack([np.minimum(a, b), np.maximum(a, b)], axis=1))
+        for s, e in zip(same[starts][~two], ends[~two]):
+            members = np.sort(g[s:e])
+            i, j = np.triu_indices(len(members), 1)
+            out.append(np.stack([members[i], members[j]], axis=1))
+    return np.unique(np.concatenate(out), axis=0) if out else np.zeros((0, 2), dtype=np.int64)
+
+
+def verify(sig, pairs: np.ndarray, threshold: float, chunk: int = 65536) -> tuple[np.ndarray, np.ndarray]:
+    """Keep the candidate pairs whose signature agreement (estimated Jaccard) is >= threshold."""
+    if not len(pairs):
+        return pairs, np.zeros(0)
+    est = np.concatenate([(sig[pairs[k:k + chunk, 0]] == sig[pairs[k:k + chunk, 1]]).mean(axis=1)
+                          for k in range(0, len(pairs), chunk)])
+    ok = est >= threshold
+    return pairs[ok], est[ok]
+
+
+def candidate_pairs(sig: np.ndarray, cfg: DedupConfig, mask: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """In memory: pairs (i < j) sharing an LSH bucket whose signature agreement is >= threshold, and that agreement."""
+    bands, rows = optimal_bands(cfg.threshold, cfg.num_perm)
+    idx = np.arange(len(sig)) if mask is None else np.flatnonzero(mask)
+    h, order = sorted_bands(np.asarray(sig[idx]), bands, rows)
+    cand = [bucket_pairs([(h, order, 0)], band, None) for band in range(bands)]
+    pairs = np.unique(np.concatenate(cand), axis=0) if cand else np.zeros((0, 2), np.int64)
+    return verify(sig, idx[pairs] if len(pairs) else pairs, cfg.threshold)
+
+
+class SigStore:
+    """Row access to per-shard signature files (np.load memmaps) as if they were one matrix: sig[rows]."""
+
+    def __init__(self, paths: list[Path]):
+        self.parts = [np.load(p, mmap_mode="r") if np.load(p, mmap_mode=None).size else np.load(p) for p in paths]
+        self.offsets = np.cumsum([0] + [len(p) for p in self.parts])
+
+    def __len__(self) -> int:
+        return int(self.offsets[-1])
+
+    def __getitem__(self, rows):
+        rows = np.asarray(rows, dtype=np.int64)
+        if rows.ndim == 0:
+            return self[rows[None]][0]
+        part = np.searchsorted(self.offsets, rows, side="right") - 1
+        out = np.empty((len(rows), self.parts[0].shape[1] if self.parts else 0), dtype=np.uint32)
+        for p in np.unique(part):
+            sel = part == p
+            out[sel] = self.parts[p][rows[sel] - self.offsets[p]]
+        return out

@@ -1,0 +1,194 @@
+"""Decontamination of the training mix after GPT-3 (Brown et al. 2020, appendix C).
+
+Every training n-gram colliding with a benchmark n-gram (the benchmark's n, ngram_index.choose_n)
+is cut with 200 characters either side, pieces under 200 characters are dropped and a document
+split into more than 10 pieces is dropped whole; n-grams in more than `max_doc_frequency` training
+documents are left alone, as the audit ignores them. The contamination stage only counts what it
+would cut (`contamination.decontaminate: true`); `python -m pipeline.evaluation.decontaminate decontaminate
+--train data/processed/mix --eval data/raw/sample/eval --out data/processed/mix_decontaminated`
+(or the older `python -m pipeline.evaluation.contamination decontaminate ...`) writes the cleaned copy of the
+mix, a drop-in input for the tokenizer and tokenize stages.
+"""
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator
+
+import numpy as np
+
+from pipeline.core import records
+from pipeline.evaluation import tasks
+from pipeline.evaluation.ngrams import ContaminationConfig, choose_n, ngram_hashes, normalize, normalize_words, word_hashes
+
+log = logging.getLogger(__name__)
+
+DECON_PIECE = "decontam_piece"  # metadata: index of a piece cut out of a contaminated document
+
+
+def eval_ngrams(task_map: dict[str, tasks.Task], cfg: ContaminationConfig) -> dict[int, np.ndarray]:
+    """Sorted unique n-gram hashes of all benchmarks, grouped by each benchmark's n (choose_n)."""
+    by_n: dict[int, list[np.ndarray]] = {}
+    for task in task_map.values():
+        words = [normalize(ex.contamination_text)[0] for ex in task.examples]
+        n = choose_n([len(w) for w in words], cfg)
+        by_n.setdefault(n, []).extend(ngram_hashes(word_hashes(w), n) for w in words)
+    return {n: np.unique(np.concatenate(parts)) if parts else np.zeros(0, np.uint64) for n, parts in by_n.items()}
+
+
+def _colliding(wh: np.ndarray, bad: dict[int, np.ndarray]) -> list[tuple[int, int]]:
+    """(n, start word) of every training n-gram that is also a benchmark n-gram."""
+    out = []
+    for n, b in sorted(bad.items()):
+        h = ngram_hashes(wh, n)
+        if len(h) and len(b):
+            pos = np.minimum(np.searchsorted(b, h), len(b) - 1)
+            out += [(n, int(i)) for i in np.nonzero(b[pos] == h)[0]]
+    return out
+
+
+def split_text(text: str, cuts: list[tuple[int, int]], cfg: ContaminationConfig) -> tuple[list[str], int]:
+    """Cut each (start, end) character span out of `text` with `decontaminate_margin` characters either
+    side; returns (pieces of at least `decontaminate_min_piece` characters, number of pieces made)."""
+    m = cfg.decontaminate_margin
+    merged: list[list[int]] = []
+    for s, e in sorted((max(0, s - m), min(len(text), e + m)) for s, e in cuts):
+        if merged and s <= merged[-1][1]:
+            merged[-1][1] = max(merged[-1][1], e)
+        else:
+            merged.append([s, e])
+    pieces, pos = [], 0
+    for s, e in merged:
+        pieces.append(text[pos:s])
+        pos = e
+    pieces.append(text[pos:])
+    made = [p for p in pieces if p.strip()]  # nothing left before the first cut is not a piece
+    return [p for p in made if len(p) >= cfg.decontaminate_min_piece], len(made)
+
+
+def decontaminate(docs: Callable[[], Iterable[Any]], task_map: dict[str, tasks.Task], cfg: ContaminationConfig,
+                  counts: dict[str, int]) -> Iterator[tuple[Any, str | None]]:
+    """GPT-3 appendix C: remove benchmark n-grams from training documents.
+
+    Each training n-gram that collides with a benchmark n-gram (the benchmark's n, choose_n) is
+    removed with `decontaminate_margin` characters either side; the remaining pieces shorter than
+    `decontaminate_min_piece` characters are dropped, and a document split into more than
+    `decontaminate_max_pieces` pieces is dropped whole. N-grams in more than `max_doc_frequency`
+    training documents are left alone, as the audit ignores them (common phrases). We count the
+    pieces a split makes before the short ones are dropped (the paper does not say which).
+
+    Args:
+        docs: a callable returning a fresh iterable of datatrove Documents (read twice: document
+            frequencies first, then the cut).
+        counts: filled with docs_in, docs_clean, docs_split, docs_dropped_too_many_pieces,
+            docs_dropped_all_short, pieces_out, pieces_dropped_short, collisions, chars_in, chars_out.
+
+    Yields:
+        (document, None) for each kept document or piece (pieces get id "<id>#decon<k>" and
+        metadata decontam_piece = k), (original document, reason) for each dropped one.
+    """
+    from datatrove.data import Document
+
+    bad = eval_ngrams(task_map, cfg)
+    df: dict[int, dict[int, int]] = {n: {} for n in bad}
+    seen: set[str] = set()
+    for doc in docs():  # pass 1: training document frequency of the benchmark n-grams, repeats counted once
+        if doc.id in seen or not isinstance(doc.text, str):
+            continue
+        seen.add(doc.id)
+        wh = word_hashes(normalize_words(doc.text))
+        for n, b in bad.items():
+            h = np.unique(ngram_hashes(wh, n))
+            for x in h[np.isin(h, b)].tolist():
+                df[n][x] = df[n].get(x, 0) + 1
+    frequent = {n: np.array(sorted(x for x, c in d.items() if c > cfg.max_doc_frequency), np.uint64) for n, d in df.items()}
+    counts["ignored_frequent_ngrams"] = int(sum(len(f) for f in frequent.values()))
+    bad = {n: np.setdiff1d(b, frequent[n]) for n, b in bad.items()}
+    for key in ("docs_in", "docs_clean", "docs_split", "docs_dropped_too_many_pieces", "docs_dropped_all_short",
+                "pieces_out", "pieces_dropped_short", "collisions", "chars_in", "chars_out"):
+        counts.setdefault(key, 0)
+    for doc in docs():  # pass 2: cut
+        if not isinstance(doc.text, str):
+            continue
+        counts["docs_in"] += 1
+        counts["chars_in"] += len(doc.text)
+        hits = _colliding(word_hashes(normalize_words(doc.text)), bad)
+        if not hits:
+            counts["docs_clean"] += 1
+            counts["chars_out"] += len(doc.text)
+            yield doc, None
+            continue
+        counts["collisions"] += len(hits)
+        spans = normalize(doc.text)[1]
+        kept, made = split_text(doc.text, [(spans[i][0], spans[i + n - 1][1]) for n, i in hits], cfg)
+        if made > cfg.decontaminate_max_pieces:
+            counts["docs_dropped_too_many_pieces"] += 1
+            yield doc, "too_many_pieces"
+            continue
+        if not kept:
+            counts["docs_dropped_all_short"] += 1
+            yield doc, "all_pieces_short"
+            continue
+        counts["docs_split"] += 1
+        counts["pieces_dropped_short"] += made - len(kept)
+        for k, piece in enumerate(kept):
+            counts["pieces_out"] += 1
+            counts["chars_out"] += len(piece)
+            yield Document(text=piece, id=f"{doc.id}#decon{k}", metadata={**doc.metadata, DECON_PIECE: k}), None
+
+
+def decontaminate_folder(cfg: ContaminationConfig, train: str | Path, eval_dir: str | Path,
+                         out: str | Path) -> dict[str, int]:
+    """Write a decontaminated copy of a mix folder: <out>/train/docs (clean documents and pieces),
+    <out>/removed/contaminated (documents dropped whole), <out>/val copied as is, a manifest.
+
+    A drop-in replacement for the mix output: point tokenizer and tokenize at <out>. Returns the counts.
+    """
+    import shutil
+
+    from pipeline.core import io, params
+
+    train, out = Path(train), Path(out)
+    task_map = tasks.load_all(eval_dir)
+    counts: dict[str, int] = {}
+    build = out.with_name(f".{out.name}.build")
+    if build.exists():
+        shutil.rmtree(build)
+    with io.doc_writer(build, "train/docs") as kept, io.removed_writer(build, "contaminated") as removed:
+        for doc, reason in decontaminate(lambda: io.iter_docs(train, "train/docs"), task_map, cfg, counts):
+            if reason is None:
+                kept.write(doc, rank=0)
+            else:
+                doc.metadata[records.FILTER_REASON] = f"decontaminate_{reason}"
+                removed.write(doc, rank=0)
+    if (train / "val").exists():
+        shutil.copytree(train / "val", build / "val")
+    io.write_manifest(build, "decontaminate", {**params.as_dict(cfg), "counts": counts}, {"mix": train})
+    io.publish(build, out)
+    shutil.rmtree(build)
+    return counts
+
+
+def main(argv: list[str] | None = None) -> None:
+    """CLI: `python -m pipeline.evaluation.decontaminate decontaminate --train MIX --eval EVAL --out OUT`."""
+    import argparse
+
+    from pipeline.core import params
+
+    parser = argparse.ArgumentParser(prog="python -m pipeline.evaluation.decontaminate",
+                                     description="GPT-3 appendix C decontamination of a mix folder")
+    parser.add_argument("command", choices=["decontaminate"])
+    parser.add_argument("--train", required=True, help="mix output folder (train/docs inside)")
+    parser.add_argument("--eval", dest="eval_dir", required=True, help="folder of eval set files")
+    parser.add_argument("--out", required=True, help="folder for the decontaminated copy of the mix")
+    parser.add_argument("--params", default="params.yaml", help="params file (its `contamination` section)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    cfg = params.config(ContaminationConfig, "contamination", args.params)
+    counts = decontaminate_folder(cfg, args.train, args.eval_dir, args.out)
+    print(json.dumps(counts, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,107 @@
+"""The training corpus as the contamination audit sees it: distinct documents, word hashes, lineage.
+
+The mix may repeat a document; the audit counts each once, in shard order (`iter_train_docs` is the
+one place that decides which documents count and their ordinals), and traces a dirty example back to
+the document's source and the stages it came through (`TrainCorpus.lineage`).
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+from tqdm import tqdm
+
+from pipeline.core import io, records
+from pipeline.evaluation.ngrams import normalize_words, word_hashes
+
+log = logging.getLogger(__name__)
+
+STAGE_PATHS = {
+    records.BOOKS: "books -> dedup -> mix",
+    records.WEBTEXT: "reddit_urls -> scrape -> dedup -> mix",
+    records.CC: "cc -> quality_filter -> dedup -> mix",
+}
+LINEAGE_KEYS = (records.SOURCE, records.BOOK_TITLE, records.URL, records.REDDIT_POST_ID, records.WARC_FILE,
+                records.WARC_RECORD_ID, records.SOURCE_FILE, records.DEDUP_CLUSTER_ID)
+
+
+def iter_train_docs(folder: str | Path, subdir: str = "train/docs", errors: dict[str, int] | None = None,
+                    progress: bool = True) -> Iterator[tuple[int, Any]]:
+    """(ordinal, Document) for each distinct training document (mix may repeat one), in shard order.
+
+    The one place that decides which documents count and in what order, so the metadata kept by
+    TrainCorpus and an index streamed from the same folder agree on ordinals.
+    """
+    seen: set[str] = set()
+    repeats = 0
+    for doc in tqdm(io.iter_docs(folder, subdir), desc="read train docs", unit="doc", leave=False,
+                    disable=not progress):
+        if doc.id in seen:
+            repeats += 1
+            continue
+        if not isinstance(doc.text, str):
+            log.warning("training document %s has no text; skipped", doc.id)
+            if errors is not None:
+                errors["no_text"] = errors.get("no_text", 0) + 1
+            continue
+        seen.add(doc.id)
+        yield len(seen) - 1, doc
+    if errors is not None:
+        errors["_repeats"] = repeats
+
+
+class TrainCorpus:
+    """Training documents, each counted once (mix may repeat a document): metadata, and word hashes
+    unless `keep_words` is off (then an index streams the folder again: ShardedNgramIndex)."""
+
+    def __init__(self, keep_words: bool = True) -> None:
+        self.ids: list[str] = []
+        self.meta: list[dict[str, Any]] = []
+        self.words: list[np.ndarray] = []
+        self.keep_words = keep_words
+        self.n_words = 0
+        self.errors: dict[str, int] = {}
+        self.repeats = 0
+        self.bytes = 0
+        self._seen: set[str] = set()
+
+    def add(self, doc_id: str, text: Any, metadata: dict | None) -> None:
+        if doc_id in self._seen:
+            self.repeats += 1
+            return
+        if not isinstance(text, str):
+            log.warning("training document %s has no text; skipped", doc_id)
+            self.errors["no_text"] = self.errors.get("no_text", 0) + 1
+            return
+        self._seen.add(doc_id)
+        self.bytes += len(text.encode("utf-8"))
+        self.ids.append(doc_id)
+        self.meta.append(dict(metadata or {}))
+        words = normalize_words(text)
+        self.n_words += len(words)
+        if self.keep_words:
+            self.words.append(word_hashes(words))
+
+    @classmethod
+    def from_folder(cls, folder: str | Path, subdir: str = "train/docs", keep_words: bool = True) -> "TrainCorpus":
+        """Read a document folder (the mix's train split by default) with pipeline.core.io.iter_docs."""
+        corpus = cls(keep_words)
+        errors: dict[str, int] = {}
+        for _, doc in iter_train_docs(folder, subdir, errors):
+            corpus.add(doc.id, doc.text, doc.metadata)
+        corpus.repeats = errors.pop("_repeats", 0)
+        corpus.errors = errors
+        return corpus
+
+    def lineage(self, ordinal: int) -> dict[str, Any]:
+        """Where a training document came from: ids, natural key, provenance keys, stage path."""
+        meta, doc_id = self.meta[ordinal], self.ids[ordinal]
+        source = meta.get(records.SOURCE) or records.source_of(doc_id)
+        out = {"doc_id": doc_id, "natural_key": records.natural_key(meta), "source": source,
+               "stage_path": STAGE_PATHS.get(source, f"{source} -> mix")}
+        out.update({k: meta[k] for k in LINEAGE_KEYS if meta.get(k) not in (None, "")})
+        return out
+
+

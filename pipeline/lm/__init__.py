@@ -1,0 +1,1 @@
+"""Mixture to weights: byte-level BPE, token shards, the GPT model, training, export."""

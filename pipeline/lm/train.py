@@ -1,0 +1,370 @@
+"""GPT pretraining loop: random token windows, AdamW, warmup + cosine, grad clip, DDP, exact resume.
+
+Recipe (defaults in params.yaml `train`):
+- GPT-3 (Brown et al. 2020, appendix B): Adam beta1 0.9, beta2 0.95, global-norm grad clip 1.0,
+  cosine decay to 10% of the max lr after a linear warmup, weight decay 0.1, and "we also gradually
+  increase the batch size linearly from a small value (32k tokens) to the full value over the first
+  4-12 billion tokens" (`batch_ramp_tokens`, off when 0).
+- GPT-1 (Radford et al. 2018, sec. 4.1): weight decay (their L2 0.01) only on non-bias weights; we
+  follow nanoGPT and decay every >= 2-D tensor (matmul weights, embeddings), never biases or LayerNorm.
+- Batches are random (B, T) windows of the concatenated training tokens (nanoGPT's get_batch).
+  `batch_size` is the GLOBAL batch of one optimiser step: every rank draws the same window starts
+  from one generator seeded with `seed` and takes its own slice of them, so 2 processes x B/2
+  compute the gradient of the same batch as 1 process x B (and as B/k with k accumulation steps).
+
+Distributed: `setup_distributed()` reads torchrun's RANK / WORLD_SIZE / LOCAL_RANK; with
+WORLD_SIZE > 1 the model is wrapped in DDP (gloo on CPU, nccl on GPU); rank 0 alone writes files.
+On CUDA the step runs under bf16 autocast; `compile` wraps the model in torch.compile.
+
+Resume: at every eval (nanoGPT saves there too) rank 0 writes `resume.pt` into
+io.work_dir("train", <fingerprint>) -- outside DVC's outs, which DVC deletes before a rerun. It holds
+model, optimiser, step, tokens seen, the data sampler's generator state, torch/numpy/python (and CUDA)
+RNG states and the logged curves. `train` resumes from it, or from `<out>/ckpt.pt`, when the
+fingerprint (params that change the result + the data's meta.json) matches; on CPU a resumed run is
+bit-identical to an uninterrupted one.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import logging
+import math
+import os
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from pipeline.core import io, params
+from pipeline.core.report import StageReport
+from pipeline.lm import tokens
+from pipeline.lm.batches import autocast, data_meta, load_tokens, mean_loss, random_batch, windows
+from pipeline.lm.checkpoint import find_resume, rng_state, save_checkpoint, set_rng_state
+from pipeline.lm.model import GPT, ModelConfig, from_params
+
+log = logging.getLogger(__name__)
+CKPT_NAME = "ckpt.pt"
+RESUME_NAME = "resume.pt"
+# Knobs that change speed or reporting but never the numbers a run computes: left out of the
+# resume fingerprint, so flipping them does not throw away a half-done run.
+NEUTRAL_KNOBS = ("compile", "peak_tflops")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """params.yaml `train`."""
+
+    max_steps: int = 300
+    batch_size: int = 16  # global sequences per optimiser step (all ranks, all accumulation steps)
+    lr: float = 0.003
+    min_lr_ratio: float = 0.1  # GPT-3: cosine to 10% of the max lr
+    warmup_steps: int = 30
+    weight_decay: float = 0.1  # GPT-3
+    beta1: float = 0.9
+    beta2: float = 0.95  # GPT-3
+    grad_clip: float = 1.0  # GPT-3
+    eval_interval: int = 50
+    eval_batches: int = 8
+    grad_accum_steps: int = 1  # micro-batches per step and rank: batch_size / (world * grad_accum_steps) each
+    batch_ramp_tokens: int = 0  # GPT-3: linear batch ramp over the first 4-12B tokens; 0 = off
+    batch_ramp_start: int = 16  # GPT-3: the ramp starts at 32k tokens = 16 sequences of 2,048
+    compile: bool = False  # torch.compile the model (GPU: faster; CPU needs a C++ compiler)
+    peak_tflops: float = 312.0  # MFU denominator: A100 bf16 dense peak (nanoGPT's reference)
+
+
+class TrainingStopped(RuntimeError):
+    """Raised by `train(stop_after=k)` after step k: stands in for a kill in resume tests."""
+
+
+# --- process setup --------------------------------------------------------------------------------
+def setup_distributed() -> tuple[int, int]:
+    """(rank, world_size) from torchrun's env; initialises the process group only when world_size > 1."""
+    rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+    if world > 1 and not torch.distributed.is_initialized():
+        torch.distributed.init_process_group(backend="nccl" if torch.cuda.is_available() else "gloo")
+    return rank, world
+
+
+def is_master() -> bool:
+    """True in a single process and on rank 0 under torchrun: the one process that writes files."""
+    return int(os.environ.get("RANK", 0)) == 0
+
+
+def num_threads(threads: int | None = None) -> int:
+    """Torch intra-op threads: the argument, else env GPT_REPRO_THREADS / OMP_NUM_THREADS, else 2."""
+    return int(threads or os.environ.get("GPT_REPRO_THREADS") or os.environ.get("OMP_NUM_THREADS") or 2)
+
+
+# --- schedule and optimiser ----------------------------------------------------------------------
+def lr_at(step: int, cfg: TrainConfig) -> float:
+    """Learning rate for optimisation step `step` (0-based): linear warmup, then cosine to min_lr_ratio*lr."""
+    min_lr = cfg.lr * cfg.min_lr_ratio
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    if step >= cfg.max_steps:
+        return min_lr
+    progress = (step - cfg.warmup_steps) / max(1, cfg.max_steps - cfg.warmup_steps)
+    return min_lr + 0.5 * (1.0 + math.cos(math.pi * progress)) * (cfg.lr - min_lr)
+
+
+def micro_batch(cfg: TrainConfig, world: int) -> int:
+    """Sequences per forward pass on one rank; batch_size must split evenly over ranks x accumulation."""
+    parts = world * cfg.grad_accum_steps
+    if cfg.batch_size % parts:
+        raise ValueError(f"train.batch_size {cfg.batch_size} is not divisible by world size {world} x "
+                         f"grad_accum_steps {cfg.grad_accum_steps}")
+    return cfg.batch_size // parts
+
+
+def batch_at(tokens_seen: int, cfg: TrainConfig, unit: int) -> int:
+    """Global batch (sequences) for the next step: GPT-3's linear ramp, in multiples of `unit` (world x micro)."""
+    if cfg.batch_ramp_tokens <= 0 or tokens_seen >= cfg.batch_ramp_tokens:
+        return cfg.batch_size
+    b = cfg.batch_ramp_start + (cfg.batch_size - cfg.batch_ramp_start) * tokens_seen / cfg.batch_ramp_tokens
+    return int(min(cfg.batch_size, max(unit, b // unit * unit)))
+
+
+def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
+    """AdamW with decay on >= 2-D tensors only (biases and LayerNorm gains are not regularised).
+
+    The fused kernel (one pass over all tensors; CPU and CUDA in torch >= 2.4) is used when present.
+    """
+    params_ = [p for p in model.parameters() if p.requires_grad]  # a tied tensor appears once
+    groups = [
+        {"params": [p for p in params_ if p.dim() >= 2], "weight_decay": cfg.weight_decay},
+        {"params": [p for p in params_ if p.dim() < 2], "weight_decay": 0.0},
+    ]
+    try:
+        return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), fused=True)
+    except (RuntimeError, TypeError):  # a device/dtype without a fused kernel
+        return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2))
+
+
+# --- resume state ----------------------------------------------------------------------------------
+def run_fingerprint(mcfg: ModelConfig, tcfg: TrainConfig, seed: int, data_dir: str | Path) -> str:
+    """Key of a resumable run: params that change the numbers, plus the data (meta.json, or shard sizes)."""
+    knobs = {k: v for k, v in dataclasses.asdict(tcfg).items() if k not in NEUTRAL_KNOBS}
+    h = hashlib.sha256()
+    data_dir = Path(data_dir)
+    meta = data_dir / tokens.META_JSON
+    if meta.is_file():
+        h.update(meta.read_bytes())
+    for shard in sorted(data_dir.glob("*.bin")):
+        h.update(f"{shard.name}:{shard.stat().st_size}".encode())
+    return params.fingerprint(mcfg, knobs, seed, h.hexdigest())
+
+
+# --- the loop ------------------------------------------------------------------------------------
+def train(data_dir: str | Path, out_dir: str | Path, live_dir: str | Path, mcfg: ModelConfig, tcfg: TrainConfig,
+          seed: int, threads: int | None = None, progress: bool = True, stop_after: int | None = None) -> StageReport:
+    """Train a GPT on the token shards in `data_dir`; write `<out_dir>/ckpt.pt` and dvclive files.
+
+    Args:
+        data_dir: tokens folder (`<split>_*.bin` shards, meta.json when the tokenize stage wrote it).
+        out_dir: checkpoint folder (models/gpt).
+        live_dir: dvclive folder (reports/train): metrics.json and plots/metrics/*.tsv.
+        mcfg, tcfg: params.yaml `model` and `train`.
+        seed: params.yaml `seed`; seeds init, dropout, batch draws.
+        threads: torch threads (default: env GPT_REPRO_THREADS / OMP_NUM_THREADS, else 2).
+        progress: show a tqdm bar.
+        stop_after: raise TrainingStopped after this step, without saving (a kill, for resume tests).
+
+    Returns:
+        The StageReport (not yet written): losses, unigram baseline, steps, tokens, throughput.
+    """
+    prev_threads, prev_det = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
+    torch.set_num_threads(num_threads(threads))
+    if not torch.cuda.is_available():
+        torch.use_deterministic_algorithms(True)  # CPU kernels honour it; makes reruns bit-identical
+    try:
+        return _train(Path(data_dir), Path(out_dir), Path(live_dir), mcfg, tcfg, seed, progress, stop_after)
+    finally:
+        if torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+        torch.set_num_threads(prev_threads)
+        torch.use_deterministic_algorithms(prev_det)
+
+
+def _train(data_dir: Path, out_dir: Path, live_dir: Path, mcfg: ModelConfig, tcfg: TrainConfig, seed: int,
+           progress: bool, stop_after: int | None) -> StageReport:
+    from dvclive import Live
+    from tqdm import tqdm
+
+    rank, world = setup_distributed()
+    master = rank == 0
+    device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if torch.cuda.is_available() else "cpu"
+    report = StageReport("train")
+    train_data = load_tokens(data_dir, "train", report)
+    val_data = load_tokens(data_dir, "val", report)
+    meta = data_meta(data_dir, train_data)
+    gcfg = from_params(mcfg, meta["vocab_size"])
+    if len(train_data) < 4:
+        raise ValueError(f"{data_dir}: the train split has {len(train_data)} tokens; nothing to train on")
+    if int(train_data.max()) >= gcfg.vocab_size:
+        raise ValueError(f"token id {int(train_data.max())} >= model vocab_size {gcfg.vocab_size}")
+    if len(val_data) < 2:
+        # No validation tokens: hold out the last 10% of train rather than report no val loss at all.
+        log.error("No validation tokens in %s; holding out the last 10%% of the train tokens instead.", data_dir)
+        report.error("no_val_split")
+        cut = max(1, int(len(train_data) * 0.9))
+        train_data, val_data = train_data[:cut], train_data[cut - 1:]
+    block = min(gcfg.block_size, len(train_data) - 1)  # a tiny corpus gets shorter windows
+    val_block = min(block, len(val_data) - 1)
+    micro = micro_batch(tcfg, world)
+
+    # seed every global RNG, not only torch's: their states go into the checkpoint for exact resume,
+    # and an unseeded one would make the checkpoint bytes differ from run to run
+    torch.manual_seed(seed)
+    np.random.seed(seed % 2**32)
+    random.seed(seed)
+    raw_model = GPT(gcfg).to(device)
+    optimizer = make_optimizer(raw_model, tcfg)
+    gen = torch.Generator().manual_seed(seed)  # one sampler for all ranks: each takes its slice
+    fingerprint = run_fingerprint(mcfg, tcfg, seed, data_dir)
+    work = io.work_dir("train", fingerprint) if master else io.WORK_ROOT / "train" / fingerprint
+    start, tokens_seen, history = 0, 0, []
+    ckpt = find_resume([work / RESUME_NAME, out_dir / CKPT_NAME], fingerprint)
+    if ckpt is not None:  # every rank reads the same file: all resume from the same step
+        raw_model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        state = ckpt["train_state"]
+        start, tokens_seen, history = ckpt["iter"], state["tokens_seen"], state["history"]
+        set_rng_state(state["rng"], gen)
+        if master:
+            log.info("Resuming from step %d of %d (%s).", start, tcfg.max_steps, fingerprint)
+        report.extra["resumed_from_step"] = start
+    model = torch.compile(raw_model) if tcfg.compile else raw_model
+    if world > 1:
+        model = torch.nn.parallel.DistributedDataParallel(model)
+    # Fixed eval batches, drawn once: every eval sees the same windows, so the curve is not noise.
+    val_batches = [random_batch(val_data, tcfg.batch_size, val_block, torch.Generator().manual_seed(seed + 10_007 + i))
+                   for i in range(max(1, tcfg.eval_batches))]
+    train_eval = [random_batch(train_data, tcfg.batch_size, block, torch.Generator().manual_seed(seed + 20_011 + i))
+                  for i in range(max(1, tcfg.eval_batches))]
+    flops_tok = raw_model.flops_per_token(block)
+    on_gpu = device.startswith("cuda")
+
+    def evaluate() -> float:
+        return mean_loss(model, val_batches, micro, device)
+
+    def checkpoint(path: Path, step: int, val_loss: float, **extra) -> None:
+        state = {"fingerprint": fingerprint, "tokens_seen": tokens_seen, "history": history, "val_loss": val_loss,
+                 "rng": rng_state(gen)}
+        save_checkpoint(path, raw_model, optimizer, step, extra={
+            "params": {"seed": seed, "model": dataclasses.asdict(mcfg), "train": dataclasses.asdict(tcfg)},
+            "tokenizer_sha256": meta["tokenizer_sha256"], "eot_id": meta["eot_id"], "val_loss": val_loss,
+            "train_state": state, **extra})
+
+    live = Live(dir=str(live_dir), dvcyaml=None, save_dvc_exp=False, report=None) if master else None
+    if ckpt is None:
+        val_loss = evaluate()
+        history.append({"val_loss": val_loss})
+    else:
+        val_loss = ckpt["train_state"]["val_loss"]
+    if live:  # replay the curves logged before a resume so the plots cover the whole run
+        for row in history:
+            for name, value in row.items():
+                live.log_metric(name, value)
+            live.next_step()
+    run_tokens, train_seconds, loss_f = 0, 0.0, float("nan")
+    model.train()
+    bar = tqdm(range(start + 1, tcfg.max_steps + 1), desc="train", disable=not (progress and master),
+               mininterval=1.0, initial=start, total=tcfg.max_steps)
+    for step in bar:
+        t0 = time.perf_counter()
+        lr = lr_at(step - 1, tcfg)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        batch = batch_at(tokens_seen, tcfg, world * micro)
+        ix = torch.randint(len(train_data) - block, (batch,), generator=gen).tolist()
+        n_micro = batch // (world * micro)
+        loss_sum = torch.zeros((), dtype=torch.float64)
+        for k in range(n_micro):
+            x, y = windows(train_data, ix[(k * world + rank) * micro:(k * world + rank + 1) * micro], block)
+            # DDP all-reduces gradients on the last micro-batch only (nanoGPT's require_backward_grad_sync).
+            sync = model.no_sync() if world > 1 and k < n_micro - 1 else contextlib.nullcontext()
+            with sync:
+                with autocast(device):
+                    _, loss = model(x.to(device, non_blocking=True), y.to(device, non_blocking=True))
+                (loss / n_micro).backward()  # backward outside autocast, as torch.amp advises
+            loss_sum += loss.detach().double().cpu()
+        grad_norm = torch.nn.utils.clip_grad_norm_(raw_model.parameters(), tcfg.grad_clip if tcfg.grad_clip > 0
+                                                   else float("inf"))
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        loss_t = loss_sum / n_micro
+        if world > 1:  # the logged loss is the global batch's, as a single process would see it
+            torch.distributed.all_reduce(loss_t)
+            loss_t /= world
+        loss_f = float(loss_t)
+        if on_gpu:
+            torch.cuda.synchronize()
+        dt = time.perf_counter() - t0
+        train_seconds += dt
+        tokens_seen += batch * block
+        run_tokens += batch * block
+        tps = batch * block / dt if dt > 0 else 0.0
+        row = {"train_loss": loss_f, "lr": lr, "grad_norm": float(grad_norm), "batch_size": batch}
+        if step % tcfg.eval_interval == 0 or step == tcfg.max_steps:
+            val_loss = evaluate()
+            row["val_loss"] = val_loss
+        history.append(row)
+        bar.set_postfix(loss=f"{loss_f:.3f}", lr=f"{lr:.2e}", refresh=False)
+        if live:
+            for name, value in row.items():
+                live.log_metric(name, value)
+            live.log_metric("tokens_per_s", tps)  # timings stay out of `history`: checkpoints stay deterministic
+            if on_gpu:
+                live.log_metric("mfu", flops_tok * tps / (tcfg.peak_tflops * 1e12))
+            live.next_step()
+        if master and step % tcfg.eval_interval == 0 and step < tcfg.max_steps:
+            checkpoint(work / RESUME_NAME, step, val_loss)
+        if stop_after is not None and step >= stop_after:
+            raise TrainingStopped(f"stopped after step {step} (stop_after={stop_after})")
+    final_train = mean_loss(model, train_eval, micro, device)
+    if live:
+        live.end()
+    divergence = _ddp_divergence(raw_model) if world > 1 else 0.0
+
+    entropy = meta["unigram_entropy_nats"]
+    tps = run_tokens / train_seconds if train_seconds > 0 else 0.0
+    report.extra.update({
+        "final_val_loss": round(val_loss, 6),
+        "final_train_loss": round(final_train, 6),
+        "last_step_train_loss": round(loss_f, 6),
+        "unigram_entropy_nats": round(float(entropy), 6),
+        "val_loss_below_unigram": bool(val_loss < entropy),
+        "steps": tcfg.max_steps,
+        "tokens_seen": tokens_seen,
+        "tokens_per_s": round(tps, 1),
+        "params": raw_model.num_params(),
+        "flops_per_token": flops_tok,
+        "block_size": block,
+        "world_size": world,
+        "device": device.split(":")[0],
+        "model": dataclasses.asdict(gcfg),
+        "tokens": {"train": int(len(train_data)), "val": int(len(val_data))},
+    })
+    if on_gpu:
+        report.extra["mfu"] = round(flops_tok * tps / (tcfg.peak_tflops * 1e12), 4)
+    if world > 1:
+        report.extra["ddp_max_param_divergence"] = divergence
+    if master:
+        checkpoint(out_dir / CKPT_NAME, tcfg.max_steps, val_loss)
+        (work / RESUME_NAME).unlink(missing_ok=True)  # the final checkpoint resumes too
+    report.bytes_out = (out_dir / CKPT_NAME).stat().st_size if master else 0
+    return report
+
+
+def _ddp_divergence(model: torch.nn.Module) -> float:
+    """Largest |parameter - rank 0's parameter| over all ranks: 0.0 when DDP kept replicas in sync."""
+    flat = torch.cat([p.detach().float().flatten() for p in model.parameters()])
+    ref = flat.clone()
+    torch.distributed.broadcast(ref, 0)
+    diff = (flat - ref).abs().max().reshape(1)
+    torch.distributed.all_reduce(diff, op=torch.distributed.ReduceOp.MAX)
+    return float(diff)

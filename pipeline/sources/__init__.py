@@ -1,0 +1,1 @@
+"""Raw sources to documents: books, Reddit -> WebText scraping, Common Crawl extraction."""

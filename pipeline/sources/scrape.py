@@ -1,0 +1,171 @@
+"""GPT-2 WebText scraping: fetch the Reddit-linked URLs, archive every exchange to WARC, extract the text.
+
+Radford et al. 2019 (GPT-2, sec. 2.2): WebText is the text of the pages linked from Reddit posts with at
+least 3 karma, extracted with Dragnet/Newspaper (here trafilatura, pipeline/sources/extract.py). The live run is
+two halves with a WARC between them, as Common Crawl and OpenWebText2 work:
+  1. fetch (this module): every URL -> an append-only journal WARC in data/resume/scrape/<fingerprint>/
+     (the resume state), then the published warc/webtext-00000.warc.gz, entries sorted by URL;
+  2. replay (pipeline/sources/webarchive.py): that WARC alone -> documents, so a live run's documents can be
+     rebuilt byte for byte with no network.
+
+Fetching (crawler.py) is polite and safe: robots.txt, per-host gaps, whole-request timeouts, body caps,
+retries with backoff, and a private-address guard before every hop.
+"""
+from __future__ import annotations
+
+import logging
+import shutil
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Iterator
+from urllib.parse import urlsplit
+
+from tqdm import tqdm
+
+from pipeline.core import io, params, truth
+from pipeline.core.report import StageReport
+from pipeline.sources import extract
+from pipeline.sources.crawler import Fetcher, Outcome, ScrapeConfig, robots_rules
+from pipeline.sources.webarchive import Journal, entry_bytes, replay
+
+log = logging.getLogger(__name__)
+
+WARC_NAME = "webtext-00000.warc.gz"
+JOURNAL = "journal.warc.gz"
+
+
+# --- fetch all URLs into the journal -----------------------------------------------------------
+def load_urls(path: str | Path, report: StageReport) -> list[dict]:
+    """Rows of the reddit_urls table (url, post_id, score, subreddit); bad or repeated URLs are counted, not fatal."""
+    import pyarrow.parquet as pq
+
+    rows, seen = [], set()
+    for row in pq.read_table(path).to_pylist():
+        url = row.get("url")
+        parts = urlsplit(url) if isinstance(url, str) else None
+        if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
+            log.warning("url table row %r has no http(s) URL; skipped", row.get("post_id"))
+            report.error("bad_url")
+            continue
+        if url in seen:
+            log.warning("url %s appears twice in the url table; the first row is kept", url)
+            report.error("duplicate_url")
+            continue
+        seen.add(url)
+        rows.append(row)
+    return rows
+
+
+def _reddit_fields(row: dict) -> dict[str, str]:
+    return {"reddit-post-id": str(row.get("post_id") or ""), "reddit-score": str(row.get("score") or 0),
+            "subreddit": str(row.get("subreddit") or "")}
+
+
+def fetch_all(rows: list[dict], fetcher: Fetcher, journal: Journal, limit: int | None = None) -> Counter:
+    """Fetch every row's URL not already in the journal, appending one entry per URL as it finishes.
+
+    Hosts are interleaved in the queue so the threads spread over hosts instead of queueing on one.
+
+    Args:
+        rows: url table rows (url, post_id, score, subreddit).
+        fetcher: the Fetcher; robots.txt answers already in the journal are loaded into it.
+        journal: the resume journal.
+        limit: stop after that many URLs (tests use it to stand for a killed run).
+
+    Returns:
+        This run's fetch verdicts per reason ("ok" included).
+    """
+    for key, (reason, status, body) in journal.robots_answers().items():
+        fetcher.robots[key] = robots_rules(reason, status, body)
+    fetcher.on_robots = lambda outcome: journal.append(entry_bytes(outcome))
+    by_host: dict[str, list[dict]] = {}
+    for row in sorted(rows, key=lambda r: r["url"]):
+        if row["url"] not in journal.pages:
+            by_host.setdefault(urlsplit(row["url"]).hostname or "", []).append(row)
+    queue = [row for group in _zip_longest(*by_host.values()) for row in group]
+    queue = queue[:limit] if limit is not None else queue
+
+    def one(row: dict) -> str:
+        try:
+            outcome = fetcher.fetch(row["url"])
+        except Exception:  # a bug or an exotic failure must not lose the other URLs
+            log.exception("fetching %s failed unexpectedly", row["url"])
+            outcome = Outcome(row["url"], "page", "fetch_error", date=fetcher.clock())
+        if outcome.reason != "ok":
+            log.info("%s: %s", row["url"], outcome.reason)
+        journal.append(entry_bytes(outcome, _reddit_fields(row)))
+        return outcome.reason
+
+    verdicts: Counter = Counter()
+    with ThreadPoolExecutor(max(1, fetcher.cfg.concurrency)) as pool:
+        futures = [pool.submit(one, row) for row in queue]
+        for future in tqdm(as_completed(futures), total=len(futures), desc="scrape", unit="url", disable=not futures):
+            verdicts[future.result()] += 1
+    return verdicts
+
+
+def _zip_longest(*groups: list) -> Iterator[list]:
+    for i in range(max((len(g) for g in groups), default=0)):
+        yield [g[i] for g in groups if i < len(g)]
+
+
+# --- the stage ------------------------------------------------------------------------------------
+def run(cfg: ScrapeConfig, ecfg: extract.ExtractConfig, urls: str | Path, out: str | Path,
+        site: str | Path | None = None, truth_path: str | Path | None = None, limit: int | None = None) -> StageReport:
+    """The scrape stage: URL table -> journal WARC (resumable) -> sorted WARC -> documents, published to `out`.
+
+    Args:
+        cfg: scrape params; ecfg: extract params (trafilatura, min_words).
+        urls: urls.parquet of the reddit_urls stage.
+        out: output folder (docs/, removed/<reason>/, warc/, fetch_log.parquet, _manifest.json).
+        site: sample mode: serve this site folder on loopback (sitesrv) and resolve every .test host to it.
+        truth_path: the sample's truth.json; adds precision/recall of the drops to the report.
+        limit: fetch at most this many new URLs (stands for a killed run in tests).
+
+    Returns:
+        The StageReport (not yet written).
+    """
+    from pipeline.sample import loopback_site as sitesrv
+
+    report, urls, out = StageReport("scrape"), Path(urls), Path(out)
+    rows = load_urls(urls, report)
+    report.docs_in = len(rows)
+    # the journal is only valid for one world: the live web, or one version of the sample site
+    work = io.work_dir("scrape", io.run_fingerprint(cfg, inputs=[site] if site else []))
+    journal = Journal(work / JOURNAL)
+    before = sum(row["url"] in journal.pages for row in rows)
+    with sitesrv.serve(site) if site else nullcontext() as server:
+        fetcher = Fetcher(cfg, host_map=server.host_map if server else None, clock=server.clock if server else None)
+        verdicts = fetch_all(rows, fetcher, journal, limit=limit)
+    journal.scan()
+
+    stage = work / "out"
+    shutil.rmtree(stage, ignore_errors=True)
+    archived = journal.export(stage / "warc" / WARC_NAME, [r["url"] for r in rows])
+    result = replay(stage / "warc" / WARC_NAME, stage, ecfg, logging_dir=work / "replay")
+    io.write_manifest(stage, "scrape", {"scrape": params.as_dict(cfg), "extract": params.as_dict(ecfg)},
+                      inputs={"urls": urls.parent, **({"site": Path(site).parent} if site else {})})
+    io.publish(stage, out)
+
+    reasons = {r["url"]: r["reason"] for r in result["rows"]}
+    kept = [u for u, r in reasons.items() if r == "ok"]
+    for row in rows:
+        reason = reasons.get(row["url"], "not_fetched")  # not_fetched: a run cut short by `limit`
+        if reason != "ok":
+            report.drop(reason)
+    report.docs_out = len(kept)
+    report.bytes_in = sum(r["bytes"] for r in result["rows"])
+    report.bytes_out = sum(len(d.text.encode()) for d in io.iter_docs(out))
+    if result["stats"].get("decode_replaced"):
+        report.error("decode_replaced", result["stats"]["decode_replaced"])
+    report.extra.update({
+        "urls_in": len(rows), "fetched": sum(verdicts.values()), "from_journal": before,
+        "http_requests": fetcher.network_fetches, "retries": fetcher.retries,
+        "archived": archived, "warc_bytes": (out / "warc" / WARC_NAME).stat().st_size})
+    dropped_keys = [r["url"] for r in rows if reasons.get(r["url"], "not_fetched") != "ok"]
+    score = truth.score_drops(truth.load(truth_path), "scrape", dropped_keys, kept)
+    if score is not None:
+        report.extra["truth"] = score
+    return report
