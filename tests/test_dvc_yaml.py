@@ -3,7 +3,9 @@ every params section a stage reads is declared, and every stage writes its metri
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -11,7 +13,26 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 DVC = yaml.safe_load((ROOT / "dvc.yaml").read_text())
 PARAMS = yaml.safe_load((ROOT / "params.yaml").read_text())
-STAGES = DVC["stages"]
+TEMPLATE = re.compile(r"\$\{([\w.]+)\}")
+
+
+def interpolate(value: Any, params: dict = PARAMS) -> Any:
+    """dvc.yaml's ${group.key} templating, resolved from params.yaml as DVC resolves it."""
+    if isinstance(value, str):
+        def lookup(match: re.Match) -> str:
+            node = params
+            for key in match.group(1).split("."):
+                node = node[key]
+            return str(node)
+        return TEMPLATE.sub(lookup, value)
+    if isinstance(value, list):
+        return [interpolate(v, params) for v in value]
+    if isinstance(value, dict):
+        return {interpolate(k, params): interpolate(v, params) for k, v in value.items()}
+    return value
+
+
+STAGES = interpolate(DVC["stages"])
 
 
 def module_files(node: ast.AST) -> list[str]:
@@ -98,3 +119,23 @@ def test_every_dep_is_produced_or_tracked():
                 assert any(dep == o or dep.startswith(o + "/") for o in outs), f"{name}: dep {dep} has no producer"
             else:
                 assert (ROOT / dep).exists(), f"{name}: dep {dep} missing"
+
+
+def test_raw_inputs_come_from_the_profile():
+    """Only the sample stage names data/raw/sample; every other stage reads its raw inputs through
+    ${inputs.*}, so switching the profile (params.yaml `inputs`) reaches every stage."""
+    for name, stage in DVC["stages"].items():
+        if name == "sample":
+            continue
+        text = yaml.safe_dump(stage)
+        assert "data/raw/sample" not in text, f"stage {name} hard-codes a sample path instead of ${{inputs.*}}"
+        for ref in TEMPLATE.findall(text):
+            group, key = ref.split(".", 1)
+            assert group == "inputs" and key in PARAMS["inputs"], f"stage {name}: unknown template ${{{ref}}}"
+
+
+def test_every_profile_names_every_input():
+    for path in sorted((ROOT / "profiles").glob("*.yaml")):
+        group = yaml.safe_load(path.read_text())["inputs"]
+        assert set(group) == set(PARAMS["inputs"]), f"{path.name}: inputs keys differ from params.yaml"
+        assert group["profile"] == path.stem and group["fetch"] == f"profiles/{path.name}"

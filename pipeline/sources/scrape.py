@@ -13,6 +13,7 @@ retries with backoff, and a private-address guard before every hop.
 """
 from __future__ import annotations
 
+import gzip
 import logging
 import shutil
 from collections import Counter
@@ -23,11 +24,12 @@ from typing import Iterator
 from urllib.parse import urlsplit
 
 from tqdm import tqdm
+from warcio.statusandheaders import StatusAndHeaders
 
 from pipeline.core import io, params, truth
 from pipeline.core.report import StageReport
 from pipeline.sources import extract
-from pipeline.sources.crawler import Fetcher, Outcome, ScrapeConfig, robots_rules
+from pipeline.sources.crawler import Exchange, Fetcher, Outcome, ScrapeConfig, robots_rules
 from pipeline.sources.webarchive import Journal, entry_bytes, replay
 
 log = logging.getLogger(__name__)
@@ -106,14 +108,62 @@ def fetch_all(rows: list[dict], fetcher: Fetcher, journal: Journal, limit: int |
     return verdicts
 
 
+PAGES_INDEX = "pages.json"
+PAGES_DATE = "2019-11-19T00:00:00Z"  # a page mirror has no fetch time; a fixed one keeps the WARC byte-identical
+
+
+def page_mirror_rows(pages: str | Path, report: StageReport) -> list[dict]:
+    """URL rows of a page mirror: `pages.json` maps a page name to {"url": ...} (the article-extraction
+    benchmark's ground-truth.json has that shape); its HTML is html/<name>.html or html/<name>.html.gz."""
+    index = io.read_json(Path(pages) / PAGES_INDEX)
+    rows = []
+    for name in sorted(index):
+        url = (index[name] or {}).get("url") if isinstance(index[name], dict) else None
+        if not isinstance(url, str) or urlsplit(url).scheme not in ("http", "https"):
+            log.warning("page mirror entry %s has no http(s) url; skipped", name)
+            report.error("bad_url")
+            continue
+        rows.append({"url": url, "page": name, "post_id": "", "score": 0, "subreddit": ""})
+    return rows
+
+
+def archive_pages(rows: list[dict], pages: str | Path, journal: Journal) -> Counter:
+    """Page mirror -> journal entries, each as if its URL had answered 200 with the mirrored HTML.
+
+    For corpora someone already crawled (the 181 real pages of the real-mini profile, an OpenWebText
+    HTML dump): extraction, filters, WARC and replay then run exactly as after a live fetch."""
+    verdicts: Counter = Counter()
+    html_dir = Path(pages) / "html"
+    for row in rows:
+        if row["url"] in journal.pages:
+            continue
+        path = next((p for p in (html_dir / f"{row['page']}.html", html_dir / f"{row['page']}.html.gz") if p.is_file()), None)
+        if path is None:
+            log.warning("page mirror has no HTML for %s (%s)", row["page"], row["url"])
+            outcome = Outcome(row["url"], "page", "not_found", tried=[row["url"]], date=PAGES_DATE)
+        else:
+            raw = path.read_bytes()
+            body = gzip.decompress(raw) if path.suffix == ".gz" else raw
+            request = StatusAndHeaders(f"GET {urlsplit(row['url']).path or '/'} HTTP/1.1",
+                                       [("Host", urlsplit(row["url"]).netloc)], is_http_request=True)
+            response = StatusAndHeaders("200 OK", [("Content-Type", "text/html"),
+                                                   ("Content-Length", str(len(body)))], protocol="HTTP/1.1")
+            hop = Exchange(row["url"], "", request, 200, response, body, None, PAGES_DATE)
+            outcome = Outcome(row["url"], "page", "ok", hops=[hop], tried=[row["url"]], date=PAGES_DATE)
+        journal.append(entry_bytes(outcome, _reddit_fields(row)))
+        verdicts[outcome.reason] += 1
+    return verdicts
+
+
 def _zip_longest(*groups: list) -> Iterator[list]:
     for i in range(max((len(g) for g in groups), default=0)):
         yield [g[i] for g in groups if i < len(g)]
 
 
 # --- the stage ------------------------------------------------------------------------------------
-def run(cfg: ScrapeConfig, ecfg: extract.ExtractConfig, urls: str | Path, out: str | Path,
-        site: str | Path | None = None, truth_path: str | Path | None = None, limit: int | None = None) -> StageReport:
+def run(cfg: ScrapeConfig, ecfg: extract.ExtractConfig, urls: str | Path | None, out: str | Path,
+        site: str | Path | None = None, truth_path: str | Path | None = None, limit: int | None = None,
+        pages: str | Path | None = None) -> StageReport:
     """The scrape stage: URL table -> journal WARC (resumable) -> sorted WARC -> documents, published to `out`.
 
     Args:
@@ -121,6 +171,8 @@ def run(cfg: ScrapeConfig, ecfg: extract.ExtractConfig, urls: str | Path, out: s
         urls: urls.parquet of the reddit_urls stage.
         out: output folder (docs/, removed/<reason>/, warc/, fetch_log.parquet, _manifest.json).
         site: sample mode: serve this site folder on loopback (sitesrv) and resolve every .test host to it.
+        pages: page-mirror mode (instead of `urls`): archive the pages of this folder (page_mirror_rows)
+            under their URLs, with no network.
         truth_path: the sample's truth.json; adds precision/recall of the drops to the report.
         limit: fetch at most this many new URLs (stands for a killed run in tests).
 
@@ -129,16 +181,22 @@ def run(cfg: ScrapeConfig, ecfg: extract.ExtractConfig, urls: str | Path, out: s
     """
     from pipeline.sample import loopback_site as sitesrv
 
-    report, urls, out = StageReport("scrape"), Path(urls), Path(out)
-    rows = load_urls(urls, report)
+    report, out = StageReport("scrape"), Path(out)
+    source = Path(pages) if pages else Path(urls)
+    rows = page_mirror_rows(source, report) if pages else load_urls(source, report)
     report.docs_in = len(rows)
-    # the journal is only valid for one world: the live web, or one version of the sample site
-    work = io.work_dir("scrape", io.run_fingerprint(cfg, inputs=[site] if site else []))
+    # the journal is only valid for one world: the live web, one version of the sample site, or one page mirror
+    world = [site] if site else [pages] if pages else []
+    work = io.work_dir("scrape", io.run_fingerprint(cfg, inputs=world))
     journal = Journal(work / JOURNAL)
     before = sum(row["url"] in journal.pages for row in rows)
-    with sitesrv.serve(site) if site else nullcontext() as server:
-        fetcher = Fetcher(cfg, host_map=server.host_map if server else None, clock=server.clock if server else None)
-        verdicts = fetch_all(rows, fetcher, journal, limit=limit)
+    fetcher = None
+    if pages:
+        verdicts = archive_pages(rows, pages, journal)
+    else:
+        with sitesrv.serve(site) if site else nullcontext() as server:
+            fetcher = Fetcher(cfg, host_map=server.host_map if server else None, clock=server.clock if server else None)
+            verdicts = fetch_all(rows, fetcher, journal, limit=limit)
     journal.scan()
 
     stage = work / "out"
@@ -146,7 +204,8 @@ def run(cfg: ScrapeConfig, ecfg: extract.ExtractConfig, urls: str | Path, out: s
     archived = journal.export(stage / "warc" / WARC_NAME, [r["url"] for r in rows])
     result = replay(stage / "warc" / WARC_NAME, stage, ecfg, logging_dir=work / "replay")
     io.write_manifest(stage, "scrape", {"scrape": params.as_dict(cfg), "extract": params.as_dict(ecfg)},
-                      inputs={"urls": urls.parent, **({"site": Path(site).parent} if site else {})})
+                      inputs={"pages" if pages else "urls": source if pages else source.parent,
+                              **({"site": Path(site).parent} if site else {})})
     io.publish(stage, out)
 
     reasons = {r["url"]: r["reason"] for r in result["rows"]}
@@ -162,7 +221,8 @@ def run(cfg: ScrapeConfig, ecfg: extract.ExtractConfig, urls: str | Path, out: s
         report.error("decode_replaced", result["stats"]["decode_replaced"])
     report.extra.update({
         "urls_in": len(rows), "fetched": sum(verdicts.values()), "from_journal": before,
-        "http_requests": fetcher.network_fetches, "retries": fetcher.retries,
+        "http_requests": fetcher.network_fetches if fetcher else 0, "retries": fetcher.retries if fetcher else 0,
+        "mode": "pages" if pages else "site" if site else "live",
         "archived": archived, "warc_bytes": (out / "warc" / WARC_NAME).stat().st_size})
     dropped_keys = [r["url"] for r in rows if reasons.get(r["url"], "not_fetched") != "ok"]
     score = truth.score_drops(truth.load(truth_path), "scrape", dropped_keys, kept)
