@@ -19,7 +19,7 @@ import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-DATA_STAGES = ["sample", "books", "reddit_urls", "scrape", "cc", "quality_train", "quality_filter", "dedup", "mix",
+DATA_STAGES = ["sample", "fetch", "books", "reddit_urls", "scrape", "cc", "quality_train", "quality_filter", "dedup", "mix",
                "tokenizer", "tokenize"]
 DOWNSTREAM_OF_DEDUP = {"dedup", "mix", "tokenizer", "tokenize", "train", "evaluate", "contamination"}
 

@@ -10,6 +10,7 @@ import dataclasses
 import gzip
 import hashlib
 import json
+import shutil
 import logging
 import sys
 import threading
@@ -350,3 +351,32 @@ def test_real_article_pages_extract_well(in_tmp_cwd, shared_data):
         recalls.append(sum((want & got).values()) / max(1, sum(want.values())))
     assert rep["archived"] == len(ids)
     assert sum(recalls) / len(recalls) > 0.8, recalls  # measured: 0.988 on these 12 pages
+
+
+def test_page_mirror_is_archived_under_its_urls_and_replays(in_tmp_cwd, shared_data):
+    """pages mode (the real-mini profile's WebText): real pages archived under their own URLs with no network,
+    a page without HTML counted, the WARC replayable, and a second run byte-identical."""
+    bench = shared_data / "web" / "article-extraction-benchmark"
+    truth = json.loads((bench / "ground-truth.json").read_text(encoding="utf-8"))
+    ids = sorted(truth)[::20][:8]
+    pages = in_tmp_cwd / "pages"
+    (pages / "html").mkdir(parents=True)
+    for page_id in ids[:-1]:  # the last one has no HTML in the mirror
+        shutil.copy(bench / "html" / f"{page_id}.html.gz", pages / "html")
+    index = {page_id: truth[page_id] for page_id in ids}
+    index["broken"] = {"url": "ftp://nope"}
+    (pages / "pages.json").write_text(json.dumps(index))
+    reps = []
+    for out in ("a", "b"):
+        shutil.rmtree(in_tmp_cwd / "data" / "resume", ignore_errors=True)
+        reps.append(scrape.run(CFG, ECFG, None, in_tmp_cwd / out, pages=pages).to_dict())
+    rep = reps[0]
+    assert rep["mode"] == "pages" and rep["http_requests"] == 0 and rep["urls_in"] == len(ids)
+    assert rep["errors"] == {"bad_url": 1} and rep["dropped"].get("not_found") == 1
+    docs = {d.metadata[records.URL]: d for d in io.iter_docs(in_tmp_cwd / "a")}
+    assert set(docs) <= {truth[i]["url"] for i in ids[:-1]} and len(docs) >= 5
+    assert all(d.id == records.webtext_id(url) for url, d in docs.items())
+    warc = in_tmp_cwd / "a" / "warc" / scrape.WARC_NAME
+    assert sha(warc) == sha(in_tmp_cwd / "b" / "warc" / scrape.WARC_NAME)
+    webarchive.replay(warc, in_tmp_cwd / "replayed", ECFG, logging_dir=in_tmp_cwd / "logs")
+    assert {d.metadata[records.URL] for d in io.iter_docs(in_tmp_cwd / "replayed")} == set(docs)

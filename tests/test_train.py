@@ -264,3 +264,16 @@ def test_ddp_two_processes_stay_in_sync_and_match_one_process(tmp_path, in_tmp_c
     assert max((a[k] - b[k]).abs().max().item() for k in a) < 1e-5
     assert ddp["last_step_train_loss"] == pytest.approx(single["last_step_train_loss"], abs=1e-5)
     assert ddp["final_val_loss"] == pytest.approx(single["final_val_loss"], abs=1e-5)
+
+
+def test_mfu_peak_comes_from_the_device_unless_set():
+    from pipeline.lm.device_peak import detected_peak, peak_tflops
+
+    assert peak_tflops(0.0, "NVIDIA H100 80GB HBM3") == 989.0
+    assert peak_tflops(0.0, "NVIDIA H100 PCIe") == 756.0
+    assert peak_tflops(0.0, "NVIDIA H200") == 989.0
+    assert peak_tflops(0.0, "NVIDIA A100-SXM4-80GB") == 312.0
+    assert peak_tflops(0.0, "NVIDIA GeForce GTX 1080") is None  # unknown: no MFU rather than a wrong one
+    assert peak_tflops(500.0, "NVIDIA H100 80GB HBM3") == 500.0  # params win
+    if not torch.cuda.is_available():
+        assert detected_peak(0.0) == (None, "cpu") and detected_peak(100.0) == (100.0, "cpu")

@@ -44,6 +44,7 @@ from pipeline.core.report import StageReport
 from pipeline.lm import tokens
 from pipeline.lm.batches import autocast, data_meta, load_tokens, mean_loss, random_batch, windows
 from pipeline.lm.checkpoint import find_resume, rng_state, save_checkpoint, set_rng_state
+from pipeline.lm.device_peak import detected_peak
 from pipeline.lm.model import GPT, ModelConfig, from_params
 
 log = logging.getLogger(__name__)
@@ -73,7 +74,7 @@ class TrainConfig:
     batch_ramp_tokens: int = 0  # GPT-3: linear batch ramp over the first 4-12B tokens; 0 = off
     batch_ramp_start: int = 16  # GPT-3: the ramp starts at 32k tokens = 16 sequences of 2,048
     compile: bool = False  # torch.compile the model (GPU: faster; CPU needs a C++ compiler)
-    peak_tflops: float = 312.0  # MFU denominator: A100 bf16 dense peak (nanoGPT's reference)
+    peak_tflops: float = 0.0  # MFU denominator; 0: the detected GPU's dense bf16 peak (device_peak.py)
 
 
 class TrainingStopped(RuntimeError):
@@ -247,6 +248,7 @@ def _train(data_dir: Path, out_dir: Path, live_dir: Path, mcfg: ModelConfig, tcf
                   for i in range(max(1, tcfg.eval_batches))]
     flops_tok = raw_model.flops_per_token(block)
     on_gpu = device.startswith("cuda")
+    peak, device_name = detected_peak(tcfg.peak_tflops) if on_gpu else (None, "cpu")  # no MFU on CPU
 
     def evaluate() -> float:
         return mean_loss(model, val_batches, micro, device)
@@ -318,8 +320,8 @@ def _train(data_dir: Path, out_dir: Path, live_dir: Path, mcfg: ModelConfig, tcf
             for name, value in row.items():
                 live.log_metric(name, value)
             live.log_metric("tokens_per_s", tps)  # timings stay out of `history`: checkpoints stay deterministic
-            if on_gpu:
-                live.log_metric("mfu", flops_tok * tps / (tcfg.peak_tflops * 1e12))
+            if peak:
+                live.log_metric("mfu", flops_tok * tps / (peak * 1e12))
             live.next_step()
         if master and step % tcfg.eval_interval == 0 and step < tcfg.max_steps:
             checkpoint(work / RESUME_NAME, step, val_loss)
@@ -349,8 +351,10 @@ def _train(data_dir: Path, out_dir: Path, live_dir: Path, mcfg: ModelConfig, tcf
         "model": dataclasses.asdict(gcfg),
         "tokens": {"train": int(len(train_data)), "val": int(len(val_data))},
     })
-    if on_gpu:
-        report.extra["mfu"] = round(flops_tok * tps / (tcfg.peak_tflops * 1e12), 4)
+    if peak:
+        report.extra["mfu"] = round(flops_tok * tps / (peak * 1e12), 4)
+        report.extra["peak_tflops"] = {"value": peak, "device": device_name,
+                                       "from": "params train.peak_tflops" if tcfg.peak_tflops > 0 else "device table"}
     if world > 1:
         report.extra["ddp_max_param_divergence"] = divergence
     if master:

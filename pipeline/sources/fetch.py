@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from urllib.parse import urljoin, urlsplit
 
+import urllib3
 import yaml
 from tqdm import tqdm
 
@@ -39,7 +40,7 @@ from pipeline.core.report import StageReport
 from pipeline.sources.commoncrawl import CC_HTTP, pick_paths, s3_to_https
 
 log = logging.getLogger(__name__)
-CHUNK = 1 << 20
+CHUNK = 1 << 16  # written as it arrives: a dropped transfer resumes from the last whole chunk
 TRUTH = "truth.json"  # real data has no planted truth; stages read this empty record instead (see run)
 
 
@@ -141,8 +142,6 @@ class Downloader:
     """Resumable, retried, verified downloads into a content-addressed store."""
 
     def __init__(self, cfg: FetchConfig, store: Path, progress: tqdm | None = None):
-        import urllib3
-
         self.cfg, self.store, self.progress = cfg, Path(store), progress
         (self.store / "blobs").mkdir(parents=True, exist_ok=True)
         (self.store / "partial").mkdir(parents=True, exist_ok=True)
@@ -163,7 +162,7 @@ class Downloader:
             try:
                 self._transfer(spec.uri, part)
                 break
-            except (OSError, FetchError) as exc:
+            except (OSError, FetchError, urllib3.exceptions.HTTPError) as exc:  # resets, stalls, cut bodies
                 if isinstance(exc, ChecksumError) or getattr(exc, "final", False) or attempt == self.cfg.retries:
                     raise FetchError(f"{spec.dest}: cannot fetch {spec.uri}: {exc}") from None
                 self.stats["retries"] += 1
@@ -219,9 +218,7 @@ class Downloader:
             self.progress.update(n)
 
 
-def urllib3_timeout(seconds: float):
-    import urllib3
-
+def urllib3_timeout(seconds: float) -> urllib3.Timeout:
     return urllib3.Timeout(connect=min(seconds, 30.0), read=seconds)
 
 
