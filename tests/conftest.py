@@ -24,6 +24,18 @@ def shared_data() -> Path:
     return SHARED_DATA
 
 
+@pytest.fixture(scope="session")
+def chromium() -> Path:
+    """Debian's headless Chromium, for the page checks: skipped without it, an error where .ci/run asks for it."""
+    path = Path("/usr/bin/chromium")
+    if not path.exists():
+        reason = "/usr/bin/chromium is not installed (apt-get install chromium): the page is not rendered"
+        if os.environ.get("GPT_REPRO_REQUIRE_CHROMIUM") == "1":
+            pytest.fail(reason + "; GPT_REPRO_REQUIRE_CHROMIUM=1 makes this an error")
+        pytest.skip(reason)
+    return path
+
+
 @pytest.fixture
 def in_tmp_cwd(tmp_path, monkeypatch) -> Path:
     """Run a test inside a temp dir (stages write reports/ and data/resume/ relative to the cwd)."""

@@ -111,8 +111,9 @@ def test_every_stage_writes_its_metrics(name):
 def test_every_dep_is_produced_or_tracked():
     outs = set()
     for stage in STAGES.values():
-        for out in stage.get("outs", []):
-            outs.add(next(iter(out)) if isinstance(out, dict) else out)
+        for key in ("outs", "metrics", "plots"):  # a stage's metrics and plots are produced too (summary reads them)
+            for out in stage.get(key, []):
+                outs.add(next(iter(out)) if isinstance(out, dict) else out)
     for name, stage in STAGES.items():
         for dep in stage["deps"]:
             if dep.startswith(("data/", "models/", "reports/")):
@@ -131,7 +132,7 @@ def test_raw_inputs_come_from_the_profile():
         assert "data/raw/sample" not in text, f"stage {name} hard-codes a sample path instead of ${{inputs.*}}"
         for ref in TEMPLATE.findall(text):
             group, key = ref.split(".", 1)
-            assert group == "inputs" and key in PARAMS["inputs"], f"stage {name}: unknown template ${{{ref}}}"
+            assert group in ("inputs", "launch") and key in PARAMS[group], f"stage {name}: unknown template ${{{ref}}}"
 
 
 def test_every_profile_names_every_input():

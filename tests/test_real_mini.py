@@ -72,6 +72,7 @@ def project(tmp_path_factory, served) -> Path:
     git(["commit", "-qm", "real-mini"], dst)
     out = run(["dvc", "repro"], dst, timeout=1500)
     assert ran_stages(out) == set(yaml.safe_load((dst / "dvc.yaml").read_text())["stages"])
+    shutil.copytree(dst / "reports", dst.parent / "real-mini-reports")  # kept for a reader: the last test rewrites them
     return dst
 
 
@@ -158,7 +159,7 @@ def test_switching_back_to_sample_reproduces_the_committed_hashes(project):
     committed dvc.lock's data and model hashes, on a machine that never ran the sample before."""
     shutil.copy(ROOT / "params.yaml", project / "params.yaml")
     out = run(["dvc", "repro"], project, timeout=1500)
-    assert "sample" in ran_stages(out)
+    assert {"books", "scrape", "cc", "dedup", "train"} <= ran_stages(out)  # the sample stage ran with real-mini already
     committed = yaml.safe_load((ROOT / "dvc.lock").read_text())["stages"]
     expected = {f"{s}:{o['path']}": o["md5"] for s in SAMPLE_STAGES for o in committed[s].get("outs", [])
                 if not o["path"].startswith("reports/")}

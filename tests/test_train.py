@@ -135,7 +135,9 @@ def test_bad_shard_and_missing_val_are_counted_not_fatal(tmp_path, in_tmp_cwd):
 
 
 def test_stage_script_runs_as_dvc_yaml_says(tmp_path, in_tmp_cwd):
-    cmd = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]["train"]["cmd"].split()
+    from test_dvc_yaml import STAGES  # dvc.yaml with ${...} resolved from params.yaml, as DVC runs it
+
+    cmd = STAGES["train"]["cmd"].split()
     assert cmd[:2] == ["python", "stages/train.py"]
     p = yaml.safe_load((ROOT / "params.yaml").read_text())
     p["model"].update(n_layer=1, n_embd=32, n_head=2, block_size=16)
