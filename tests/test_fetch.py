@@ -4,6 +4,7 @@ Common Crawl picks from a real crawl listing, and profiles switched in params.ya
 from __future__ import annotations
 
 import gzip
+import json
 import hashlib
 import shutil
 from pathlib import Path
@@ -185,3 +186,55 @@ def test_real_mini_pins_match_the_shared_files(shared_data):
     listing = yaml.safe_load((ROOT / "profiles/real-mini.yaml").read_text())
     for entry in listing["files"]:
         assert io.sha256_file(shared_data / entry["uri"]) == entry["sha256"], entry["uri"]
+
+
+class Drips(mirror.MirrorHandler):
+    """Sends 64 kB every 50 ms: slow enough to kill the fetch stage in the middle of a file."""
+
+    def send_body(self, path, start, length):
+        import time
+
+        with open(path, "rb") as fh:
+            fh.seek(start)
+            while length > 0:
+                chunk = fh.read(min(1 << 16, length))
+                if not chunk:
+                    break
+                self.wfile.write(chunk)
+                self.wfile.flush()
+                length -= len(chunk)
+                time.sleep(0.05)
+
+
+def test_stage_killed_mid_download_resumes_by_range_and_publishes_once(tmp_path, in_tmp_cwd):
+    """SIGKILL the real stage script while a file streams: nothing is published, the partial bytes stay, and the
+    rerun asks only for the rest (HTTP Range) and publishes the verified file."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    big = os.urandom(2_000_000)
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "big.bin").write_bytes(big)
+    write_list(in_tmp_cwd / "l.yaml", [{"uri": "big.bin", "dest": "raw/big.bin", "sha256": sha(big)}])
+    shutil.copy(ROOT / "params.yaml", in_tmp_cwd / "params.yaml")
+    partial = in_tmp_cwd / "data/resume/fetch/store/partial"
+    with mirror.serve(tmp_path / "m", handler=Drips) as server:
+        cmd = [sys.executable, str(ROOT / "stages/fetch.py"), "--list", "l.yaml", f"--mirror={server.url}", "--out", "out"]
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not any(p.stat().st_size > 200_000 for p in partial.glob("*.part")):
+            time.sleep(0.02)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        assert not (in_tmp_cwd / "out").exists()
+        kept = max(p.stat().st_size for p in partial.glob("*.part"))
+        assert 0 < kept < len(big)
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr[-2000:]
+        ranges = [r for p, r in server.requests if p.endswith("big.bin")]
+    assert ranges[0] == "" and ranges[-1].startswith("bytes=") and int(ranges[-1][6:-1]) >= kept
+    assert (in_tmp_cwd / "out/raw/big.bin").read_bytes() == big
+    assert json.loads((in_tmp_cwd / "reports/fetch.json").read_text())["resumed_bytes"] >= kept
