@@ -14,7 +14,7 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 import argparse  # noqa: E402
 import logging  # noqa: E402
 
-from pipeline.core import params  # noqa: E402
+from pipeline.core import params, storage  # noqa: E402
 from pipeline.sources import books  # noqa: E402
 
 
@@ -34,4 +34,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    storage.run_stage(main)

@@ -19,7 +19,7 @@ import pathlib, sys; sys.path.insert(0, str(pathlib.Path(__file__).resolve().par
 import argparse
 import logging
 
-from pipeline.core import params, report, truth
+from pipeline.core import params, report, storage, truth
 from pipeline.evaluation import contamination
 
 
@@ -45,4 +45,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    storage.run_stage(main)

@@ -13,7 +13,7 @@ import pathlib, sys; sys.path.insert(0, str(pathlib.Path(__file__).resolve().par
 import argparse
 import logging
 
-from pipeline.core import executor, params
+from pipeline.core import executor, params, storage
 from pipeline.curate import dedup
 
 
@@ -42,4 +42,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    storage.run_stage(main)

@@ -15,7 +15,7 @@ import pathlib, sys; sys.path.insert(0, str(pathlib.Path(__file__).resolve().par
 import argparse
 import logging
 
-from pipeline.core import params, report
+from pipeline.core import params, report, storage
 from pipeline.lm import bpe, checkpoint
 from pipeline.evaluation import evaluate
 
@@ -46,4 +46,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    storage.run_stage(main)

@@ -16,7 +16,7 @@ import argparse
 import logging
 import os
 
-from pipeline.core import report
+from pipeline.core import report, storage
 from pipeline.lm import export
 
 
@@ -39,4 +39,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    storage.run_stage(main)

@@ -15,7 +15,7 @@ import pathlib, sys; sys.path.insert(0, str(pathlib.Path(__file__).resolve().par
 
 import argparse
 
-from pipeline.core import executor, params
+from pipeline.core import executor, params, storage
 from pipeline.curate import quality_filter
 
 
@@ -35,4 +35,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    storage.run_stage(main)

@@ -15,7 +15,7 @@ import pathlib, sys; sys.path.insert(0, str(pathlib.Path(__file__).resolve().par
 
 import argparse
 
-from pipeline.core import params
+from pipeline.core import params, storage
 from pipeline.curate import quality
 
 
@@ -31,4 +31,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    storage.run_stage(main)

@@ -14,7 +14,7 @@ import pathlib, sys; sys.path.insert(0, str(pathlib.Path(__file__).resolve().par
 
 import argparse
 
-from pipeline.core import report
+from pipeline.core import report, storage
 from pipeline.evaluation import summary
 
 
@@ -33,4 +33,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    storage.run_stage(main)

@@ -18,7 +18,7 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
 import argparse  # noqa: E402
 
-from pipeline.core import params, report  # noqa: E402
+from pipeline.core import params, report, storage  # noqa: E402
 from pipeline.lm import bpe, tokens  # noqa: E402
 
 
@@ -39,4 +39,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    storage.run_stage(main)

@@ -18,7 +18,7 @@ import pathlib, sys; sys.path.insert(0, str(pathlib.Path(__file__).resolve().par
 import argparse
 import logging
 
-from pipeline.core import params
+from pipeline.core import params, storage
 from pipeline.lm.model import ModelConfig
 from pipeline.lm.train import TrainConfig, is_master, train
 
@@ -41,4 +41,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    storage.run_stage(main)

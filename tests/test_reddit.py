@@ -353,3 +353,36 @@ def test_normalisation_agrees_with_the_sample_truth_keys():
              "http://x.test:8080/p?utm_campaign=spring#top", "http://10.0.0.5/admin", "HTTP://X.TEST/Path/?a=1&b=2"]
     for url in cases:
         assert reddit.normalize_url(url) == sample.normalise_url(url), url
+
+
+@pytest.mark.parametrize("field, value, ok", [
+    ("score", "7", True), ("score", 7, True), ("score", "x", False), ("score", "7.5", False), ("score", 7.5, False),
+    ("score", True, False), ("created_utc", "1546300800", True), ("created_utc", 1546300800.0, True),
+    ("created_utc", "x", False), ("created_utc", [1], False), ("created_utc", None, True), ("url", 123, False),
+    ("title", {"a": 1}, False), ("is_self", "false", False), ("over_18", 0, False), ("id", 42, True),
+    ("subreddit", None, True)])
+def test_every_field_is_type_checked(field, value, ok):
+    obj = post("p1", "http://a.example/x")
+    obj[field] = value
+    sub, reason, detail = pushshift.parse_submission(obj)
+    assert (sub is not None) == ok, (field, value, reason, detail)
+    if not ok:
+        assert reason == "bad_field" and field in detail
+
+
+def test_overlong_urls_and_string_typed_lines_are_dropped_with_reasons(tmp_path, in_tmp_cwd, caplog):
+    d = tmp_path / "dumps"
+    d.mkdir()
+    huge = "http://a.example/" + "x" * 2_000_000
+    (d / "RS_2019-01.jsonl").write_bytes(lines([
+        post("p1", huge), post("p2", "http://a.example/ok"),
+        post("p3", "http://a.example/t", created="x"), post("p4", "http://a.example/s", score="7")]))
+    with caplog.at_level(logging.WARNING):
+        rep = reddit.run(reddit.RedditConfig(), d, "out").to_dict()
+    assert rep["dropped"] == {"url_too_long": 1}
+    assert rep["errors"] == {"bad_field": 1}
+    assert any("RS_2019-01.jsonl:3" in m and "created_utc" in m for m in caplog.messages)  # file:line and field
+    kept = pq.read_table("out/urls.parquet").to_pylist()
+    assert sorted(r["url"] for r in kept) == ["http://a.example/ok", "http://a.example/s"]  # "7": an integer string
+    removed = pq.read_table("out/removed.parquet").to_pylist() if Path("out/removed.parquet").exists() else []
+    assert all(len(r.get("url", "")) < 300 for r in removed)  # the 2 MB URL is not stored whole

@@ -380,3 +380,41 @@ def test_page_mirror_is_archived_under_its_urls_and_replays(in_tmp_cwd, shared_d
     assert sha(warc) == sha(in_tmp_cwd / "b" / "warc" / scrape.WARC_NAME)
     webarchive.replay(warc, in_tmp_cwd / "replayed", ECFG, logging_dir=in_tmp_cwd / "logs")
     assert {d.metadata[records.URL] for d in io.iter_docs(in_tmp_cwd / "replayed")} == set(docs)
+
+
+def test_a_dripping_server_is_cut_at_the_deadline_not_held_for_its_drip(tmp_path):
+    """One byte every 0.2 s never trips the 1 s socket timeout; the 1.5 s whole-exchange deadline cuts it, keeps the
+    bytes received, does not retry it (scrape.retry_deadline: false), and other pages of the host go on."""
+    import time
+
+    site = tmp_path / "site"
+    (site / "drip.test").mkdir(parents=True)
+    (site / "drip.test" / "slow.html").write_text(article(1))  # ~2,000 bytes: 400 s at this drip rate
+    (site / "drip.test" / "ok.html").write_text(article(2))
+    (site / "_routes.json").write_text(json.dumps({"drip.test/slow.html": {"drip_s": 0.2}}))
+    cfg = dataclasses.replace(CFG, timeout_s=1.0, deadline_s=1.5, max_retries=2, respect_robots=False)
+    with sitesrv.serve(site) as server:
+        fetcher = crawler.Fetcher(cfg, host_map={"drip.test": ("127.0.0.1", server.port)})
+        t0 = time.monotonic()
+        slow = fetcher.fetch("http://drip.test/slow.html")
+        took = time.monotonic() - t0
+        ok = fetcher.fetch("http://drip.test/ok.html")
+        retried = crawler.Fetcher(dataclasses.replace(cfg, retry_deadline=True, retry_backoff_s=0.01),
+                                  host_map={"drip.test": ("127.0.0.1", server.port)}).fetch("http://drip.test/slow.html")
+    assert slow.reason == "timeout" and slow.retries == 0 and took < 3.0, (slow.reason, slow.retries, took)
+    hop = slow.hops[-1]
+    assert hop.truncated == "time" and hop.deadline_cut and 0 < len(hop.body) < len(article(1))
+    assert server.hits["drip.test/slow.html"] == 1 + 3  # once here, three times with retry_deadline (1 + 2 retries)
+    assert retried.reason == "timeout" and retried.retries == 2
+    assert ok.reason == "ok"
+
+
+def test_config_has_the_deadline_knobs():
+    assert {"deadline_s", "retry_deadline"} <= set(params.as_dict(crawler.ScrapeConfig()))
+
+
+def test_overlong_urls_in_the_table_are_counted_not_fetched(tmp_path):
+    rep = StageReport("scrape")
+    urls = write_urls(tmp_path / "u.parquet", ["http://a.test/" + "x" * 3000, "http://a.test/ok"])
+    assert [r["url"] for r in scrape.load_urls(urls, rep)] == ["http://a.test/ok"]
+    assert rep.errors == {"url_too_long": 1}

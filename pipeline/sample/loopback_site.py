@@ -6,7 +6,8 @@ GPT-2's WebText was scraped from the live web; the embedded sample replaces the 
 
 Virtual hosting: http://<host><path> is the file site/<host><path> ("/" or a trailing slash
 -> index.html), chosen by the Host header. `site/_routes.json` maps "<host><path>" to special
-behaviour: {"status", "location", "delay_s", "content_type", "body_bytes", "fail_first", "fail_with"}:
+behaviour: {"status", "location", "delay_s", "drip_s", "content_type", "body_bytes", "fail_first", "fail_with"}
+(drip_s: the body goes out one byte every drip_s seconds, the hostile server a whole-exchange deadline is for):
 the first `fail_first` requests of a flaky route fail (`fail_with`: an HTTP status such as 503, or
 "reset": the connection is dropped with no answer), later ones are served normally.
 
@@ -140,9 +141,10 @@ class _Handler(BaseHTTPRequestHandler):
             body = file.read_bytes()
         else:  # a route with no file behind it (a redirect, an error, a typed blob)
             body = b"" if status >= 300 else b"placeholder body\n"
-        self._send(status, ctype, body, location=route.get("location"))
+        self._send(status, ctype, body, location=route.get("location"), drip_s=float(route.get("drip_s", 0)))
 
-    def _send(self, status: int, ctype: str, body: bytes | int, location: str | None = None) -> None:
+    def _send(self, status: int, ctype: str, body: bytes | int, location: str | None = None,
+              drip_s: float = 0.0) -> None:
         size = body if isinstance(body, int) else len(body)
         self.send_response(status)
         self.send_header("Content-Type", ctype)
@@ -152,6 +154,14 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Connection", "close")
         self.end_headers()
         self.close_connection = True
+        if isinstance(body, bytes) and drip_s:
+            for i in range(len(body)):
+                if self.server.stopping.is_set():
+                    return
+                self.wfile.write(body[i:i + 1])
+                self.wfile.flush()
+                time.sleep(drip_s)
+            return
         if isinstance(body, bytes):
             self.wfile.write(body)
             return

@@ -14,6 +14,7 @@ from __future__ import annotations
 import email.utils
 import ipaddress
 import logging
+import re
 import socket
 import threading
 import time
@@ -26,6 +27,7 @@ from urllib.robotparser import RobotFileParser
 import urllib3
 from warcio.statusandheaders import StatusAndHeaders
 
+from pipeline.sources.deadline import Watchdog
 from pipeline.sources.webarchive import origin
 
 log = logging.getLogger(__name__)
@@ -41,7 +43,9 @@ CHUNK = 1 << 16
 @dataclass(frozen=True)
 class ScrapeConfig:
     """The `scrape` section of params.yaml."""
-    timeout_s: float = 2.0
+    timeout_s: float = 2.0         # per socket operation (connect, each read)
+    deadline_s: float = 10.0       # the whole exchange: connect, headers and body (a dripping server is cut here)
+    retry_deadline: bool = False   # retry an exchange the deadline cut (a slow drip usually drips again)
     max_bytes: int = 5_000_000
     user_agent: str = "gpt-repro/0.1 (+https://github.com/gpt-repro; research crawler)"
     per_domain_delay_s: float = 0.0
@@ -51,14 +55,16 @@ class ScrapeConfig:
     concurrency: int = 8
     max_retries: int = 2           # extra attempts after a transient failure (5xx, 429, timeout, reset)
     retry_backoff_s: float = 0.5   # wait before retry k (0-based): retry_backoff_s * 2**k, or Retry-After if longer
+    ca_bundle: str = ""            # PEM file of trusted CAs for https (sites behind a private CA); "" = certifi's
 
 
 class FetchError(Exception):
     """A URL that cannot be fetched; `reason` is the drop reason."""
 
-    def __init__(self, reason: str, detail: str = ""):
+    def __init__(self, reason: str, detail: str = "", deadline: bool = False):
         super().__init__(f"{reason}: {detail}")
         self.reason = reason
+        self.deadline = deadline  # the whole-exchange deadline cut it (retried only if scrape.retry_deadline)
 
 
 @dataclass
@@ -72,6 +78,7 @@ class Exchange:
     body: bytes
     truncated: str | None  # WARC-Truncated value: length, time, disconnect, unspecified
     date: str
+    deadline_cut: bool = False  # scrape.deadline_s ended it (truncated "time"), as opposed to a stalled read
 
     def header(self, name: str) -> str:
         return self.response.get_header(name) or ""
@@ -87,6 +94,7 @@ class Outcome:
     tried: list[str] = field(default_factory=list)  # every URL of the chain, the refused one included
     date: str = ""
     retries: int = 0  # attempts repeated after transient failures, over the whole chain
+    detail: str = ""  # why, where the reason alone hides it (robots_unreachable: the robots.txt outcome; tls_error)
 
 
 def warc_now() -> str:
@@ -164,6 +172,14 @@ class Fetcher:
                     self.on_robots(outcome)
         return self.robots[key].can_fetch(self.cfg.user_agent, url)
 
+    def robots_block(self, url: str) -> FetchError:
+        """Why robots.txt blocks `url`: its rules (robots_disallowed), or no usable answer (robots_unreachable:
+        RFC 9309 says disallow everything then, but the cause, say a TLS failure, must not be hidden)."""
+        cause = getattr(self.robots.get(origin(url)), "unreachable", "")
+        if cause:
+            return FetchError("robots_unreachable", f"robots.txt of {origin(url)}: {cause}")
+        return FetchError("robots_disallowed", url)
+
     def fetch(self, url: str, purpose: str = "page") -> Outcome:
         """Fetch `url`, following redirects by hand; every hop is vetted, robots-checked and rate limited."""
         page = purpose == "page"
@@ -175,10 +191,13 @@ class Fetcher:
             try:
                 ip, port = self.resolve(current)
                 if page and self.cfg.respect_robots and not self.robots_allow(current):
-                    raise FetchError("robots_disallowed", current)
+                    raise self.robots_block(current)
                 ex = self._exchange_retrying(current, ip, port, cap, page, out)
             except FetchError as exc:
                 out.reason = exc.reason
+                if exc.reason in ("robots_unreachable", "tls_error"):
+                    out.detail = str(exc).split(": ", 1)[-1]
+                    log.warning("%s: %s", url, exc)
                 break
             out.hops.append(ex)
             if ex.truncated in ("time", "disconnect"):
@@ -205,11 +224,13 @@ class Fetcher:
             try:
                 ex = self._exchange(url, ip, port, cap, html_only)
             except FetchError as exc:
-                if final or exc.reason not in ("timeout", "connection_error"):
+                if final or exc.reason not in ("timeout", "connection_error") or (
+                        exc.deadline and not self.cfg.retry_deadline):
                     raise
                 wait = self.cfg.retry_backoff_s * 2 ** attempt
             else:
-                if final or not (ex.status in RETRY_STATUSES or ex.truncated in ("time", "disconnect")):
+                slow_drip = ex.deadline_cut and not self.cfg.retry_deadline  # it would drip again
+                if final or slow_drip or not (ex.status in RETRY_STATUSES or ex.truncated in ("time", "disconnect")):
                     return ex
                 out.hops.append(ex)
                 wait = max(self.cfg.retry_backoff_s * 2 ** attempt, _retry_after(ex.header("Retry-After")))
@@ -228,12 +249,12 @@ class Fetcher:
                    ("Accept-Encoding", "identity"), ("Connection", "close")]
         request = StatusAndHeaders(f"GET {target} HTTP/1.1", headers, is_http_request=True)
         timeout = urllib3.Timeout(connect=self.cfg.timeout_s, read=self.cfg.timeout_s)
-        if parts.scheme == "https":
+        if parts.scheme == "https":  # to the vetted IP, but SNI and the certificate check use the URL's host
             import certifi
 
             pool = urllib3.HTTPSConnectionPool(ip, port, timeout=timeout, retries=False, cert_reqs="CERT_REQUIRED",
-                                               ca_certs=certifi.where(), server_hostname=parts.hostname,
-                                               assert_hostname=parts.hostname)
+                                               ca_certs=self.cfg.ca_bundle or certifi.where(),
+                                               server_hostname=parts.hostname, assert_hostname=parts.hostname)
         else:
             pool = urllib3.HTTPConnectionPool(ip, port, timeout=timeout, retries=False)
         host = (parts.hostname or "").lower()
@@ -250,13 +271,23 @@ class Fetcher:
                 pool.close()
 
     def _read(self, pool, url, ip, target, request, cap, html_only) -> Exchange:
-        deadline = time.monotonic() + self.cfg.timeout_s  # the whole request, not each socket read
+        """One exchange, connect to last body byte, inside scrape.deadline_s (Watchdog)."""
+        with Watchdog(self.cfg.deadline_s) as dog:
+            dog.watch(pool)
+            return self._read_within(dog, pool, url, ip, target, request, cap, html_only)
+
+    def _read_within(self, dog, pool, url, ip, target, request, cap, html_only) -> Exchange:
         try:
             resp = pool.urlopen("GET", target, headers=dict(request.headers), redirect=False, retries=False,
                                 preload_content=False, assert_same_host=False)
         except urllib3.exceptions.TimeoutError:
             raise FetchError("timeout", url) from None
+        except urllib3.exceptions.SSLError as exc:  # bad, expired, self-signed or wrong-host certificate: final
+            raise FetchError("tls_error", _tls_reason(exc)) from None
         except (urllib3.exceptions.HTTPError, OSError) as exc:
+            if dog.fired:  # the deadline cut the headers short
+                raise FetchError("timeout", f"{url}: no complete answer within {self.cfg.deadline_s} s",
+                                 deadline=True) from None
             raise FetchError("connection_error", f"{url}: {exc}") from None
         protocol = "HTTP/1.0" if resp.version == 10 else "HTTP/1.1"
         response = StatusAndHeaders(f"{resp.status} {resp.reason or ''}".strip(), list(resp.headers.items()),
@@ -269,22 +300,26 @@ class Fetcher:
             truncated = "length"
         else:
             try:
-                for chunk in resp.stream(CHUNK, decode_content=False):
+                while True:  # read1: whatever has arrived, so a cut keeps every byte received
+                    chunk = resp.read1(CHUNK, decode_content=False)
+                    if not chunk:
+                        break
                     body += chunk
                     if len(body) > cap:
                         del body[cap:]
                         truncated = "length"
                         break
-                    if time.monotonic() > deadline:
-                        truncated = "time"
-                        break
             except urllib3.exceptions.TimeoutError:
                 truncated = "time"
             except (urllib3.exceptions.HTTPError, OSError):
                 truncated = "disconnect"
+            if dog.fired and truncated != "length":
+                truncated = "time"  # the deadline shut the socket: a slow drip, not a broken connection
+            elif truncated is None and length.isdigit() and len(body) < int(length):
+                truncated = "disconnect"  # EOF before Content-Length: the server went away
         resp.close()
         return Exchange(url, ip, request, resp.status, response, bytes(body), truncated,
-                        _warc_date(resp.headers.get("Date")) or self.clock())
+                        _warc_date(resp.headers.get("Date")) or self.clock(), deadline_cut=dog.fired)
 
 
 def _retry_after(value: str) -> float:
@@ -314,13 +349,29 @@ def _warc_date(http_date: str | None) -> str | None:
         return None
 
 
+def _tls_reason(exc: Exception) -> str:
+    """The certificate error without addresses or memory: 'certificate verify failed: certificate has expired'."""
+    text = str(getattr(exc, "reason", None) or exc)
+    mismatch = re.search(r"hostname '[^']*' doesn't match '[^']*'", text)  # urllib3's own host check
+    if mismatch:
+        return f"certificate verify failed: {mismatch.group()}"
+    for marker in ("certificate verify failed", "hostname mismatch", "wrong version number", "handshake failure"):
+        if marker in text:
+            start = text.index(marker)
+            return text[start:].split(" (_ssl.c")[0].rstrip(")'\" ")
+    return type(exc).__name__
+
+
 def robots_rules(reason: str, status: int, body: bytes) -> RobotFileParser:
-    """RFC 9309: parse a 2xx; a 4xx means no rules; a 5xx or no answer means disallow everything."""
+    """RFC 9309: parse a 2xx; a 4xx means no rules; a 5xx or no answer means disallow everything, and the
+    rules then carry `unreachable` (the robots.txt outcome) so a blocked page can say why."""
     rules = RobotFileParser()
+    rules.unreachable = ""
     if reason == "ok":
         rules.parse(body.decode("utf-8", errors="replace").splitlines())
     elif 400 <= status < 500:
         rules.allow_all = True
     else:
         rules.disallow_all = True
+        rules.unreachable = reason if reason != "ok" and not status else f"http_{status}"
     return rules

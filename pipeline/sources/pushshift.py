@@ -157,39 +157,66 @@ class _Errors:
             log.warning("further %s lines are counted but no longer logged", reason)
 
 
+_INT = re.compile(r"[+-]?\d{1,18}")
+_NUMBER = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?")
+
+
 def _as_int(value: Any) -> int | None:
+    """`score`: an integer, or a string of one ("7"); anything else (a bool, "x", "7.5", 7.5) is None."""
     if isinstance(value, bool):
         return None
     if isinstance(value, int):
         return value
-    if isinstance(value, float) and value == value and abs(value) < 2**62:
+    if isinstance(value, str) and _INT.fullmatch(value.strip()):
         return int(value)
-    if isinstance(value, str):
-        try:
-            return int(float(value))
-        except (ValueError, OverflowError):
-            return None
     return None
 
 
+def _as_time(value: Any) -> int | None:
+    """`created_utc`: a number or a numeric string (Pushshift has both: 1546300800, 1546300800.0, "1546300800")."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float)) and value == value and abs(value) < 2**40:
+        return int(value)
+    if isinstance(value, str) and _NUMBER.fullmatch(value.strip()):
+        number = float(value)
+        return int(number) if abs(number) < 2**40 else None
+    return None
+
+
+# field -> types a present value may have (None is absence); the rest of an object is ignored
+_TYPES = {"id": (str, int), "url": (str,), "subreddit": (str,), "title": (str,), "is_self": (bool,),
+          "over_18": (bool,)}
+
+
 def parse_submission(obj: Any) -> tuple[dict | None, str | None, str]:
-    """Validate one Pushshift object. Returns (submission, None, "") or (None, error reason, detail)."""
+    """Validate one Pushshift object. Returns (submission, None, "") or (None, error reason, detail).
+
+    Types, checked field by field (bad_field otherwise): id a string (or integer), url a string, score an
+    integer or an integer string, created_utc a number or numeric string, subreddit and title strings,
+    is_self and over_18 booleans; a field may be absent or null except id, url and score (missing_field)."""
     if not isinstance(obj, dict):
         return None, "not_an_object", f"a JSON {type(obj).__name__}, not an object"
     missing = [k for k in ("id", "url", "score") if obj.get(k) is None]
     if missing:
         return None, "missing_field", f"no {', '.join(missing)}"
+    for key, types in _TYPES.items():
+        value = obj.get(key)
+        if value is not None and (not isinstance(value, types) or (bool not in types and isinstance(value, bool))):
+            return None, "bad_field", f"{key} {str(value)[:80]!r} is a {type(value).__name__}, not {types[0].__name__}"
     score = _as_int(obj["score"])
     if score is None:
-        return None, "bad_field", f"score {obj['score']!r} is not a number"
-    created = _as_int(obj.get("created_utc", 0))
+        return None, "bad_field", f"score {str(obj['score'])[:80]!r} is not an integer"
+    created = _as_time(obj["created_utc"]) if obj.get("created_utc") is not None else 0
+    if created is None:
+        return None, "bad_field", f"created_utc {str(obj['created_utc'])[:80]!r} is not a number"
     return {
         "id": str(obj["id"]),
-        "url": obj["url"] if isinstance(obj["url"], str) else str(obj["url"]),
+        "url": obj["url"],
         "score": score,
-        "created_utc": created if created is not None else 0,
-        "subreddit": str(obj.get("subreddit") or ""),
-        "title": str(obj.get("title") or ""),
+        "created_utc": created,
+        "subreddit": obj.get("subreddit") or "",
+        "title": obj.get("title") or "",
         "is_self": bool(obj.get("is_self", False)),
         "over_18": bool(obj.get("over_18", False)),
     }, None, ""

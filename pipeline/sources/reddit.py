@@ -59,6 +59,7 @@ class RedditConfig:
     block_domains: tuple[str, ...] = ("reddit.com", "redd.it", "imgur.com", "i.imgur.com", "youtube.com",
                                       "youtu.be", "wikipedia.org")
     allow_domains: tuple[str, ...] = ()  # non-empty: only links to these domains (and subdomains) are kept
+    max_url_chars: int = 2048      # longer URLs are dropped as url_too_long (the practical limit crawlers use)
     dump_glob: str = "**/*"        # which files under --in are dumps, e.g. "RS_2017-*.zst" (monthly Pushshift files)
     date_from: str = ""            # UTC date (YYYY-MM[-DD]) a post must be created at or after; "" = no bound
     date_to: str = ""              # UTC date a post must be created before; "" = no bound (GPT-2: 2018-01-01)
@@ -233,6 +234,9 @@ def select(subs: Iterable[dict], cfg: RedditConfig, rep: report.StageReport, sin
     for sub in subs:
         rep.docs_in += 1
         hist[_bucket(sub["score"])] += 1
+        if len(sub["url"]) > cfg.max_url_chars:  # recorded cut short: a 2 MB "URL" is damage, not a link
+            drop(sub["url"][:200] + f"... ({len(sub['url'])} chars)", sub["id"], "url_too_long")
+            continue
         url = normalize_url(sub["url"])
         shown = url or sub["url"]
         if (lo is not None and sub["created_utc"] < lo) or (hi is not None and sub["created_utc"] >= hi):

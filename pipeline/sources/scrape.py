@@ -36,6 +36,7 @@ log = logging.getLogger(__name__)
 
 WARC_NAME = "webtext-00000.warc.gz"
 JOURNAL = "journal.warc.gz"
+MAX_URL_CHARS = 2048  # longer is damage, not a link (reddit.max_url_chars drops them earlier, with the post)
 
 
 # --- fetch all URLs into the journal -----------------------------------------------------------
@@ -50,6 +51,10 @@ def load_urls(path: str | Path, report: StageReport) -> list[dict]:
         if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
             log.warning("url table row %r has no http(s) URL; skipped", row.get("post_id"))
             report.error("bad_url")
+            continue
+        if len(url) > MAX_URL_CHARS:
+            log.warning("url table row %r has a %d-character URL; skipped", row.get("post_id"), len(url))
+            report.error("url_too_long")
             continue
         if url in seen:
             log.warning("url %s appears twice in the url table; the first row is kept", url)
@@ -122,6 +127,10 @@ def page_mirror_rows(pages: str | Path, report: StageReport) -> list[dict]:
         if not isinstance(url, str) or urlsplit(url).scheme not in ("http", "https"):
             log.warning("page mirror entry %s has no http(s) url; skipped", name)
             report.error("bad_url")
+            continue
+        if len(url) > MAX_URL_CHARS:
+            log.warning("page mirror entry %s has a %d-character URL; skipped", name, len(url))
+            report.error("url_too_long")
             continue
         rows.append({"url": url, "page": name, "post_id": "", "score": 0, "subreddit": ""})
     return rows

@@ -79,7 +79,8 @@ def entry_bytes(out, reddit: dict[str, str] | None = None) -> bytes:
     fields = [("purpose", out.purpose), ("outcome", out.reason), *[("uri", u) for u in out.tried],
               ("status", str(last.status if last else 0)), ("content-type", last.header("Content-Type") if last else ""),
               ("bytes", str(len(last.body) if last else 0)),
-              *([("retries", str(out.retries))] if getattr(out, "retries", 0) else []), *sorted((reddit or {}).items())]
+              *([("retries", str(out.retries))] if getattr(out, "retries", 0) else []),
+              *([("detail", out.detail)] if getattr(out, "detail", "") else []), *sorted((reddit or {}).items())]
     payload = "".join(f"{k}: {v}\r\n" for k, v in fields).encode("utf-8")
     head = {"WARC-Record-ID": _record_id(out.url, "metadata", _digest(payload)), "WARC-Date": out.date}
     if final_id:
@@ -301,7 +302,8 @@ def replay(warc: str | Path, out: str | Path, ecfg: extract.ExtractConfig, loggi
         warc: a WARC written by the scrape stage (entries ending in metadata records).
         out: folder to write: docs/, removed/<reason>/ (no_text, too_short, wrong_language, boilerplate
             rules), fetch_log.parquet (url, status, reason,
-            bytes, content_type; sorted by url, reason "ok" for a kept document).
+            bytes, content_type, detail: the cause behind robots_unreachable or tls_error; sorted by url,
+            reason "ok" for a kept document).
         ecfg: extract params.
         logging_dir: datatrove logging dir (wiped first); default under data/resume/scrape/.
 
@@ -321,7 +323,8 @@ def replay(warc: str | Path, out: str | Path, ecfg: extract.ExtractConfig, loggi
         for e in iter_entries(fh, bodies=False):
             if e.get("purpose") == "page":
                 rows[e.url] = {"url": e.url, "status": int(e.get("status", "0")), "reason": e.get("outcome"),
-                               "bytes": int(e.get("bytes", "0")), "content_type": e.get("content-type")}
+                               "bytes": int(e.get("bytes", "0")), "content_type": e.get("content-type"),
+                               "detail": e.get("detail")}
     for doc in io.iter_removed(out):
         rows[doc.metadata[records.URL]]["reason"] = doc.metadata[records.FILTER_REASON]
     import pyarrow as pa
@@ -329,7 +332,7 @@ def replay(warc: str | Path, out: str | Path, ecfg: extract.ExtractConfig, loggi
 
     table = pa.Table.from_pylist([rows[u] for u in sorted(rows)], schema=pa.schema(
         [("url", pa.string()), ("status", pa.int32()), ("reason", pa.string()), ("bytes", pa.int64()),
-         ("content_type", pa.string())]))
+         ("content_type", pa.string()), ("detail", pa.string())]))
     with io.atomic_path(out / "fetch_log.parquet") as tmp:
         pq.write_table(table, tmp)
     stats = {}
