@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from pipeline.core import io, params, records
-from pipeline.sources import books
+from pipeline.sources import books, epub
 
 ROOT = Path(__file__).resolve().parents[1]
 LICENCE = ("*** END OF THE PROJECT GUTENBERG EBOOK {T} ***\n\nUpdated editions will replace the previous one.\n"
@@ -123,7 +123,7 @@ def test_normalise_fixes_text_newlines_and_blank_runs():
 
 def test_html_to_text_blocks_and_whitespace():
     html = b"<html><head><title>T</title><style>p{}</style></head><body><h2>Chapter I.</h2><p>One\n  two <i>three</i>.</p><p>a<br/>b</p><pre>x\n  y</pre></body></html>"
-    assert books.html_to_text(html) == "Chapter I.\n\nOne two three.\n\na\nb\n\nx\ny"
+    assert epub.html_to_text(html) == "Chapter I.\n\nOne two three.\n\na\nb\n\nx\ny"
 
 
 def test_run_end_to_end(books_dir, in_tmp_cwd):
@@ -212,3 +212,29 @@ def test_empty_folder_gives_an_empty_output(tmp_path, in_tmp_cwd):
     rep = books.run(books.BooksConfig(), tmp_path / "none", "out")
     assert rep.docs_in == rep.docs_out == 0 and Path("out/_manifest.json").exists()
     assert list(io.iter_docs(in_tmp_cwd / "out")) == []
+
+
+def _zip(members: dict[str, bytes], compress: bool = True) -> bytes:
+    import io as _io
+    import zipfile
+
+    buf = _io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED if compress else zipfile.ZIP_STORED) as z:
+        for name, data in members.items():
+            z.writestr(name, data)
+    return buf.getvalue()
+
+
+def test_hostile_epubs_are_refused_from_the_central_directory(tmp_path, in_tmp_cwd):
+    assert epub.epub_problem(_zip({"mimetype": b"application/epub+zip", "OEBPS/c1.xhtml": b"<p>x</p>"})) is None
+    assert "climbs out" in epub.epub_problem(_zip({"../../etc/evil": b"x"}))
+    assert "climbs out" in epub.epub_problem(_zip({"/abs/path": b"x"}))
+    assert "zip bomb" in epub.epub_problem(_zip({"bomb.xhtml": b"\0" * (8 << 20)}))  # 8 MB of zeros deflate ~1000x
+    assert "members" in epub.epub_problem(_zip({f"m{i}": b"" for i in range(epub.EPUB_MAX_MEMBERS + 1)}, False))
+    assert "not a zip" in epub.epub_problem(b"PK\x03\x04 garbage")
+    d = tmp_path / "books"
+    d.mkdir()
+    (d / "bomb.epub").write_bytes(_zip({"bomb.xhtml": b"\0" * (8 << 20)}))
+    (d / "ok.txt").write_text("word " * 3000)
+    rep = books.run(books.BooksConfig(min_words=10), d, "out").to_dict()
+    assert rep["errors"] == {"bad_epub": 1} and rep["docs_out"] == 1

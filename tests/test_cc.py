@@ -267,3 +267,22 @@ def test_sample_output_unchanged_with_defaults(tmp_path, in_tmp_cwd):
     if (published / "_manifest.json").exists():  # the dvc-built stage output, if present, is the same
         for shard in io.shard_paths("base"):
             assert shard.read_bytes() == (published / shard.relative_to("base")).read_bytes()
+
+
+def test_untrustworthy_warc_headers_skip_the_record_not_the_file(tmp_path):
+    """A bad WARC-Date, an overlong Target-URI or a missing record id skips that record with a reason; the
+    records after it are read (the body is drained in bounded chunks to reach them)."""
+    good = ("http://news.cc.test/bridge", "text/html", _html("Bridge", EN * 3))
+    path = tmp_path / "h.warc.gz"
+    with open(path, "wb") as fh:
+        writer = WARCWriter(fh, gzip=True)
+        for url, date, extra in [(good[0], "2019-01-20T10:00:00Z", {}), (good[0] + "?d", "yesterday", {}),
+                                 ("http://long.cc.test/" + "x" * 3000, "2019-01-20T10:00:00Z", {}),
+                                 (good[0] + "?last", "2019-01-20", {})]:
+            http = StatusAndHeaders("200 OK", [("Content-Type", good[1])], protocol="HTTP/1.1")
+            writer.write_record(writer.create_warc_record(url, "response", payload=pyio.BytesIO(good[2]),
+                                                          http_headers=http, warc_headers_dict={"WARC-Date": date, **extra}))
+    stats = Counter()
+    docs = list(cc.iter_warc(path, stat=lambda k, n=1: stats.update({k: n})))
+    assert [d["metadata"]["url"] for d in docs] == [good[0], good[0] + "?last"]  # a date-only WARC-Date is valid
+    assert stats["error_bad_warc_date"] == 1 and stats["error_url_too_long"] == 1 and stats["records"] == 4

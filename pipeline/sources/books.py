@@ -18,7 +18,6 @@ import io as _io
 import json
 import logging
 import re
-import warnings
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -28,6 +27,7 @@ from datatrove.pipeline.readers.base import BaseDiskReader
 
 from pipeline.core import io, params, records, report, truth
 from pipeline.sources import extract
+from pipeline.sources.epub import epub_problem, read_epub
 
 log = logging.getLogger(__name__)
 
@@ -154,66 +154,6 @@ def normalise(text: str, fix_text: bool) -> str:
     return _MANY_BLANKS.sub("\n\n\n", text).strip()
 
 
-# --- epub --------------------------------------------------------------------------------------
-_BLOCK_TAGS = {"p", "div", "h1", "h2", "h3", "h4", "h5", "h6", "li", "tr", "blockquote", "pre", "section",
-               "article", "table", "ul", "ol", "dd", "dt", "hr", "figure", "header", "footer"}
-
-
-def html_to_text(html: bytes | str) -> str:
-    """Visible text of an XHTML chapter: one paragraph per block element, whitespace inside blocks
-    collapsed (source line wrapping is not a line break), <br> kept as a newline."""
-    import lxml.html
-
-    if isinstance(html, str):
-        html = html.encode("utf-8")
-    if not html.strip():
-        return ""
-    root = lxml.html.fromstring(html)
-    for bad in root.xpath("//script|//style|//head"):
-        bad.drop_tree()
-    for el in root.iter():
-        if not isinstance(el.tag, str):
-            continue
-        in_pre = el.tag == "pre" or any(a.tag == "pre" for a in el.iterancestors())
-        if not in_pre:
-            el.text = re.sub(r"\s+", " ", el.text) if el.text else el.text
-            el.tail = re.sub(r"\s+", " ", el.tail) if el.tail else el.tail
-    for el in root.iter():
-        if not isinstance(el.tag, str):
-            continue
-        if el.tag == "br":
-            el.tail = "\n" + (el.tail or "")
-        elif el.tag in _BLOCK_TAGS:
-            el.text = "\n\n" + (el.text or "")
-            el.tail = "\n\n" + (el.tail or "")
-    text = root.text_content()
-    text = re.sub(r"[ \t]*\n[ \t]*", "\n", text)
-    return re.sub(r"\n{3,}", "\n\n", text).strip()
-
-
-def read_epub(path) -> tuple[str, str | None]:
-    """(text, title) of an EPUB (a path or a binary file object): spine chapters in reading order
-    (the generated nav page skipped), Dublin Core title."""
-    import ebooklib
-    from ebooklib import epub
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # ebooklib warns about future defaults on every call
-        book = epub.read_epub(path if hasattr(path, "read") else str(path), options={"ignore_ncx": True})
-    chapters = []
-    for item_id, _linear in book.spine:
-        item = book.get_item_with_id(item_id)
-        if isinstance(item, epub.EpubNav):  # the generated table of contents is not book text
-            continue
-        if item is not None and item.get_type() == ebooklib.ITEM_DOCUMENT:
-            chapter = html_to_text(item.get_content())
-            if chapter:
-                chapters.append(chapter)
-    titles = book.get_metadata("DC", "title")
-    title = " ".join(titles[0][0].split()) if titles and titles[0][0] else None
-    return "\n\n".join(chapters), title
-
-
 # --- datatrove steps -------------------------------------------------------------------------
 class BookReader(BaseDiskReader):
     """Read .txt and .epub books from a folder, one Document per file, in sorted file order.
@@ -244,7 +184,12 @@ class BookReader(BaseDiskReader):
         try:
             if suffix in EPUB_SUFFIXES:
                 with self.data_folder.open(filepath, "rb") as fh:  # through fsspec: remote folders work too
-                    text, title = read_epub(_io.BytesIO(fh.read()))
+                    data = fh.read()
+                problem = epub_problem(data)
+                if problem:
+                    self._error(rel, "bad_epub", problem)
+                    return
+                text, title = read_epub(_io.BytesIO(data))
                 if not text.strip():
                     self._error(rel, "bad_epub", "no readable chapter")
                     return

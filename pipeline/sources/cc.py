@@ -89,7 +89,13 @@ def iter_warc(path: str | Path, stat=lambda key, n=1: None):
                 wanted = record.rec_type == "conversion" or (
                     record.rec_type == "response" and _is_html(record)
                 )
-                body = record.content_stream().read() if wanted else record.raw_stream.read()
+                problem = _header_problem(record) if wanted else None
+                if problem:  # read through it, keep nothing: the next record is still reachable
+                    stat(f"error_{problem}")
+                    logger.warning(f"{path.name}: record {record.rec_headers.get_header('WARC-Record-ID')} "
+                                   f"skipped: {problem}")
+                    wanted = False
+                body = record.content_stream().read() if wanted else _drain(record.raw_stream)
                 truncated = record.raw_stream.limit > 0  # body shorter than its Content-Length
                 offset = it.get_record_offset()  # (reads the record to its end: only after the body)
                 if truncated:
@@ -109,6 +115,33 @@ def iter_warc(path: str | Path, stat=lambda key, n=1: None):
         except Exception as exc:  # corrupt gzip, garbage instead of a WARC header...
             stat("error_corrupt_file")
             logger.warning(f"{path.name}: unreadable, not a WARC or corrupt ({exc!r}); going on with the next file")
+
+
+MAX_RECORD_BYTES = 32 << 20  # Common Crawl cuts payloads at 1 MiB; a record this large is damage, not a page
+MAX_URI_CHARS = 2048
+_WARC_DATE = re.compile(r"\d{4}-\d{2}-\d{2}(T\d{2}:\d{2}(:\d{2}(\.\d+)?)?Z)?")  # W3C-ISO8601, as WARC 1.1 says
+
+
+def _header_problem(record) -> str | None:
+    """A wanted record whose headers cannot be trusted: missing id, overlong URI, bad date, huge length."""
+    head = record.rec_headers
+    if not head.get_header("WARC-Record-ID"):
+        return "missing_record_id"
+    if len(head.get_header("WARC-Target-URI") or "") > MAX_URI_CHARS:
+        return "url_too_long"
+    if not _WARC_DATE.fullmatch((head.get_header("WARC-Date") or "").strip()):
+        return "bad_warc_date"
+    length = (head.get_header("Content-Length") or "").strip()
+    if not length.isdigit() or int(length) > MAX_RECORD_BYTES:
+        return "bad_content_length" if not length.isdigit() else "record_too_large"
+    return None
+
+
+def _drain(stream, chunk: int = 1 << 20) -> bytes:
+    """Read a record's body to its end in bounded chunks (a skipped 1 GB record never sits in memory)."""
+    while stream.read(chunk):
+        pass
+    return b""
 
 
 def _gzip_complete(path: Path) -> bool:
