@@ -95,9 +95,14 @@ def clear(outs: list[Path]) -> None:
             out.unlink()
 
 
+def _env() -> dict[str, str]:
+    """PATH with this interpreter's folder first: dvc.yaml's `python` must be the project's venv."""
+    return dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
+
+
 def run(argv: list[str], project: Path, timeout: float = 1800) -> float:
     t0 = time.monotonic()
-    proc = subprocess.run(argv, cwd=project, capture_output=True, text=True, timeout=timeout)
+    proc = subprocess.run(argv, cwd=project, capture_output=True, text=True, timeout=timeout, env=_env())
     if proc.returncode:
         raise RuntimeError(f"{' '.join(argv)} failed:\n{proc.stderr[-3000:]}")
     return time.monotonic() - t0
@@ -106,7 +111,7 @@ def run(argv: list[str], project: Path, timeout: float = 1800) -> float:
 def kill_at(argv: list[str], project: Path, seconds: float) -> bool:
     """Start argv in its own process group and SIGKILL the group after `seconds`; True if it was still running."""
     proc = subprocess.Popen(argv, cwd=project, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
+                            start_new_session=True, env=_env())
     try:
         proc.wait(timeout=seconds)
         return False
@@ -148,7 +153,7 @@ def soak_dvc_repro(project: Path, rng: random.Random, log=print) -> dict:
     at = rng.uniform(0.2, 0.8) * duration
     killed = kill_at(dvc + ["repro", "--force"], project, at)
     run(dvc + ["repro"], project)
-    status = subprocess.run(dvc + ["status"], cwd=project, capture_output=True, text=True).stdout
+    status = subprocess.run(dvc + ["status"], cwd=project, capture_output=True, text=True, env=_env()).stdout
     row = {"stage": "dvc repro", "at_s": round(at, 1), "killed": killed, "status_clean": "up to date" in status}
     log(json.dumps(row))
     return row
