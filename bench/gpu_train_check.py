@@ -56,6 +56,7 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--nproc", type=int, default=1)
     ap.add_argument("--no-compile", action="store_true")
+    ap.add_argument("--no-bench", action="store_true", help="skip bench/train_speed.py at the same shape")
     ap.add_argument("--allow-cpu", action="store_true", help="smoke-test the script itself on CPU (checks will fail)")
     args = ap.parse_args()
     if not torch.cuda.is_available() and not args.allow_cpu:
@@ -89,8 +90,8 @@ def main() -> None:
         result["stderr_tail"] = proc.stderr[-4000:]
     else:
         rep = json.loads((work / "reports/train.json").read_text())
-        keys = ("device", "world_size", "params", "steps", "tokens_per_s", "mfu", "peak_tflops", "final_val_loss",
-                "unigram_entropy_nats", "seconds", "block_size")
+        keys = ("device", "world_size", "params", "steps", "tokens_per_s", "mfu", "peak_tflops", "throughput",
+                "final_val_loss", "unigram_entropy_nats", "seconds", "block_size")
         result["report"] = {k: rep.get(k) for k in keys}
         result["checks"] = {
             "ran_on_cuda": rep.get("device") == "cuda",
@@ -98,6 +99,19 @@ def main() -> None:
             "mfu_reported": rep.get("mfu") is not None,
             "loss_below_unigram": rep["final_val_loss"] < rep["unigram_entropy_nats"],
         }
+    if proc.returncode == 0 and torch.cuda.is_available() and not args.no_bench:
+        # the step alone, same shape, in the same run: the stage's steady state should match it (issue: >= 0.97x)
+        bench = subprocess.run([sys.executable, str(ROOT / "bench/train_speed.py"), "--compile", "--layers", "12",
+                                "--width", "768", "--heads", "12", "--block", "1024", "--batch", str(args.batch),
+                                "--steps", "20", "--peak-tflops", str(result["detected_peak"] or 989.0)],
+                               capture_output=True, text=True, timeout=600)
+        if bench.returncode == 0:
+            rows = json.loads((ROOT / "bench/out/train_speed.json").read_text())["results"]
+            result["bench_step"] = rows
+            steady = result["report"]["throughput"]["steady_tokens_per_s"]
+            result["stage_steady_vs_bench_ours"] = round(steady / rows["ours"]["tokens_per_s"], 3)
+        else:
+            result["bench_stderr_tail"] = bench.stderr[-2000:]
     text = json.dumps(result, indent=2)
     print(text)
     if os.environ.get("OUT"):

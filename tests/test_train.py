@@ -279,3 +279,16 @@ def test_mfu_peak_comes_from_the_device_unless_set():
     assert peak_tflops(500.0, "NVIDIA H100 80GB HBM3") == 500.0  # params win
     if not torch.cuda.is_available():
         assert detected_peak(0.0) == (None, "cpu") and detected_peak(100.0) == (100.0, "cpu")
+
+
+def test_report_labels_steady_state_apart_from_wall_clock(tmp_path):
+    """Steady tokens/s excludes the warm-up steps and every evaluation; wall includes them, so it is lower."""
+    data = tmp_path / "data"
+    _write_tokens(data, np.tile(np.arange(50), 40), np.tile(np.arange(50), 4), 64, 63)
+    mcfg = ModelConfig(preset="tiny", n_layer=1, n_head=2, n_embd=32, block_size=16)
+    tcfg = TrainConfig(max_steps=30, batch_size=4, eval_interval=10, eval_batches=2, warmup_steps=2)
+    rep = train(data, tmp_path / "out", tmp_path / "live", mcfg, tcfg, seed=1, threads=1, progress=False).to_dict()
+    tp = rep["throughput"]
+    assert tp["warmup_steps"] == 2 and tp["eval_and_checkpoint_s"] > 0 and tp["loop_wall_s"] > tp["warmup_s"]
+    assert tp["steady_tokens_per_s"] == rep["tokens_per_s"] > tp["wall_tokens_per_s"] > 0
+    assert tp["steady_mfu"] is None  # no GPU: no MFU rather than a wrong one

@@ -41,11 +41,13 @@ def data_meta(data_dir: str | Path, train_tokens: np.ndarray) -> dict[str, Any]:
     return {k: meta.get(k) for k in ("vocab_size", "eot_id", "tokenizer_sha256", "unigram_entropy_nats")}
 
 
-def windows(data: np.ndarray, ix: list[int], block: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(x, y) of shape (len(ix), block): windows of `data` starting at `ix`, and the same shifted by one."""
+def windows(data: np.ndarray, ix: list[int], block: int, pin: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """(x, y) of shape (len(ix), block): windows of `data` starting at `ix`, and the same shifted by one.
+    `pin`: page-locked host memory, so `.to("cuda", non_blocking=True)` really overlaps with compute."""
     x = np.stack([np.asarray(data[i:i + block], dtype=np.int64) for i in ix])
     y = np.stack([np.asarray(data[i + 1:i + 1 + block], dtype=np.int64) for i in ix])
-    return torch.from_numpy(x), torch.from_numpy(y)
+    x, y = torch.from_numpy(x), torch.from_numpy(y)
+    return (x.pin_memory(), y.pin_memory()) if pin else (x, y)
 
 
 def random_batch(data: np.ndarray, batch_size: int, block: int, gen: torch.Generator) -> tuple[torch.Tensor, ...]:

@@ -32,7 +32,6 @@ import logging
 import math
 import os
 import random
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,6 +45,7 @@ from pipeline.lm.batches import autocast, data_meta, load_tokens, mean_loss, ran
 from pipeline.lm.checkpoint import find_resume, rng_state, save_checkpoint, set_rng_state
 from pipeline.lm.device_peak import detected_peak
 from pipeline.lm.model import GPT, ModelConfig, from_params
+from pipeline.lm.throughput import Throughput
 
 log = logging.getLogger(__name__)
 CKPT_NAME = "ckpt.pt"
@@ -53,6 +53,8 @@ RESUME_NAME = "resume.pt"
 # Knobs that change speed or reporting but never the numbers a run computes: left out of the
 # resume fingerprint, so flipping them does not throw away a half-done run.
 NEUTRAL_KNOBS = ("compile", "peak_tflops")
+LOG_EVERY = 10  # steps between reads of the loss on the host (nanoGPT's log_interval): each read is a sync
+WARMUP_STEPS = 2  # first steps of a run timed apart (compilation): throughput.py
 
 
 @dataclass(frozen=True)
@@ -272,28 +274,56 @@ def _train(data_dir: Path, out_dir: Path, live_dir: Path, mcfg: ModelConfig, tcf
             for name, value in row.items():
                 live.log_metric(name, value)
             live.next_step()
-    run_tokens, train_seconds, loss_f = 0, 0.0, float("nan")
+    loss_f = float("nan")
+    clock = Throughput(on_gpu, WARMUP_STEPS)
+    pending: list[tuple] = []  # (step, lr, batch, loss tensor, grad-norm tensor): read at the logging cadence
+
+    def flush(eval_now: bool) -> None:
+        """Read the pending steps' losses (one host sync for many steps), append them to history, log them."""
+        nonlocal loss_f, val_loss
+        clock.sync()
+        rows = []
+        for step_k, lr_k, batch_k, loss_k, norm_k in pending:
+            rows.append({"train_loss": float(loss_k), "lr": lr_k, "grad_norm": float(norm_k), "batch_size": batch_k})
+        pending.clear()
+        clock.lap(sum(r["batch_size"] for r in rows) * block)
+        loss_f = rows[-1]["train_loss"]
+        if eval_now:
+            with clock.paused():
+                val_loss = evaluate()
+            rows[-1]["val_loss"] = val_loss
+        history.extend(rows)
+        bar.set_postfix(loss=f"{loss_f:.3f}", lr=f"{rows[-1]['lr']:.2e}", refresh=False)
+        if live:
+            for i, row in enumerate(rows):
+                for name, value in row.items():
+                    live.log_metric(name, value)
+                if i == len(rows) - 1 and clock.interval_tps:  # timings stay out of `history` (deterministic)
+                    live.log_metric("tokens_per_s", clock.interval_tps)
+                    if peak:
+                        live.log_metric("mfu", flops_tok * clock.interval_tps / (peak * 1e12))
+                live.next_step()
+
     model.train()
     bar = tqdm(range(start + 1, tcfg.max_steps + 1), desc="train", disable=not (progress and master),
                mininterval=1.0, initial=start, total=tcfg.max_steps)
     for step in bar:
-        t0 = time.perf_counter()
         lr = lr_at(step - 1, tcfg)
         for group in optimizer.param_groups:
             group["lr"] = lr
         batch = batch_at(tokens_seen, tcfg, world * micro)
         ix = torch.randint(len(train_data) - block, (batch,), generator=gen).tolist()
         n_micro = batch // (world * micro)
-        loss_sum = torch.zeros((), dtype=torch.float64)
+        loss_sum = torch.zeros((), dtype=torch.float64, device=device)
         for k in range(n_micro):
-            x, y = windows(train_data, ix[(k * world + rank) * micro:(k * world + rank + 1) * micro], block)
+            x, y = windows(train_data, ix[(k * world + rank) * micro:(k * world + rank + 1) * micro], block, pin=on_gpu)
             # DDP all-reduces gradients on the last micro-batch only (nanoGPT's require_backward_grad_sync).
             sync = model.no_sync() if world > 1 and k < n_micro - 1 else contextlib.nullcontext()
             with sync:
                 with autocast(device):
                     _, loss = model(x.to(device, non_blocking=True), y.to(device, non_blocking=True))
                 (loss / n_micro).backward()  # backward outside autocast, as torch.amp advises
-            loss_sum += loss.detach().double().cpu()
+            loss_sum += loss.detach().double()  # stays on the device: no host sync per micro-batch
         grad_norm = torch.nn.utils.clip_grad_norm_(raw_model.parameters(), tcfg.grad_clip if tcfg.grad_clip > 0
                                                    else float("inf"))
         optimizer.step()
@@ -302,29 +332,15 @@ def _train(data_dir: Path, out_dir: Path, live_dir: Path, mcfg: ModelConfig, tcf
         if world > 1:  # the logged loss is the global batch's, as a single process would see it
             torch.distributed.all_reduce(loss_t)
             loss_t /= world
-        loss_f = float(loss_t)
-        if on_gpu:
-            torch.cuda.synchronize()
-        dt = time.perf_counter() - t0
-        train_seconds += dt
         tokens_seen += batch * block
-        run_tokens += batch * block
-        tps = batch * block / dt if dt > 0 else 0.0
-        row = {"train_loss": loss_f, "lr": lr, "grad_norm": float(grad_norm), "batch_size": batch}
-        if step % tcfg.eval_interval == 0 or step == tcfg.max_steps:
-            val_loss = evaluate()
-            row["val_loss"] = val_loss
-        history.append(row)
-        bar.set_postfix(loss=f"{loss_f:.3f}", lr=f"{lr:.2e}", refresh=False)
-        if live:
-            for name, value in row.items():
-                live.log_metric(name, value)
-            live.log_metric("tokens_per_s", tps)  # timings stay out of `history`: checkpoints stay deterministic
-            if peak:
-                live.log_metric("mfu", flops_tok * tps / (peak * 1e12))
-            live.next_step()
+        pending.append((step, lr, batch, loss_t, grad_norm.detach()))
+        eval_now = step % tcfg.eval_interval == 0 or step == tcfg.max_steps
+        if eval_now or step % LOG_EVERY == 0 or step <= start + WARMUP_STEPS or (stop_after is not None
+                                                                                  and step >= stop_after):
+            flush(eval_now)
         if master and step % tcfg.eval_interval == 0 and step < tcfg.max_steps:
-            checkpoint(work / RESUME_NAME, step, val_loss)
+            with clock.paused():
+                checkpoint(work / RESUME_NAME, step, val_loss)
         if stop_after is not None and step >= stop_after:
             raise TrainingStopped(f"stopped after step {step} (stop_after={stop_after})")
     final_train = mean_loss(model, train_eval, micro, device)
@@ -333,7 +349,7 @@ def _train(data_dir: Path, out_dir: Path, live_dir: Path, mcfg: ModelConfig, tcf
     divergence = _ddp_divergence(raw_model) if world > 1 else 0.0
 
     entropy = meta["unigram_entropy_nats"]
-    tps = run_tokens / train_seconds if train_seconds > 0 else 0.0
+    tps = clock.steady_tps
     report.extra.update({
         "final_val_loss": round(val_loss, 6),
         "final_train_loss": round(final_train, 6),
@@ -342,7 +358,7 @@ def _train(data_dir: Path, out_dir: Path, live_dir: Path, mcfg: ModelConfig, tcf
         "val_loss_below_unigram": bool(val_loss < entropy),
         "steps": tcfg.max_steps,
         "tokens_seen": tokens_seen,
-        "tokens_per_s": round(tps, 1),
+        "tokens_per_s": round(tps, 1),  # steady state: the first WARMUP_STEPS and every evaluation excluded
         "params": raw_model.num_params(),
         "flops_per_token": flops_tok,
         "block_size": block,
@@ -351,6 +367,7 @@ def _train(data_dir: Path, out_dir: Path, live_dir: Path, mcfg: ModelConfig, tcf
         "model": dataclasses.asdict(gcfg),
         "tokens": {"train": int(len(train_data)), "val": int(len(val_data))},
     })
+    report.extra["throughput"] = clock.summary(flops_tok, peak)
     if peak:
         report.extra["mfu"] = round(flops_tok * tps / (peak * 1e12), 4)
         report.extra["peak_tflops"] = {"value": peak, "device": device_name,
