@@ -17,6 +17,11 @@ Measured 2026-11-26, one H200 (torch 2.11): gpt2-small, B16 x T1024, compile, 15
 989 TFLOP/s from the device table; val loss 10.49 < unigram 10.67 nats; the report's tokens/s (76,489) and MFU (6.6%)
 divide by wall time including compilation and evaluation (issue "GPU training at the speed...": steady state is
 reported separately there).
+Measured 2026-11-26 (later), same H200, after the loop stopped syncing per step and reports steady vs wall: 200
+steps, B16: stage steady 428,905 tokens/s = 37.1% MFU (wall 108,186 = 9.4%: 16.8 s warm-up/compile, 5.9 s eval);
+bench/train_speed.py --compile at the same shape in the same run: ours 479,856 (41.5%), reference 463,602 (40.1%);
+stage/bench = 0.894x (0.86x before). Still between them: the stage's unpadded vocabulary (50,257; the bench pads
+to 50,304) and a pinned host buffer allocated per step.
 """
 import pathlib, sys; sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # noqa: E401,E702
 
