@@ -206,8 +206,8 @@ def test_chunked_lm_head_loss_equals_autograd():
     loss.backward()
     fused = {n: p.grad.clone() for n, p in model.named_parameters()}
     model.zero_grad()
-    logits = model.lm_head(model.transformer.ln_f(_hidden(model, idx)))
-    ref = F.cross_entropy(logits.view(-1, SMALL.vocab_size), targets.view(-1), ignore_index=-1)
+    logits = model.lm_head(model.transformer.ln_f(_hidden(model, idx)))[..., :SMALL.vocab_size]  # real rows
+    ref = F.cross_entropy(logits.reshape(-1, SMALL.vocab_size), targets.view(-1), ignore_index=-1)
     ref.backward()
     assert loss.item() == pytest.approx(ref.item(), abs=1e-6)
     assert all(torch.allclose(fused[n], p.grad, atol=1e-6) for n, p in model.named_parameters())
@@ -220,3 +220,28 @@ def _hidden(model, idx):
     for block in model.transformer.h:
         x = block(x)
     return x
+
+
+
+def test_vocabulary_is_padded_inside_and_invisible_outside():
+    """GPT-2's 50,257 rows become 50,304 (a multiple of 128) inside; logits, loss, parameter count and the
+    chunked CPU loss are exactly the unpadded model's, and the padding rows never train."""
+    from pipeline.lm.model import padded_vocab
+
+    assert padded_vocab(50257) == 50304 and padded_vocab(2048) == 2048 and padded_vocab(61) == 128
+    cfg = dataclasses.replace(SMALL, vocab_size=61)
+    torch.manual_seed(0)
+    model = GPT(cfg)
+    assert model.transformer.wte.weight.shape[0] == 128
+    unpadded = sum(p.numel() for p in model.parameters()) - (128 - 61) * cfg.n_embd
+    assert model.num_params() == unpadded
+    idx = torch.randint(0, 61, (2, 8))
+    model.eval()
+    logits, loss = model(idx, idx)
+    assert logits.shape[-1] == 61
+    assert loss.item() == pytest.approx(F.cross_entropy(logits.reshape(-1, 61), idx.reshape(-1)).item(), abs=1e-6)
+    model.train()
+    _, cpu_loss = model(idx, idx)  # the chunked CPU path over the real rows only
+    assert cpu_loss.item() == pytest.approx(loss.item(), abs=1e-5)
+    cpu_loss.backward()
+    assert model.transformer.wte.weight.grad[61:].abs().sum() == 0  # padding rows get no gradient

@@ -74,6 +74,11 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     ckpt = torch.load(path, map_location=map_location, weights_only=True)
     model = GPT(GPTConfig(**ckpt["model_args"]))
     state = {k.removeprefix("_orig_mod.").removeprefix("module."): v for k, v in ckpt["model"].items()}
+    rows = model.transformer.wte.weight.shape[0]
+    for key in ("transformer.wte.weight", "lm_head.weight"):  # a checkpoint from before vocabulary padding
+        if key in state and state[key].shape[0] < rows:
+            pad = state[key].new_zeros(rows - state[key].shape[0], state[key].shape[1])
+            state[key] = torch.cat([state[key], pad])
     model.load_state_dict(state)
     model.to(map_location)
     model.eval()

@@ -65,6 +65,8 @@ def hf_state_dict(model: GPT) -> dict[str, torch.Tensor]:
         if name == "lm_head.weight":
             continue
         t = t.detach().float().cpu()
+        if name == "transformer.wte.weight":
+            t = t[:model.config.vocab_size]  # the model pads its vocabulary (model.padded_vocab); HF gets the real rows
         out[name] = (t.t() if name.endswith(CONV1D) else t).contiguous()
     return out
 

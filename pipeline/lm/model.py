@@ -194,6 +194,17 @@ class Block(nn.Module):
         return x + self.mlp(self.ln_2(x))
 
 
+VOCAB_MULTIPLE = 128  # nanoGPT pads GPT-2's 50,257 to 50,304: the LM head's matmul then runs on aligned tiles
+
+
+def padded_vocab(vocab_size: int) -> int:
+    """Rows of the embedding / LM head: the vocabulary rounded up to VOCAB_MULTIPLE. The extra rows are masked
+    out of the softmax (their logits are -inf), so the loss is exactly the unpadded model's and they never
+    train; forward() returns only the real vocab_size columns, export writes only the real rows, and
+    num_params does not count them. (A vocabulary already a multiple, like the sample's 2,048, is unchanged.)"""
+    return -(-vocab_size // VOCAB_MULTIPLE) * VOCAB_MULTIPLE
+
+
 class _LMHeadLoss(torch.autograd.Function):
     """Mean cross-entropy of `x @ weight.T` against targets (-1 = ignore), with the gradients computed
     chunk by chunk in the forward pass (the fused linear cross-entropy of Liger-Kernel / Unsloth).
@@ -245,14 +256,14 @@ class GPT(nn.Module):
         super().__init__()
         self.config = cfg
         self.transformer = nn.ModuleDict(dict(
-            wte=nn.Embedding(cfg.vocab_size, cfg.n_embd),
+            wte=nn.Embedding(padded_vocab(cfg.vocab_size), cfg.n_embd),
             wpe=nn.Embedding(cfg.block_size, cfg.n_embd),  # learned positions (all three papers)
             drop=nn.Dropout(cfg.dropout),
             h=nn.ModuleList(Block(cfg, i) for i in range(cfg.n_layer)),
             # Post-LN blocks already end in a LayerNorm; GPT-2 added ln_f because pre-LN blocks do not.
             ln_f=nn.LayerNorm(cfg.n_embd, bias=cfg.bias) if cfg.ln == "pre" else nn.Identity(),
         ))
-        self.lm_head = nn.Linear(cfg.n_embd, cfg.vocab_size, bias=False)
+        self.lm_head = nn.Linear(cfg.n_embd, padded_vocab(cfg.vocab_size), bias=False)
         if cfg.tie_weights:
             self.lm_head.weight = self.transformer.wte.weight
         self.apply(self._init_weights)
@@ -273,6 +284,8 @@ class GPT(nn.Module):
     def num_params(self, non_embedding: bool = False) -> int:
         """Parameter count, tied weights counted once; `non_embedding` drops the position table."""
         n = sum(p.numel() for p in self.parameters())  # parameters() yields a shared tensor once
+        pad = (padded_vocab(self.config.vocab_size) - self.config.vocab_size) * self.config.n_embd
+        n -= pad * (1 if self.config.tie_weights else 2)  # padding rows are no part of the model
         return n - self.transformer.wpe.weight.numel() if non_embedding else n
 
     def flops_per_token(self, seq_len: int | None = None) -> int:
@@ -302,9 +315,12 @@ class GPT(nn.Module):
             # CPU training: the tied LM head is ~80% of the FLOPs at GPT-2's vocabulary; computing it
             # with its loss and gradients chunk by chunk never materialises the (B*T, V) logits,
             # their softmax and their gradient (3 x 412 MB per step at B*T=2048, V=50,304).
-            return None, lm_head_loss(x.reshape(-1, x.size(-1)), self.lm_head.weight, targets.reshape(-1))
-        logits = self.lm_head(x)
+            weight = self.lm_head.weight[:self.config.vocab_size]  # the padding rows are never a class
+            return None, lm_head_loss(x.reshape(-1, x.size(-1)), weight, targets.reshape(-1))
+        logits = self.lm_head(x)  # over the padded vocabulary: an aligned matmul (see padded_vocab)
+        if logits.size(-1) > self.config.vocab_size:  # padding columns out of the softmax: the loss is exact
+            logits[..., self.config.vocab_size:] = float("-inf")
         loss = None
         if targets is not None:
             loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.view(-1), ignore_index=-1)
-        return logits, loss
+        return logits[..., :self.config.vocab_size], loss  # callers only ever see the real rows
