@@ -20,8 +20,10 @@ reported separately there).
 Measured 2026-11-26 (later), same H200, after the loop stopped syncing per step and reports steady vs wall: 200
 steps, B16: stage steady 428,905 tokens/s = 37.1% MFU (wall 108,186 = 9.4%: 16.8 s warm-up/compile, 5.9 s eval);
 bench/train_speed.py --compile at the same shape in the same run: ours 479,856 (41.5%), reference 463,602 (40.1%);
-stage/bench = 0.894x (0.86x before). Still between them: the stage's unpadded vocabulary (50,257; the bench pads
-to 50,304) and a pinned host buffer allocated per step.
+stage/bench = 0.894x (0.86x before). Then with the vocabulary padded inside the model (50,257 -> 50,304, as the
+bench): stage steady 445,570 tokens/s = 38.5% MFU vs bench ours 468,987 (40.6%), reference 454,871 (39.3%):
+0.950x. Left between them: a pinned host buffer allocated per step and the numpy window assembly (the bench
+feeds device tensors), and the eval/log cadence's syncs.
 """
 import pathlib, sys; sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # noqa: E401,E702
 
