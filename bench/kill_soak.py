@@ -32,29 +32,20 @@ from pathlib import Path
 
 import yaml
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from pipeline.core.params import interpolate  # noqa: E402
+
 LONG_STAGES = ("scrape", "cc", "quality_filter", "dedup", "tokenize", "train", "contamination")
 LEFTOVER = re.compile(r"(\.publish$|\.tmp|\.staging$|^tmp[\w-]{6,}$)")  # io.publish / atomic_path names
-TEMPLATE = re.compile(r"\$\{([\w.]+)\}")
-
-
-def resolve(value: str, params: dict) -> str:
-    def lookup(match: re.Match) -> str:
-        node = params
-        for key in match.group(1).split("."):
-            node = node[key]
-        return str(node)
-    return TEMPLATE.sub(lookup, value)
-
-
 def stage_spec(project: Path, name: str) -> tuple[list[str], list[Path]]:
     """(argv, data/model outputs) of a dvc.yaml stage, templates resolved from params.yaml."""
     params = yaml.safe_load((project / "params.yaml").read_text())
     stage = yaml.safe_load((project / "dvc.yaml").read_text())["stages"][name]
-    argv = resolve(stage["cmd"], params).split()
+    argv = interpolate(stage["cmd"], params).split()
     if argv[0] == "python":
         argv[0] = sys.executable
     outs = [next(iter(o)) if isinstance(o, dict) else o for o in stage.get("outs", [])]
-    return argv, [project / resolve(o, params) for o in outs if not o.startswith("reports/")]
+    return argv, [project / interpolate(o, params) for o in outs if not o.startswith("reports/")]
 
 
 def hashes(outs: list[Path]) -> dict[str, str]:

@@ -3,33 +3,22 @@ every params section a stage reads is declared, and every stage writes its metri
 from __future__ import annotations
 
 import ast
-import re
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
+from pipeline.core import params
+
 ROOT = Path(__file__).resolve().parents[1]
 DVC = yaml.safe_load((ROOT / "dvc.yaml").read_text())
 PARAMS = yaml.safe_load((ROOT / "params.yaml").read_text())
-TEMPLATE = re.compile(r"\$\{([\w.]+)\}")
+TEMPLATE = params.TEMPLATE
 
 
-def interpolate(value: Any, params: dict = PARAMS) -> Any:
-    """dvc.yaml's ${group.key} templating, resolved from params.yaml as DVC resolves it."""
-    if isinstance(value, str):
-        def lookup(match: re.Match) -> str:
-            node = params
-            for key in match.group(1).split("."):
-                node = node[key]
-            return str(node)
-        return TEMPLATE.sub(lookup, value)
-    if isinstance(value, list):
-        return [interpolate(v, params) for v in value]
-    if isinstance(value, dict):
-        return {interpolate(k, params): interpolate(v, params) for k, v in value.items()}
-    return value
+def interpolate(value: Any, values: dict = PARAMS) -> Any:
+    return params.interpolate(value, values)
 
 
 STAGES = interpolate(DVC["stages"])

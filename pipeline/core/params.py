@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import re
 import typing
 from pathlib import Path
 from typing import Any, TypeVar
@@ -102,3 +103,23 @@ def fingerprint(*configs: Any) -> str:
     """Short stable hash of configs: names the resume work dir, so a params change starts clean."""
     blob = json.dumps([as_dict(c) if dataclasses.is_dataclass(c) else c for c in configs], sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+TEMPLATE = re.compile(r"\$\{([\w.]+)\}")
+
+
+def interpolate(value: Any, params: dict) -> Any:
+    """dvc.yaml's `${group.key}` templating resolved from a params dict, as DVC resolves it (strings, lists
+    and dicts walked); for tools that read dvc.yaml without DVC (tests, bench/kill_soak.py)."""
+    if isinstance(value, str):
+        def lookup(match: re.Match) -> str:
+            node = params
+            for key in match.group(1).split("."):
+                node = node[key]
+            return str(node)
+        return TEMPLATE.sub(lookup, value)
+    if isinstance(value, list):
+        return [interpolate(v, params) for v in value]
+    if isinstance(value, dict):
+        return {interpolate(k, params): interpolate(v, params) for k, v in value.items()}
+    return value
