@@ -22,8 +22,9 @@ steps, B16: stage steady 428,905 tokens/s = 37.1% MFU (wall 108,186 = 9.4%: 16.8
 bench/train_speed.py --compile at the same shape in the same run: ours 479,856 (41.5%), reference 463,602 (40.1%);
 stage/bench = 0.894x (0.86x before). Then with the vocabulary padded inside the model (50,257 -> 50,304, as the
 bench): stage steady 445,570 tokens/s = 38.5% MFU vs bench ours 468,987 (40.6%), reference 454,871 (39.3%):
-0.950x. Left between them: a pinned host buffer allocated per step and the numpy window assembly (the bench
-feeds device tensors), and the eval/log cadence's syncs.
+0.950x. With two reused pinned buffers (batches.PinnedWindows) instead of a pinned allocation per step: 447,299
+(38.7%) vs 469,200 (40.6%): 0.953x. Left between them: the numpy window assembly on the host (the bench feeds
+device tensors) and the log cadence's syncs; then the issue's fused CE / CUDA graphs / larger micro-batches.
 """
 import pathlib, sys; sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # noqa: E401,E702
 

@@ -292,4 +292,18 @@ def test_report_labels_steady_state_apart_from_wall_clock(tmp_path):
     tp = rep["throughput"]
     assert tp["warmup_steps"] == 2 and tp["eval_and_checkpoint_s"] > 0 and tp["loop_wall_s"] > tp["warmup_s"]
     assert tp["steady_tokens_per_s"] == rep["tokens_per_s"] > tp["wall_tokens_per_s"] > 0
-    assert tp["steady_mfu"] is None  # no GPU: no MFU rather than a wrong one
+    if not torch.cuda.is_available():
+        assert tp["steady_mfu"] is None  # no GPU: no MFU rather than a wrong one
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="PinnedWindows serves CUDA devices (run on a GPU machine)")
+def test_pinned_windows_equal_plain_windows_on_cuda():
+    from pipeline.lm.batches import PinnedWindows, windows
+
+    data = np.random.default_rng(0).integers(0, 50000, 10_000).astype(np.uint16)
+    pinned = PinnedWindows(4, 64, "cuda")
+    for seed in range(5):  # more calls than buffers: reuse after the event
+        ix = np.random.default_rng(seed).integers(0, len(data) - 65, 4).tolist()
+        x, y = pinned(data, ix, 64)
+        rx, ry = windows(data, ix, 64)
+        assert x.device.type == "cuda" and torch.equal(x.cpu(), rx) and torch.equal(y.cpu(), ry)

@@ -41,13 +41,38 @@ def data_meta(data_dir: str | Path, train_tokens: np.ndarray) -> dict[str, Any]:
     return {k: meta.get(k) for k in ("vocab_size", "eot_id", "tokenizer_sha256", "unigram_entropy_nats")}
 
 
-def windows(data: np.ndarray, ix: list[int], block: int, pin: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-    """(x, y) of shape (len(ix), block): windows of `data` starting at `ix`, and the same shifted by one.
-    `pin`: page-locked host memory, so `.to("cuda", non_blocking=True)` really overlaps with compute."""
+def windows(data: np.ndarray, ix: list[int], block: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(x, y) of shape (len(ix), block): windows of `data` starting at `ix`, and the same shifted by one."""
     x = np.stack([np.asarray(data[i:i + block], dtype=np.int64) for i in ix])
     y = np.stack([np.asarray(data[i + 1:i + 1 + block], dtype=np.int64) for i in ix])
-    x, y = torch.from_numpy(x), torch.from_numpy(y)
-    return (x.pin_memory(), y.pin_memory()) if pin else (x, y)
+    return torch.from_numpy(x), torch.from_numpy(y)
+
+
+class PinnedWindows:
+    """windows() for a CUDA device without a pinned allocation per step: two page-locked host buffers used in
+    turn, each reused only once the GPU has finished the copy out of it (a CUDA event), so filling the next
+    batch on the host overlaps with the current step on the device."""
+
+    def __init__(self, rows: int, block: int, device: str | torch.device):
+        self.device = device
+        self.bufs = [tuple(torch.empty((rows, block), dtype=torch.int64).pin_memory() for _ in range(2))
+                     for _ in range(2)]
+        self.done: list = [None, None]
+        self.turn = 0
+
+    def __call__(self, data: np.ndarray, ix: list[int], block: int) -> tuple[torch.Tensor, torch.Tensor]:
+        i, self.turn = self.turn, self.turn ^ 1
+        if self.done[i] is not None:
+            self.done[i].synchronize()  # the copy out of this buffer (two batches ago) has finished
+        xb, yb = (b[:len(ix)] for b in self.bufs[i])
+        xv, yv = xb.numpy(), yb.numpy()
+        for r, start in enumerate(ix):
+            xv[r] = data[start:start + block]
+            yv[r] = data[start + 1:start + 1 + block]
+        x, y = xb.to(self.device, non_blocking=True), yb.to(self.device, non_blocking=True)
+        self.done[i] = torch.cuda.Event()
+        self.done[i].record()
+        return x, y
 
 
 def random_batch(data: np.ndarray, batch_size: int, block: int, gen: torch.Generator) -> tuple[torch.Tensor, ...]:

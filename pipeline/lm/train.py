@@ -41,7 +41,7 @@ import torch
 from pipeline.core import io, params
 from pipeline.core.report import StageReport
 from pipeline.lm import tokens
-from pipeline.lm.batches import autocast, data_meta, load_tokens, mean_loss, random_batch, windows
+from pipeline.lm.batches import PinnedWindows, autocast, data_meta, load_tokens, mean_loss, random_batch, windows
 from pipeline.lm.checkpoint import find_resume, rng_state, save_checkpoint, set_rng_state
 from pipeline.lm.device_peak import detected_peak
 from pipeline.lm.model import GPT, ModelConfig, from_params
@@ -276,6 +276,7 @@ def _train(data_dir: Path, out_dir: Path, live_dir: Path, mcfg: ModelConfig, tcf
             live.next_step()
     loss_f = float("nan")
     clock = Throughput(on_gpu, WARMUP_STEPS)
+    pinned = PinnedWindows(micro, block, device) if on_gpu else None  # CPU: plain tensors, nothing to overlap
     pending: list[tuple] = []  # (step, lr, batch, loss tensor, grad-norm tensor): read at the logging cadence
 
     def flush(eval_now: bool) -> None:
@@ -316,7 +317,8 @@ def _train(data_dir: Path, out_dir: Path, live_dir: Path, mcfg: ModelConfig, tcf
         n_micro = batch // (world * micro)
         loss_sum = torch.zeros((), dtype=torch.float64, device=device)
         for k in range(n_micro):
-            x, y = windows(train_data, ix[(k * world + rank) * micro:(k * world + rank + 1) * micro], block, pin=on_gpu)
+            rows = ix[(k * world + rank) * micro:(k * world + rank + 1) * micro]
+            x, y = pinned(train_data, rows, block) if pinned else windows(train_data, rows, block)
             # DDP all-reduces gradients on the last micro-batch only (nanoGPT's require_backward_grad_sync).
             sync = model.no_sync() if world > 1 and k < n_micro - 1 else contextlib.nullcontext()
             with sync:
