@@ -17,6 +17,7 @@ SOURCES = (BOOKS, WEBTEXT, CC)  # also the default dedup priority: earlier sourc
 SOURCE = "source"
 SOURCE_FILE = "source_file"          # file the document was read from (book file, dump, WARC)
 URL = "url"
+MAX_URL_CHARS = 2048  # longer is damage, not a link: the practical limit crawlers use (every source drops it)
 REDDIT_POST_ID = "reddit_post_id"
 REDDIT_SCORE = "reddit_score"
 SUBREDDIT = "subreddit"

@@ -277,14 +277,14 @@ def _train(data_dir: Path, out_dir: Path, live_dir: Path, mcfg: ModelConfig, tcf
     loss_f = float("nan")
     clock = Throughput(on_gpu, WARMUP_STEPS)
     pinned = PinnedWindows(micro, block, device) if on_gpu else None  # CPU: plain tensors, nothing to overlap
-    pending: list[tuple] = []  # (step, lr, batch, loss tensor, grad-norm tensor): read at the logging cadence
+    pending: list[tuple] = []  # (lr, batch, loss tensor, grad-norm tensor): read at the logging cadence
 
     def flush(eval_now: bool) -> None:
         """Read the pending steps' losses (one host sync for many steps), append them to history, log them."""
         nonlocal loss_f, val_loss
         clock.sync()
         rows = []
-        for step_k, lr_k, batch_k, loss_k, norm_k in pending:
+        for lr_k, batch_k, loss_k, norm_k in pending:
             rows.append({"train_loss": float(loss_k), "lr": lr_k, "grad_norm": float(norm_k), "batch_size": batch_k})
         pending.clear()
         clock.lap(sum(r["batch_size"] for r in rows) * block)
@@ -335,7 +335,7 @@ def _train(data_dir: Path, out_dir: Path, live_dir: Path, mcfg: ModelConfig, tcf
             torch.distributed.all_reduce(loss_t)
             loss_t /= world
         tokens_seen += batch * block
-        pending.append((step, lr, batch, loss_t, grad_norm.detach()))
+        pending.append((lr, batch, loss_t, grad_norm.detach()))
         eval_now = step % tcfg.eval_interval == 0 or step == tcfg.max_steps
         if eval_now or step % LOG_EVERY == 0 or step <= start + WARMUP_STEPS or (stop_after is not None
                                                                                   and step >= stop_after):

@@ -118,7 +118,6 @@ def iter_warc(path: str | Path, stat=lambda key, n=1: None):
 
 
 MAX_RECORD_BYTES = 32 << 20  # Common Crawl cuts payloads at 1 MiB; a record this large is damage, not a page
-MAX_URI_CHARS = 2048
 _WARC_DATE = re.compile(r"\d{4}-\d{2}-\d{2}(T\d{2}:\d{2}(:\d{2}(\.\d+)?)?Z)?")  # W3C-ISO8601, as WARC 1.1 says
 
 
@@ -127,7 +126,7 @@ def _header_problem(record) -> str | None:
     head = record.rec_headers
     if not head.get_header("WARC-Record-ID"):
         return "missing_record_id"
-    if len(head.get_header("WARC-Target-URI") or "") > MAX_URI_CHARS:
+    if len(head.get_header("WARC-Target-URI") or "") > records.MAX_URL_CHARS:
         return "url_too_long"
     if not _WARC_DATE.fullmatch((head.get_header("WARC-Date") or "").strip()):
         return "bad_warc_date"

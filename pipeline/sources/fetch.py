@@ -64,7 +64,11 @@ class FileSpec:
 
 
 class FetchError(RuntimeError):
-    """A file that could not be fetched or verified; the message names it."""
+    """A file that could not be fetched or verified; the message names it. `final`: retrying cannot help."""
+
+    def __init__(self, message: str, final: bool = False):
+        super().__init__(message)
+        self.final = final
 
 
 class ChecksumError(FetchError):
@@ -109,15 +113,15 @@ def expand(entries: list[dict], mirror: str, fetch_bytes) -> list[FileSpec]:
     specs: list[FileSpec] = []
     for entry in entries:
         if "commoncrawl" in entry:
-            cc = dict(entry["commoncrawl"])
+            cc = entry["commoncrawl"]
             kind = cc.get("kind", "warc")
+            cc_base = resolve(cc.get("base", CC_HTTP), mirror).rstrip("/") + "/"  # where the crawl's files are
+            # an explicit listing is a file of the fetch list (relative to the mirror); else the crawl's own
             listing = cc.get("listing") or f"crawl-data/{cc['crawl']}/{kind}.paths.gz"
-            base = mirror if cc.get("listing") else cc.get("base", CC_HTTP)
-            raw = fetch_bytes(FileSpec(resolve(listing, base), f"{entry['dest']}/{kind}.paths.gz",
-                                       cc.get("listing_sha256", ""), listing))
-            cc_base = cc.get("base", CC_HTTP)
+            raw = fetch_bytes(FileSpec(resolve(listing, mirror if cc.get("listing") else cc_base),
+                                       f"{entry['dest']}/{kind}.paths.gz", cc.get("listing_sha256", ""), listing))
             for path in pick_paths(raw, int(cc["count"]), int(cc.get("seed", 0))):
-                specs.append(FileSpec(urljoin(resolve(cc_base, mirror).rstrip("/") + "/", path),
+                specs.append(FileSpec(urljoin(cc_base, path),
                                       _safe_dest(f"{entry['dest']}/{PurePosixPath(path).name}"), source=path))
         elif "gutenberg" in entry:
             gb = entry["gutenberg"]
@@ -163,7 +167,7 @@ class Downloader:
                 self._transfer(spec.uri, part)
                 break
             except (OSError, FetchError, urllib3.exceptions.HTTPError) as exc:  # resets, stalls, cut bodies
-                if isinstance(exc, ChecksumError) or getattr(exc, "final", False) or attempt == self.cfg.retries:
+                if getattr(exc, "final", False) or attempt == self.cfg.retries:
                     raise FetchError(f"{spec.dest}: cannot fetch {spec.uri}: {exc}") from None
                 self.stats["retries"] += 1
                 wait = self.cfg.backoff_s * 2 ** attempt
@@ -182,23 +186,19 @@ class Downloader:
         if scheme not in ("http", "https"):
             src = Path(uri[7:] if scheme == "file" else uri)
             if not src.is_file():
-                err = FetchError(f"no such file {src}")
-                err.final = True
-                raise err
+                raise FetchError(f"no such file {src}", final=True)
             shutil.copyfile(src, part)
             self._advance(src.stat().st_size)
             return
         have = part.stat().st_size if part.exists() else 0
         headers = {"Range": f"bytes={have}-"} if have else {}
-        resp = self.http.request("GET", uri, headers=headers, preload_content=False, redirect=True,
-                                 timeout=urllib3_timeout(self.cfg.timeout_s))
+        timeout = urllib3.Timeout(connect=min(self.cfg.timeout_s, 30.0), read=self.cfg.timeout_s)
+        resp = self.http.request("GET", uri, headers=headers, preload_content=False, redirect=True, timeout=timeout)
         try:
             if resp.status == 416 and have:  # nothing left to send: the partial file is whole
                 return
-            if resp.status not in (200, 206):
-                err = FetchError(f"HTTP {resp.status}")
-                err.final = resp.status in (400, 401, 403, 404, 410)  # these do not heal by waiting
-                raise err
+            if resp.status not in (200, 206):  # 400/401/403/404/410 do not heal by waiting
+                raise FetchError(f"HTTP {resp.status}", final=resp.status in (400, 401, 403, 404, 410))
             mode = "ab" if resp.status == 206 else "wb"  # 200: the server ignored Range, start over
             if mode == "ab":
                 self.stats["resumed_bytes"] += have
@@ -216,10 +216,6 @@ class Downloader:
     def _advance(self, n: int) -> None:
         if self.progress is not None:
             self.progress.update(n)
-
-
-def urllib3_timeout(seconds: float) -> urllib3.Timeout:
-    return urllib3.Timeout(connect=min(seconds, 30.0), read=seconds)
 
 
 # --- the stage ------------------------------------------------------------------------------------
@@ -253,8 +249,8 @@ def run(cfg: FetchConfig, list_path: str | Path | None, out: str | Path, mirror:
         dst = staged / spec.dest
         dst.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(blob, dst)
-        rows.append({"dest": spec.dest, "source": spec.source or spec.uri, "sha256": digest, "bytes": dst.stat().st_size,
-                     "pinned": bool(spec.sha256)})
+        rows.append({"dest": spec.dest, "source": spec.source or spec.uri, "sha256": digest,
+                     "bytes": dst.stat().st_size, "pinned": bool(spec.sha256)})
     staged.mkdir(parents=True, exist_ok=True)
     if not (staged / TRUTH).exists():  # stages take --truth; real data has none to score against
         io.write_json(staged / TRUTH, {"planted": False})

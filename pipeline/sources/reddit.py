@@ -31,7 +31,7 @@ from urllib.parse import urlsplit, urlunsplit
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline.core import io, params, report, truth
+from pipeline.core import io, params, records, report, truth
 from pipeline.sources.pushshift import _Errors, dump_files, file_in_window, iter_dump_submissions, parse_submission
 
 log = logging.getLogger(__name__)
@@ -59,7 +59,7 @@ class RedditConfig:
     block_domains: tuple[str, ...] = ("reddit.com", "redd.it", "imgur.com", "i.imgur.com", "youtube.com",
                                       "youtu.be", "wikipedia.org")
     allow_domains: tuple[str, ...] = ()  # non-empty: only links to these domains (and subdomains) are kept
-    max_url_chars: int = 2048      # longer URLs are dropped as url_too_long (the practical limit crawlers use)
+    max_url_chars: int = records.MAX_URL_CHARS  # longer URLs are dropped as url_too_long
     dump_glob: str = "**/*"        # which files under --in are dumps, e.g. "RS_2017-*.zst" (monthly Pushshift files)
     date_from: str = ""            # UTC date (YYYY-MM[-DD]) a post must be created at or after; "" = no bound
     date_to: str = ""              # UTC date a post must be created before; "" = no bound (GPT-2: 2018-01-01)

@@ -26,7 +26,7 @@ from urllib.parse import urlsplit
 from tqdm import tqdm
 from warcio.statusandheaders import StatusAndHeaders
 
-from pipeline.core import io, params, truth
+from pipeline.core import io, params, records, truth
 from pipeline.core.report import StageReport
 from pipeline.sources import extract
 from pipeline.sources.crawler import Exchange, Fetcher, Outcome, ScrapeConfig, robots_rules
@@ -36,7 +36,6 @@ log = logging.getLogger(__name__)
 
 WARC_NAME = "webtext-00000.warc.gz"
 JOURNAL = "journal.warc.gz"
-MAX_URL_CHARS = 2048  # longer is damage, not a link (reddit.max_url_chars drops them earlier, with the post)
 
 
 # --- fetch all URLs into the journal -----------------------------------------------------------
@@ -47,14 +46,10 @@ def load_urls(path: str | Path, report: StageReport) -> list[dict]:
     rows, seen = [], set()
     for row in pq.read_table(path).to_pylist():
         url = row.get("url")
-        parts = urlsplit(url) if isinstance(url, str) else None
-        if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
-            log.warning("url table row %r has no http(s) URL; skipped", row.get("post_id"))
-            report.error("bad_url")
-            continue
-        if len(url) > MAX_URL_CHARS:
-            log.warning("url table row %r has a %d-character URL; skipped", row.get("post_id"), len(url))
-            report.error("url_too_long")
+        problem = _url_problem(url)
+        if problem:
+            log.warning("url table row %r skipped: %s", row.get("post_id"), problem)
+            report.error(problem)
             continue
         if url in seen:
             log.warning("url %s appears twice in the url table; the first row is kept", url)
@@ -63,6 +58,14 @@ def load_urls(path: str | Path, report: StageReport) -> list[dict]:
         seen.add(url)
         rows.append(row)
     return rows
+
+
+def _url_problem(url) -> str | None:
+    """bad_url (not an http(s) URL with a host) or url_too_long (records.MAX_URL_CHARS), else None."""
+    parts = urlsplit(url) if isinstance(url, str) else None
+    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
+        return "bad_url"
+    return "url_too_long" if len(url) > records.MAX_URL_CHARS else None
 
 
 def _reddit_fields(row: dict) -> dict[str, str]:
@@ -123,14 +126,11 @@ def page_mirror_rows(pages: str | Path, report: StageReport) -> list[dict]:
     index = io.read_json(Path(pages) / PAGES_INDEX)
     rows = []
     for name in sorted(index):
-        url = (index[name] or {}).get("url") if isinstance(index[name], dict) else None
-        if not isinstance(url, str) or urlsplit(url).scheme not in ("http", "https"):
-            log.warning("page mirror entry %s has no http(s) url; skipped", name)
-            report.error("bad_url")
-            continue
-        if len(url) > MAX_URL_CHARS:
-            log.warning("page mirror entry %s has a %d-character URL; skipped", name, len(url))
-            report.error("url_too_long")
+        url = index[name].get("url") if isinstance(index[name], dict) else None
+        problem = _url_problem(url)
+        if problem:
+            log.warning("page mirror entry %s skipped: %s", name, problem)
+            report.error(problem)
             continue
         rows.append({"url": url, "page": name, "post_id": "", "score": 0, "subreddit": ""})
     return rows
@@ -146,7 +146,8 @@ def archive_pages(rows: list[dict], pages: str | Path, journal: Journal) -> Coun
     for row in rows:
         if row["url"] in journal.pages:
             continue
-        path = next((p for p in (html_dir / f"{row['page']}.html", html_dir / f"{row['page']}.html.gz") if p.is_file()), None)
+        candidates = (html_dir / f"{row['page']}.html", html_dir / f"{row['page']}.html.gz")
+        path = next((p for p in candidates if p.is_file()), None)
         if path is None:
             log.warning("page mirror has no HTML for %s (%s)", row["page"], row["url"])
             outcome = Outcome(row["url"], "page", "not_found", tried=[row["url"]], date=PAGES_DATE)
