@@ -302,15 +302,19 @@ class GPT(nn.Module):
             attn += 12 * cfg.n_embd * attended
         return 6 * self.num_params(non_embedding=True) + attn
 
-    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None):
-        B, T = idx.shape
+    def features(self, idx: torch.Tensor) -> torch.Tensor:
+        """Final hidden states (B, T, n_embd), what the LM head reads (and GPT-1's task heads)."""
+        T = idx.shape[1]
         if T > self.config.block_size:
             raise ValueError(f"sequence length {T} exceeds block_size {self.config.block_size}")
         pos = torch.arange(T, device=idx.device)
         x = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(pos))
         for block in self.transformer.h:
             x = block(x)
-        x = self.transformer.ln_f(x)
+        return self.transformer.ln_f(x)
+
+    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None):
+        x = self.features(idx)
         if targets is not None and self.training and x.device.type == "cpu" and torch.is_grad_enabled():
             # CPU training: the tied LM head is ~80% of the FLOPs at GPT-2's vocabulary; computing it
             # with its loss and gradients chunk by chunk never materialises the (B*T, V) logits,

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline.core import io, records
-from pipeline.sample import textgen
+from pipeline.sample import mc_task, textgen
 from pipeline.sample import formats as files
 
 N_GRAM = 8  # eval examples share no 8-gram with non-leak training text (GPT-2 used 8-grams)
@@ -50,6 +50,8 @@ class SampleConfig:
     n_cc_junk: int = 60
     n_eval: int = 40
     n_leaks: int = 3
+    n_finetune_train: int = 400  # planted multiple-choice task for the finetune stage (mc_task.py)
+    n_finetune_valid: int = 200
 
 
 def normalise_url(url: str) -> str:
@@ -360,6 +362,7 @@ def build(cfg: SampleConfig, seed: int, out: str | Path) -> dict:
     counts.update(files.write_site(tmp / "site", pages, ROBOTS_HOST))
     counts.update(files.write_warc(tmp / "cc" / files.CC_WARC, cc, seed))
     counts.update(files.write_evals(tmp / "eval", evals, leaks, seed))
+    counts.update(mc_task.write(tmp / "finetune", seed, cfg.n_finetune_train, cfg.n_finetune_valid))
     truth_json = truth(seed, books, pages, cc, reddit_truth, leaks)
     (tmp / "truth.json").write_text(json.dumps(truth_json, indent=1, sort_keys=True) + "\n", encoding="utf-8")
     counts["leaks"] = len(leaks)
