@@ -98,6 +98,23 @@ def test_signatures_and_exact_keys_unchanged(expected):
     assert hashlib.sha256(np.ascontiguousarray(sig).tobytes()).hexdigest() == expected["signatures_sha256"]
 
 
+def test_batching_is_neutral(expected):
+    """Empty and wordless texts anywhere in a hashing batch (first, last, in runs) change no other text's
+    key or signature: all at once, one by one and in small batches give the fixture's values."""
+    corpus = fixture_corpus()
+    key = dict(zip([t for _, t in corpus], expected["exact_keys"]))
+    rng = random.Random(3)
+    texts = [rng.choice([t for _, t in corpus][:60] + ["", " ", "\t", "?!"]) for _ in range(150)] + ["", " "]
+    cfg = dedup.DedupConfig()
+    whole, exact = minhash.signatures(texts, cfg, seed=SEED), []
+    for batch_bytes in (1, 5_000):
+        assert minhash.text_hashes(texts, batch_bytes=batch_bytes) == [minhash.text_hash(t) for t in texts]
+        assert (minhash.signatures(texts, cfg, seed=SEED, batch_bytes=batch_bytes, exact=exact) == whole).all()
+    one = np.concatenate([minhash.signatures([t], cfg, seed=SEED) for t in texts])
+    assert (one == whole).all() and exact == 2 * minhash.text_hashes(texts)
+    assert [key[t] for t in texts if t in key] == [k for t, k in zip(texts, exact) if t in key]
+
+
 @pytest.mark.parametrize("threshold", THRESHOLDS)
 def test_in_memory_decisions_unchanged(expected, threshold):
     corpus = fixture_corpus()
