@@ -127,8 +127,21 @@ def test_in_memory_decisions_unchanged(expected, threshold):
     assert got == want
 
 
-def test_stage_decisions_unchanged(expected, in_tmp_cwd):
-    """The stage (on-disk signatures, band pass on 2 workers, driver) decides as the in-memory code did."""
+VOLATILE = ("seconds", "docs_per_s", "started", "finished", "git_rev", "versions", "datatrove", "time")
+
+
+def stable(obj):
+    """A stage report without its timings and provenance (they change from run to run)."""
+    if isinstance(obj, dict):
+        return {k: stable(v) for k, v in obj.items() if not any(w in k for w in VOLATILE)}
+    if isinstance(obj, list):
+        return [stable(v) for v in obj]
+    return obj
+
+
+def run_stage(root: Path) -> tuple[dict, dict, dict]:
+    """The fixture corpus through the dedup stage (threshold 0.7, two shards per source, 2 workers, with a
+    truth file): (decisions read back from the outputs, sha256 of every output file, stable report)."""
     from datatrove.data import Document
 
     from pipeline.core import executor
@@ -136,24 +149,46 @@ def test_stage_decisions_unchanged(expected, in_tmp_cwd):
     corpus = fixture_corpus()
     inputs = {}
     for source in records.SOURCES:
-        inputs[source] = in_tmp_cwd / "in" / source
+        inputs[source] = root / "in" / source
         docs = [Document(text=t, id=d, metadata={records.SOURCE: source, records.URL: f"http://{d}/"})
                 for d, t in corpus if records.source_of(d) == source]
         for shard in range(2):  # two shards per source: the stage merges across shards
             with io.doc_writer(inputs[source]) as w:
                 for d in docs[shard::2]:
                     w.write(d, shard)
-    dedup.run(dedup.DedupConfig(threshold=0.7), SEED, inputs, "out", ecfg=executor.ExecutorConfig(workers=2))
-    want = expected["thresholds"]["0.7"]
+    keys = [f"http://{d}/" for d, _ in corpus]
+    io.write_json(root / "truth.json", {"expect_drop": {"dedup": keys[::7]}, "expect_keep": {"dedup": keys[3::7]},
+                                        "near_duplicates": [keys[k:k + 2] for k in range(0, 60, 2)]})
+    rep = dedup.run(dedup.DedupConfig(threshold=0.7), SEED, inputs, root / "out", truth_path=root / "truth.json",
+                    ecfg=executor.ExecutorConfig(workers=2)).to_dict()
     got = {}
     for source in records.SOURCES:
-        for doc in list(io.iter_docs(in_tmp_cwd / "out" / source)) + list(io.iter_removed(in_tmp_cwd / "out" / source)):
-            got[doc.id] = (doc.metadata[records.DEDUP_CLUSTER_ID], doc.metadata[records.DEDUP_CLUSTER_SIZE],
-                           doc.metadata.get(records.FILTER_REASON))
-    assert got == {d: (v["cluster_id"], v["cluster_size"], v["reason"]) for d, v in want.items()}
+        for doc in list(io.iter_docs(root / "out" / source)) + list(io.iter_removed(root / "out" / source)):
+            got[doc.id] = [doc.metadata[records.DEDUP_CLUSTER_ID], doc.metadata[records.DEDUP_CLUSTER_SIZE],
+                           doc.metadata.get(records.FILTER_REASON)]
+    files = {str(p.relative_to(root / "out")): io.sha256_file(p) for p in sorted((root / "out").rglob("*")) if p.is_file()}
+    return got, files, stable(rep)
+
+
+def test_stage_outputs_unchanged(expected, in_tmp_cwd):
+    """The stage (on-disk signatures, band pass on 2 workers, driver) decides as the in-memory code did, and
+    writes the same bytes and the same report as the code of commit 98172af."""
+    got, files, rep = run_stage(in_tmp_cwd)
+    want = expected["thresholds"]["0.7"]
+    assert got == {d: [v["cluster_id"], v["cluster_size"], v["reason"]] for d, v in want.items()}
+    assert files == expected["stage"]["files"]
+    assert rep == expected["stage"]["report"]
 
 
 if __name__ == "__main__" and "--write" in sys.argv:
+    import os
+    import tempfile
+
     FIXTURE.parent.mkdir(parents=True, exist_ok=True)
-    FIXTURE.write_text(json.dumps(compute(), indent=0, sort_keys=True) + "\n")
+    fixture = compute()
+    with tempfile.TemporaryDirectory() as tmp:
+        os.chdir(tmp)
+        _, files, rep = run_stage(Path(tmp))
+    fixture["stage"] = {"files": files, "report": rep}
+    FIXTURE.write_text(json.dumps(fixture, indent=0, sort_keys=True) + "\n")
     print(f"wrote {FIXTURE}")
