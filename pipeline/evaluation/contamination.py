@@ -221,8 +221,8 @@ def run(cfg: ContaminationConfig, train: str | Path, eval_dir: str | Path, out_d
         factory = None
         if sharded:
             def sharded_factory(n: int) -> ShardedNgramIndex:
-                stream = (word_hashes(normalize_words(doc.text)) for _, doc in iter_train_docs(train, progress=False))
-                return ShardedNgramIndex(stream, n, cfg.max_doc_frequency, tmp, cfg.index_shard_bits)
+                texts = (doc.text for _, doc in iter_train_docs(train, progress=False))  # hashed in batches
+                return ShardedNgramIndex(texts, n, cfg.max_doc_frequency, tmp, cfg.index_shard_bits)
             factory = sharded_factory
         result = audit(task_map, corpus, cfg, scores, truth, factory)
     result["train"] = {"documents": len(corpus.ids), "repeats_skipped": corpus.repeats, "words": corpus.n_words}

@@ -14,7 +14,7 @@ import numpy as np
 from tqdm import tqdm
 
 from pipeline.core import io, records
-from pipeline.evaluation.ngrams import normalize_words, word_hashes
+from pipeline.evaluation.ngrams import BATCH_CHARS, text_word_counts, text_word_hashes
 
 log = logging.getLogger(__name__)
 
@@ -54,18 +54,24 @@ def iter_train_docs(folder: str | Path, subdir: str = "train/docs", errors: dict
 
 class TrainCorpus:
     """Training documents, each counted once (mix may repeat a document): metadata, and word hashes
-    unless `keep_words` is off (then an index streams the folder again: ShardedNgramIndex)."""
+    unless `keep_words` is off (then an index streams the folder again: ShardedNgramIndex).
+
+    Texts are hashed (or only counted) a batch at a time (ngrams.text_word_hashes): `words` and
+    `n_words` hash what is still pending when they are read.
+    """
 
     def __init__(self, keep_words: bool = True) -> None:
         self.ids: list[str] = []
         self.meta: list[dict[str, Any]] = []
-        self.words: list[np.ndarray] = []
+        self._words: list[np.ndarray] = []
         self.keep_words = keep_words
-        self.n_words = 0
+        self._n_words = 0
         self.errors: dict[str, int] = {}
         self.repeats = 0
         self.bytes = 0
         self._seen: set[str] = set()
+        self._pending: list[str] = []
+        self._pending_chars = 0
 
     def add(self, doc_id: str, text: Any, metadata: dict | None) -> None:
         if doc_id in self._seen:
@@ -79,10 +85,32 @@ class TrainCorpus:
         self.bytes += len(text.encode("utf-8"))
         self.ids.append(doc_id)
         self.meta.append(dict(metadata or {}))
-        words = normalize_words(text)
-        self.n_words += len(words)
+        self._pending.append(text)
+        self._pending_chars += len(text)
+        if self._pending_chars >= BATCH_CHARS:
+            self._flush()
+
+    def _flush(self) -> None:
+        if not self._pending:
+            return
         if self.keep_words:
-            self.words.append(word_hashes(words))
+            wh, counts = text_word_hashes(self._pending)
+            self._words.extend(np.split(wh, np.cumsum(counts)[:-1]))  # views of one batch array
+        else:
+            counts = text_word_counts(self._pending)
+        self._n_words += int(counts.sum())
+        self._pending, self._pending_chars = [], 0
+
+    @property
+    def words(self) -> list[np.ndarray]:
+        """Each document's word hashes (uint64), in ordinal order; empty when keep_words is off."""
+        self._flush()
+        return self._words
+
+    @property
+    def n_words(self) -> int:
+        self._flush()
+        return self._n_words
 
     @classmethod
     def from_folder(cls, folder: str | Path, subdir: str = "train/docs", keep_words: bool = True) -> "TrainCorpus":
