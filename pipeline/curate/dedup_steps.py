@@ -5,6 +5,7 @@ that runs them on an executor and clusters in between is pipeline.curate.dedup.
 """
 from __future__ import annotations
 
+import functools
 from collections import defaultdict
 from pathlib import Path
 
@@ -17,8 +18,8 @@ from pipeline.curate.minhash import DedupConfig, bucket_pairs, has_words, optima
 
 
 class SignatureStep(PipelineStep):
-    """Signature pass (yields nothing). Per rank it writes into `out_dir`:
-    `<rank>.npz` (ids, natural keys, exact-text keys, sizes, has-words flags), `<rank>.sig.npy` (MinHash
+    """Signature pass (yields nothing). Per rank it writes into `out_dir`: `<rank>.meta.parquet` (ids,
+    natural keys, exact-text keys, sizes, has-words flags: Arrow strings, compact), `<rank>.sig.npy` (MinHash
     signatures) and `<rank>.bands.npy` / `<rank>.order.npy` (per LSH band: band hashes sorted, and the
     local row of each), the sorted runs the band pass merges."""
 
@@ -61,10 +62,14 @@ class SignatureStep(PipelineStep):
             with io.atomic_path(out / f"{rank:05d}.{suffix}.npy") as tmp:
                 with open(tmp, "wb") as fh:
                     np.save(fh, arr)
-        with io.atomic_path(out / f"{rank:05d}.npz") as tmp:  # last: its presence means the rank is whole
-            with open(tmp, "wb") as fh:
-                np.savez(fh, words=has_words(sig), **{k: np.array(v, dtype=str if k != "bytes" else np.int64)
-                                                      for k, v in cols.items()})
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        meta = pa.table({"id": pa.array(cols["id"], pa.string()), "key": pa.array(cols["key"], pa.string()),
+                         "hash": pa.array(cols["hash"], pa.string()), "bytes": pa.array(cols["bytes"], pa.int64()),
+                         "words": pa.array(has_words(sig))})
+        with io.atomic_path(out / f"{rank:05d}.meta.parquet") as tmp:  # last: its presence means the rank is whole
+            pq.write_table(meta, tmp)
         return iter(())
 
 
@@ -97,24 +102,38 @@ class BandStep(PipelineStep):
         return iter(())
 
 
+@functools.lru_cache(maxsize=2)
+def _decisions(path: str) -> dict:
+    """id -> (cluster id, cluster size, reason) of one shard: what its two filters (one process) share."""
+    import pyarrow.parquet as pq
+
+    if not Path(path).exists():  # a shard the signature pass saw no document in
+        return {}
+    t = pq.read_table(path).to_pydict()
+    return {d: (c, s, r) for d, c, s, r in zip(t["id"], t["cluster_id"], t["cluster_size"], t["reason"])}
+
+
 class DedupFilter(BaseFilter):
     """Tags every document with its cluster (id of the kept doc, size) and drops those whose
-    decision is `reason`; the exclusion writer keeps them under removed/<reason>/."""
+    decision is `reason`; the exclusion writer keeps them under removed/<reason>/. Task `rank` reads
+    `<decisions_dir>/<rank>.parquet`, the decisions of the documents its shard gave the signature pass."""
 
     name = "🫂 dedup filter"
 
-    def __init__(self, decisions_path: str | Path, reason: str, exclusion_writer=None):
+    def __init__(self, decisions_dir: str | Path, reason: str, exclusion_writer=None):
         super().__init__(exclusion_writer)
-        self.decisions_path, self.reason, self._decisions = str(decisions_path), reason, None
+        self.decisions_dir, self.reason, self._decisions = str(decisions_dir), reason, {}
+
+    def run(self, data, rank: int = 0, world_size: int = 1):
+        self._decisions = _decisions(f"{self.decisions_dir}/{rank:05d}.parquet")
+        return super().run(data, rank, world_size)
 
     def filter(self, doc) -> bool | tuple[bool, str]:
-        if self._decisions is None:
-            self._decisions = io.read_json(self.decisions_path)
         d = self._decisions.get(doc.id)
         if d is None:  # not seen by the signature pass: cannot happen unless inputs changed under us
             return True
-        doc.metadata[records.DEDUP_CLUSTER_ID] = d["cluster_id"]
-        doc.metadata[records.DEDUP_CLUSTER_SIZE] = d["cluster_size"]
-        if d["reason"] == self.reason:
+        doc.metadata[records.DEDUP_CLUSTER_ID] = d[0]
+        doc.metadata[records.DEDUP_CLUSTER_SIZE] = d[1]
+        if d[2] == self.reason:
             return False, self.reason
         return True

@@ -339,32 +339,18 @@ def bucket_pairs(parts: list[tuple[np.ndarray, np.ndarray, int]], band: int, mas
     return np.unique(np.concatenate(out), axis=0) if out else np.zeros((0, 2), dtype=np.int64)
 
 
-def verify(sig, pairs: np.ndarray, threshold: float, chunk: int = 65536) -> tuple[np.ndarray, np.ndarray]:
-    """Keep the candidate pairs whose signature agreement (estimated Jaccard) is >= threshold."""
-    if not len(pairs):
-        return pairs, np.zeros(0)
-    est = np.concatenate([(sig[pairs[k:k + chunk, 0]] == sig[pairs[k:k + chunk, 1]]).mean(axis=1)
-                          for k in range(0, len(pairs), chunk)])
-    ok = est >= threshold
-    return pairs[ok], est[ok]
-
-
-def candidate_pairs(sig: np.ndarray, cfg: DedupConfig, mask: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """In memory: pairs (i < j) sharing an LSH bucket whose signature agreement is >= threshold, and that agreement."""
-    bands, rows = optimal_bands(cfg.threshold, cfg.num_perm)
-    idx = np.arange(len(sig)) if mask is None else np.flatnonzero(mask)
-    h, order = sorted_bands(np.asarray(sig[idx]), bands, rows)
-    cand = [bucket_pairs([(h, order, 0)], band, None) for band in range(bands)]
-    pairs = np.unique(np.concatenate(cand), axis=0) if cand else np.zeros((0, 2), np.int64)
-    return verify(sig, idx[pairs] if len(pairs) else pairs, cfg.threshold)
-
-
 class SigStore:
-    """Row access to per-shard signature files (np.load memmaps) as if they were one matrix: sig[rows]."""
+    """Row access to per-shard signature files as if they were one matrix: sig[rows].
+
+    Each access maps the files it needs (np.load memmaps) and drops them after, so the pages it read leave
+    the process (its RSS) again: reading every signature once costs no more memory than one access.
+    """
 
     def __init__(self, paths: list[Path]):
-        self.parts = [np.load(p, mmap_mode="r") if np.load(p, mmap_mode=None).size else np.load(p) for p in paths]
-        self.offsets = np.cumsum([0] + [len(p) for p in self.parts])
+        self.paths = [str(p) for p in paths]
+        shapes = [np.load(p, mmap_mode="r").shape for p in self.paths]
+        self.width = shapes[0][1] if shapes else 0
+        self.offsets = np.cumsum([0] + [s[0] for s in shapes])
 
     def __len__(self) -> int:
         return int(self.offsets[-1])
@@ -374,8 +360,8 @@ class SigStore:
         if rows.ndim == 0:
             return self[rows[None]][0]
         part = np.searchsorted(self.offsets, rows, side="right") - 1
-        out = np.empty((len(rows), self.parts[0].shape[1] if self.parts else 0), dtype=np.uint32)
+        out = np.empty((len(rows), self.width), dtype=np.uint32)
         for p in np.unique(part):
             sel = part == p
-            out[sel] = self.parts[p][rows[sel] - self.offsets[p]]
+            out[sel] = np.load(self.paths[p], mmap_mode="r")[rows[sel] - self.offsets[p]]
         return out
