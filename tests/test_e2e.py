@@ -21,10 +21,12 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 DATA_STAGES = ["sample", "fetch", "books", "reddit_urls", "scrape", "cc", "quality_train", "quality_filter", "dedup", "mix",
                "tokenizer", "tokenize"]
-DOWNSTREAM_OF_DEDUP = {"dedup", "mix", "tokenizer", "tokenize", "train", "evaluate", "contamination", "export", "summary"}
+DOWNSTREAM_OF_DEDUP = {"dedup", "mix", "tokenizer", "tokenize", "train", "evaluate", "contamination", "export", "summary",
+                       "finetune"}
 
 TINY = {  # smaller than the default sample profile; keeps the whole DAG at about a minute
-    "sample": {"n_books": 8, "n_articles": 24, "n_cc_good": 40, "n_cc_junk": 40, "n_eval": 20},
+    "sample": {"n_books": 8, "n_articles": 24, "n_cc_good": 40, "n_cc_junk": 40, "n_eval": 20,
+               "n_finetune_train": 160, "n_finetune_valid": 60},
     "train": {"max_steps": 150, "eval_interval": 50, "eval_batches": 4},
     "eval": {"max_examples": 20},
 }
@@ -106,6 +108,15 @@ def test_contamination_finds_exactly_the_planted_leaks(project):
     assert leaks["found"] == leaks["reached_training"] and leaks["unplanted_dirty"] == 0, leaks
     assert leaks["exact_match"] is True, leaks
     assert (project / "reports" / "contamination" / "report.html").exists()
+
+
+@pytest.mark.slow
+def test_finetuning_learns_the_planted_rule_that_zero_shot_misses(project):
+    rep = json.loads((project / "reports" / "finetune.json").read_text())
+    assert rep["n_train"] == 160 and rep["n_test"] == 60 and rep["split"].startswith("train.jsonl")
+    headline = rep["finetuned"]["lambda=0.5"]
+    assert headline["acc"] >= 0.8 and headline["acc"] > rep["zero_shot"]["acc"] + 0.2, rep
+    assert (project / "reports" / "plots" / "finetune" / "accuracy.json").exists()
 
 
 @pytest.mark.slow

@@ -142,6 +142,19 @@ def test_model_is_scored_on_every_real_eval_set_beside_chance(project):
 
 
 @pytest.mark.slow
+def test_finetune_reports_zero_shot_and_both_lambdas_on_real_piqa(project):
+    rep = report(project, "finetune")
+    assert rep["task"] == "piqa" and "held out" in rep["split"] and rep["chance_acc"] == 0.5
+    assert rep["n_train"] + rep["n_test"] == 1838 and 0.15 < rep["n_test"] / 1838 < 0.25  # PIQA valid, keyed 20%
+    assert set(rep["finetuned"]) == {"lambda=0.5", "lambda=0.0"}
+    for run_ in rep["finetuned"].values():
+        assert 0.0 <= run_["acc"] <= 1.0 and run_["steps"] == 3 * -(-rep["n_train"] // 32)
+    assert 0.3 < rep["zero_shot"]["acc"] < 0.7  # a 2-layer model has no physical common sense: near chance
+    preds = (project / "reports" / "finetune" / "predictions.jsonl").read_text().splitlines()
+    assert len(preds) == 2 * rep["n_test"]
+
+
+@pytest.mark.slow
 def test_push_then_pull_in_a_fresh_clone_restores_everything(project, tmp_path):
     git(["add", "-A"], project)
     git(["commit", "-qm", "real-mini run"], project)
