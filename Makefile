@@ -27,8 +27,10 @@ repro: setup  ## run the whole pipeline (dvc repro) on the embedded sample, offl
 test: setup  ## run the test suite (unit + end-to-end dvc repro on a tiny profile)
 	$(BIN)/python -m pytest -q
 
-bench: setup  ## benchmarks vs reference tools (not tests; need ../shared/data); tables printed, JSON in bench/out/
-	set -e; for b in bench/*.py; do echo "== $$b"; $(BIN)/python $$b; done
+BENCHES := dedup_speed dedup_scale contamination_index quality_speed tokenize_speed train_speed extraction_quality scrape_throughput
+bench: setup  ## benchmarks vs their references (not tests; need ../shared/data): one table at the end, bench/out/summary.json
+	@for b in $(BENCHES); do echo "== bench/$$b.py"; $(BIN)/python bench/$$b.py || echo "== bench/$$b.py FAILED"; done
+	$(BIN)/python bench/summary.py
 
 clean-resume:  ## remove resume state of killed stages (data/resume)
 	rm -rf data/resume
