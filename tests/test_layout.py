@@ -12,7 +12,7 @@ import pytest
 from test_dvc_yaml import ROOT, module_files
 
 # The order the DAG flows; a module may import its own phase and the phases before it.
-PHASES = ("core", "sample", "sources", "curate", "lm", "evaluation", "finetune")
+PHASES = ("core", "sample", "sources", "curate", "lm", "evaluation", "finetune", "claims")
 MAX_LINES = 400
 MODULES = sorted(p for p in (ROOT / "pipeline").rglob("*.py") if p.name != "__init__.py")
 

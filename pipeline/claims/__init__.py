@@ -1,0 +1,1 @@
+"""The papers' claims as DVC experiments: Pre-LN vs Post-LN stability, sparse vs dense, k-shot curves, loss prediction."""
