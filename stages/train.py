@@ -7,9 +7,11 @@ Out: --out    checkpoint folder: ckpt.pt (model args, weights, optimizer, step, 
               tokens_per_s[,mfu]}.tsv
      reports/train.json (final val/train loss, unigram entropy baseline, tokens/s, params, MFU on GPU)
 Params: seed, model.* (preset; sizes when preset is tiny; overrides), train.* (AdamW, schedule, global
-        batch, accumulation, GPT-3 batch ramp, compile, eval/checkpoint cadence, peak TFLOPs for MFU).
+        batch, accumulation, GPT-3 batch ramp, compile, eval/checkpoint cadence, peak TFLOPs for MFU,
+        strategy ddp|fsdp, deterministic).
 Resume: rerun the same command after a kill; it continues from the last resume checkpoint.
-Env: GPT_REPRO_THREADS (torch threads, default 2). Under torchrun, DDP over WORLD_SIZE processes:
+Env: GPT_REPRO_THREADS (torch threads, default 2). Under torchrun, WORLD_SIZE processes, DDP replicas or
+     FSDP shards (train.strategy; the checkpoint is the same whole-tensor file either way):
      torchrun --standalone --nproc_per_node=8 stages/train.py --data ... --out ... --live ...
 Usage: python stages/train.py --data data/processed/tokens --out models/gpt --live reports/train
 """
@@ -20,7 +22,8 @@ import logging
 
 from pipeline.core import params, storage
 from pipeline.lm.model import ModelConfig
-from pipeline.lm.train import TrainConfig, is_master, train
+from pipeline.lm.distributed import is_master
+from pipeline.lm.train import TrainConfig, train
 
 
 def main() -> None:

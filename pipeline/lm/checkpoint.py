@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 
 
 def save_checkpoint(path: str | Path, model: GPT, optimizer: torch.optim.Optimizer | None, step: int,
-                    extra: dict[str, Any] | None = None) -> None:
+                    extra: dict[str, Any] | None = None, states: tuple[dict, dict | None] | None = None) -> None:
     """Write a checkpoint atomically (temp file, then rename).
 
     Keys: model_args (GPTConfig as a dict), model (state dict), optimizer (state dict or None),
@@ -35,12 +35,16 @@ def save_checkpoint(path: str | Path, model: GPT, optimizer: torch.optim.Optimiz
         optimizer: its optimizer, kept so training can resume; None to save weights only.
         step: optimisation steps done.
         extra: more keys; `params` and `tokenizer_sha256` here land at the top level.
+        states: (model, optimizer) state dicts already gathered whole (an FSDP run: distributed.full_states),
+            written in place of the model's and optimizer's own, which hold only this rank's shards.
     """
     extra = dict(extra or {})
+    model_sd, optim_sd = states if states is not None else (
+        model.state_dict(), optimizer.state_dict() if optimizer is not None else None)
     ckpt = {
         "model_args": dataclasses.asdict(model.config),
-        "model": model.state_dict(),
-        "optimizer": optimizer.state_dict() if optimizer is not None else None,
+        "model": model_sd,
+        "optimizer": optim_sd,
         "iter": int(step),
         "params": extra.pop("params", {}),
         "tokenizer_sha256": extra.pop("tokenizer_sha256", None),

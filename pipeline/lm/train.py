@@ -12,9 +12,10 @@ Recipe (defaults in params.yaml `train`):
   from one generator seeded with `seed` and takes its own slice of them, so 2 processes x B/2
   compute the gradient of the same batch as 1 process x B (and as B/k with k accumulation steps).
 
-Distributed: `setup_distributed()` reads torchrun's RANK / WORLD_SIZE / LOCAL_RANK; with
-WORLD_SIZE > 1 the model is wrapped in DDP (gloo on CPU, nccl on GPU); rank 0 alone writes files.
-On CUDA the step runs under bf16 autocast; `compile` wraps the model in torch.compile.
+Distributed (distributed.py): torchrun's RANK / WORLD_SIZE / LOCAL_RANK; `strategy` ddp wraps the model in
+DDP when WORLD_SIZE > 1, fsdp shards it with FSDP2 (gloo on CPU, nccl on GPU); rank 0 alone writes files,
+and checkpoints hold whole tensors whatever the strategy. On CUDA the step runs under bf16 autocast;
+`compile` wraps the model in torch.compile (FSDP: each block). `deterministic` makes GPU reruns bit-identical.
 
 Resume: at every eval (nanoGPT saves there too) rank 0 writes `resume.pt` into
 io.work_dir("train", <fingerprint>) -- outside DVC's outs, which DVC deletes before a rerun. It holds
@@ -25,7 +26,6 @@ bit-identical to an uninterrupted one.
 """
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import hashlib
 import logging
@@ -44,6 +44,8 @@ from pipeline.lm import tokens
 from pipeline.lm.batches import PinnedWindows, autocast, data_meta, load_tokens, mean_loss, random_batch, windows
 from pipeline.lm.checkpoint import find_resume, rng_state, save_checkpoint, set_rng_state
 from pipeline.lm.device_peak import detected_peak
+from pipeline.lm.distributed import (deterministic, full_states, grad_sync, load_states, local_scalar, replica_divergence,
+                                     replicate, setup_distributed, shard)
 from pipeline.lm.model import GPT, ModelConfig, from_params
 from pipeline.lm.throughput import Throughput
 
@@ -53,6 +55,9 @@ RESUME_NAME = "resume.pt"
 # Knobs that change speed or reporting but never the numbers a run computes: left out of the
 # resume fingerprint, so flipping them does not throw away a half-done run.
 NEUTRAL_KNOBS = ("compile", "peak_tflops")
+# Knobs added after the first published models: written into the checkpoint and the resume fingerprint only when
+# set away from their default, so a default run keeps its checkpoint bytes and an older run still resumes.
+LATE_KNOBS = {"strategy": "ddp", "deterministic": False}
 LOG_EVERY = 10  # steps between reads of the loss on the host (nanoGPT's log_interval): each read is a sync
 WARMUP_STEPS = 2  # first steps of a run timed apart (compilation): throughput.py
 
@@ -77,6 +82,8 @@ class TrainConfig:
     batch_ramp_start: int = 16  # GPT-3: the ramp starts at 32k tokens = 16 sequences of 2,048
     compile: bool = False  # torch.compile the model (GPU: faster; CPU needs a C++ compiler)
     peak_tflops: float = 0.0  # MFU denominator; 0: the detected GPU's dense bf16 peak (device_peak.py)
+    strategy: str = "ddp"  # ddp: a whole replica per rank; fsdp: FSDP2 shards (distributed.py, memory_estimate.py)
+    deterministic: bool = False  # GPU: deterministic kernels for bit-identical reruns (CPU always is)
 
 
 class TrainingStopped(RuntimeError):
@@ -84,19 +91,6 @@ class TrainingStopped(RuntimeError):
 
 
 # --- process setup --------------------------------------------------------------------------------
-def setup_distributed() -> tuple[int, int]:
-    """(rank, world_size) from torchrun's env; initialises the process group only when world_size > 1."""
-    rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
-    if world > 1 and not torch.distributed.is_initialized():
-        torch.distributed.init_process_group(backend="nccl" if torch.cuda.is_available() else "gloo")
-    return rank, world
-
-
-def is_master() -> bool:
-    """True in a single process and on rank 0 under torchrun: the one process that writes files."""
-    return int(os.environ.get("RANK", 0)) == 0
-
-
 def num_threads(threads: int | None = None) -> int:
     """Torch intra-op threads: the argument, else env GPT_REPRO_THREADS / OMP_NUM_THREADS, else 2."""
     return int(threads or os.environ.get("GPT_REPRO_THREADS") or os.environ.get("OMP_NUM_THREADS") or 2)
@@ -148,9 +142,14 @@ def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Adam
 
 
 # --- resume state ----------------------------------------------------------------------------------
+def recorded(tcfg: TrainConfig) -> dict:
+    """params.yaml `train` as a checkpoint records it: LATE_KNOBS left out while at their defaults."""
+    return {k: v for k, v in dataclasses.asdict(tcfg).items() if not (k in LATE_KNOBS and LATE_KNOBS[k] == v)}
+
+
 def run_fingerprint(mcfg: ModelConfig, tcfg: TrainConfig, seed: int, data_dir: str | Path) -> str:
     """Key of a resumable run: params that change the numbers, plus the data (meta.json, or shard sizes)."""
-    knobs = {k: v for k, v in dataclasses.asdict(tcfg).items() if k not in NEUTRAL_KNOBS}
+    knobs = {k: v for k, v in recorded(tcfg).items() if k not in NEUTRAL_KNOBS}
     h = hashlib.sha256()
     data_dir = Path(data_dir)
     meta = data_dir / tokens.META_JSON
@@ -179,17 +178,15 @@ def train(data_dir: str | Path, out_dir: str | Path, live_dir: str | Path, mcfg:
     Returns:
         The StageReport (not yet written): losses, unigram baseline, steps, tokens, throughput.
     """
-    prev_threads, prev_det = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
+    prev_threads = torch.get_num_threads()
     torch.set_num_threads(num_threads(threads))
-    if not torch.cuda.is_available():
-        torch.use_deterministic_algorithms(True)  # CPU kernels honour it; makes reruns bit-identical
     try:
-        return _train(Path(data_dir), Path(out_dir), Path(live_dir), mcfg, tcfg, seed, progress, stop_after)
+        with deterministic(tcfg.deterministic):  # always on CPU: its kernels honour it, reruns are bit-identical
+            return _train(Path(data_dir), Path(out_dir), Path(live_dir), mcfg, tcfg, seed, progress, stop_after)
     finally:
         if torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()
         torch.set_num_threads(prev_threads)
-        torch.use_deterministic_algorithms(prev_det)
 
 
 def _train(data_dir: Path, out_dir: Path, live_dir: Path, mcfg: ModelConfig, tcfg: TrainConfig, seed: int,
@@ -197,7 +194,8 @@ def _train(data_dir: Path, out_dir: Path, live_dir: Path, mcfg: ModelConfig, tcf
     from dvclive import Live
     from tqdm import tqdm
 
-    rank, world = setup_distributed()
+    rank, world = setup_distributed(tcfg.strategy)
+    sharded = tcfg.strategy == "fsdp"
     master = rank == 0
     device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if torch.cuda.is_available() else "cpu"
     report = StageReport("train")
@@ -225,6 +223,8 @@ def _train(data_dir: Path, out_dir: Path, live_dir: Path, mcfg: ModelConfig, tcf
     np.random.seed(seed % 2**32)
     random.seed(seed)
     raw_model = GPT(gcfg).to(device)
+    if sharded:  # before the optimizer: fully_shard swaps the parameters for this rank's DTensor shards
+        shard(raw_model, device, compile_blocks=tcfg.compile)
     optimizer = make_optimizer(raw_model, tcfg)
     gen = torch.Generator().manual_seed(seed)  # one sampler for all ranks: each takes its slice
     fingerprint = run_fingerprint(mcfg, tcfg, seed, data_dir)
@@ -232,17 +232,14 @@ def _train(data_dir: Path, out_dir: Path, live_dir: Path, mcfg: ModelConfig, tcf
     start, tokens_seen, history = 0, 0, []
     ckpt = find_resume([work / RESUME_NAME, out_dir / CKPT_NAME], fingerprint)
     if ckpt is not None:  # every rank reads the same file: all resume from the same step
-        raw_model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
+        load_states(raw_model, optimizer, ckpt)  # FSDP: each rank cuts its shards out of the whole tensors
         state = ckpt["train_state"]
         start, tokens_seen, history = ckpt["iter"], state["tokens_seen"], state["history"]
         set_rng_state(state["rng"], gen)
         if master:
             log.info("Resuming from step %d of %d (%s).", start, tcfg.max_steps, fingerprint)
         report.extra["resumed_from_step"] = start
-    model = torch.compile(raw_model) if tcfg.compile else raw_model
-    if world > 1:
-        model = torch.nn.parallel.DistributedDataParallel(model)
+    model = raw_model if sharded else replicate(raw_model, tcfg.compile, world)
     # Fixed eval batches, drawn once: every eval sees the same windows, so the curve is not noise.
     val_batches = [random_batch(val_data, tcfg.batch_size, val_block, torch.Generator().manual_seed(seed + 10_007 + i))
                    for i in range(max(1, tcfg.eval_batches))]
@@ -256,12 +253,15 @@ def _train(data_dir: Path, out_dir: Path, live_dir: Path, mcfg: ModelConfig, tcf
         return mean_loss(model, val_batches, micro, device)
 
     def checkpoint(path: Path, step: int, val_loss: float, **extra) -> None:
+        states = full_states(raw_model, optimizer, master) if sharded else None  # a collective: every rank
+        if not master:
+            return
         state = {"fingerprint": fingerprint, "tokens_seen": tokens_seen, "history": history, "val_loss": val_loss,
                  "rng": rng_state(gen)}
         save_checkpoint(path, raw_model, optimizer, step, extra={
-            "params": {"seed": seed, "model": dataclasses.asdict(mcfg), "train": dataclasses.asdict(tcfg)},
+            "params": {"seed": seed, "model": dataclasses.asdict(mcfg), "train": recorded(tcfg)},
             "tokenizer_sha256": meta["tokenizer_sha256"], "eot_id": meta["eot_id"], "val_loss": val_loss,
-            "train_state": state, **extra})
+            "train_state": state, **extra}, states=states)
 
     live = Live(dir=str(live_dir), dvcyaml=None, save_dvc_exp=False, report=None) if master else None
     if ckpt is None:
@@ -319,9 +319,7 @@ def _train(data_dir: Path, out_dir: Path, live_dir: Path, mcfg: ModelConfig, tcf
         for k in range(n_micro):
             rows = ix[(k * world + rank) * micro:(k * world + rank + 1) * micro]
             x, y = pinned(train_data, rows, block) if pinned else windows(train_data, rows, block)
-            # DDP all-reduces gradients on the last micro-batch only (nanoGPT's require_backward_grad_sync).
-            sync = model.no_sync() if world > 1 and k < n_micro - 1 else contextlib.nullcontext()
-            with sync:
+            with grad_sync(model, sharded, world, last_micro=k == n_micro - 1):
                 with autocast(device):
                     _, loss = model(x.to(device, non_blocking=True), y.to(device, non_blocking=True))
                 (loss / n_micro).backward()  # backward outside autocast, as torch.amp advises
@@ -335,12 +333,12 @@ def _train(data_dir: Path, out_dir: Path, live_dir: Path, mcfg: ModelConfig, tcf
             torch.distributed.all_reduce(loss_t)
             loss_t /= world
         tokens_seen += batch * block
-        pending.append((lr, batch, loss_t, grad_norm.detach()))
+        pending.append((lr, batch, loss_t, local_scalar(grad_norm.detach())))
         eval_now = step % tcfg.eval_interval == 0 or step == tcfg.max_steps
         if eval_now or step % LOG_EVERY == 0 or step <= start + WARMUP_STEPS or (stop_after is not None
                                                                                   and step >= stop_after):
             flush(eval_now)
-        if master and step % tcfg.eval_interval == 0 and step < tcfg.max_steps:
+        if (master or sharded) and step % tcfg.eval_interval == 0 and step < tcfg.max_steps:
             with clock.paused():
                 checkpoint(work / RESUME_NAME, step, val_loss)
         if stop_after is not None and step >= stop_after:
@@ -348,7 +346,7 @@ def _train(data_dir: Path, out_dir: Path, live_dir: Path, mcfg: ModelConfig, tcf
     final_train = mean_loss(model, train_eval, micro, device)
     if live:
         live.end()
-    divergence = _ddp_divergence(raw_model) if world > 1 else 0.0
+    divergence = replica_divergence(raw_model) if world > 1 and not sharded else 0.0
 
     entropy = meta["unigram_entropy_nats"]
     tps = clock.steady_tps
@@ -365,29 +363,23 @@ def _train(data_dir: Path, out_dir: Path, live_dir: Path, mcfg: ModelConfig, tcf
         "flops_per_token": flops_tok,
         "block_size": block,
         "world_size": world,
+        "strategy": tcfg.strategy,
         "device": device.split(":")[0],
         "model": dataclasses.asdict(gcfg),
         "tokens": {"train": int(len(train_data)), "val": int(len(val_data))},
     })
     report.extra["throughput"] = clock.summary(flops_tok, peak)
+    if on_gpu:  # rank 0's allocator peak: what memory_estimate.py estimates (bench/gpu_fsdp_check.py compares)
+        report.extra["cuda_peak_memory_gb"] = round(torch.cuda.max_memory_allocated(device) / 1e9, 3)
     if peak:
         report.extra["mfu"] = round(flops_tok * tps / (peak * 1e12), 4)
         report.extra["peak_tflops"] = {"value": peak, "device": device_name,
                                        "from": "params train.peak_tflops" if tcfg.peak_tflops > 0 else "device table"}
-    if world > 1:
+    if world > 1 and not sharded:
         report.extra["ddp_max_param_divergence"] = divergence
+    checkpoint(out_dir / CKPT_NAME, tcfg.max_steps, val_loss)
     if master:
-        checkpoint(out_dir / CKPT_NAME, tcfg.max_steps, val_loss)
         (work / RESUME_NAME).unlink(missing_ok=True)  # the final checkpoint resumes too
     report.bytes_out = (out_dir / CKPT_NAME).stat().st_size if master else 0
     return report
 
-
-def _ddp_divergence(model: torch.nn.Module) -> float:
-    """Largest |parameter - rank 0's parameter| over all ranks: 0.0 when DDP kept replicas in sync."""
-    flat = torch.cat([p.detach().float().flatten() for p in model.parameters()])
-    ref = flat.clone()
-    torch.distributed.broadcast(ref, 0)
-    diff = (flat - ref).abs().max().reshape(1)
-    torch.distributed.all_reduce(diff, op=torch.distributed.ReduceOp.MAX)
-    return float(diff)
