@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 DATA_STAGES = ["sample", "fetch", "books", "reddit_urls", "scrape", "cc", "quality_train", "quality_filter", "dedup", "mix",
                "tokenizer", "tokenize"]
 DOWNSTREAM_OF_DEDUP = {"dedup", "mix", "tokenizer", "tokenize", "train", "evaluate", "contamination", "export", "summary",
-                       "finetune"}
+                       "finetune", "fewshot"}
 
 TINY = {  # smaller than the default sample profile; keeps the whole DAG at about a minute
     "sample": {"n_books": 8, "n_articles": 24, "n_cc_good": 40, "n_cc_junk": 40, "n_eval": 20,
