@@ -1,5 +1,5 @@
 """executor.* is output-neutral: the dedup stage gives byte-identical outputs with 1 or 2 local workers
-and on a local Ray; the params.yaml section matches ExecutorConfig; Slurm is built, not run (no sbatch here)."""
+and on a local Ray; the params.yaml section matches ExecutorConfig. Slurm is run for real in test_executor_slurm.py."""
 from __future__ import annotations
 
 import importlib.util

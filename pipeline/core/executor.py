@@ -10,15 +10,23 @@ changes no output byte; that is why dvc.yaml does not declare it (tests/test_exe
          CPUs (`ray.init(num_cpus=workers, include_dashboard=False)`). Tasks must see the same files:
          on a cluster, the repo and data/resume on a shared filesystem.
   slurm  SlurmPipelineExecutor: one sbatch job array per pipeline, on `slurm_partition` with `slurm_time`;
-         `run` submits and then waits for every task's completion marker, so a stage still returns
-         only when its outputs exist. Launch from a login node (datatrove: never from inside a job).
+         `run` submits, waits until the array has left `squeue`, fails if any task left no completion
+         marker, and merges the per-task stats here, so a stage returns only when its outputs exist.
+         Tasks run this repo's .venv with the repo on PYTHONPATH (both on a shared filesystem). Launch
+         from a login node (datatrove: never from inside a job). Run for real on a one-node Debian
+         slurm-wlm by tests/test_executor_slurm.py.
 """
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
+import subprocess
 import time
 from pathlib import Path
+
+from datatrove.executor import LocalPipelineExecutor, SlurmPipelineExecutor
+from datatrove.utils.stats import PipelineStats
 
 ROOT = Path(__file__).resolve().parents[2]
 KINDS = ("local", "ray", "slurm")
@@ -49,8 +57,6 @@ def build(pipeline: list, tasks: int, logging_dir: str | Path, cfg: ExecutorConf
     tasks = max(1, int(tasks))
     workers = max(1, min(int(cfg.workers), tasks))
     if cfg.kind == "local":
-        from datatrove.executor import LocalPipelineExecutor
-
         return LocalPipelineExecutor(pipeline=pipeline, tasks=tasks, workers=workers, logging_dir=str(logging_dir))
     if cfg.kind == "ray":
         from datatrove.executor.ray import RayPipelineExecutor
@@ -59,13 +65,13 @@ def build(pipeline: list, tasks: int, logging_dir: str | Path, cfg: ExecutorConf
         return RayPipelineExecutor(pipeline=pipeline, tasks=tasks, workers=workers, logging_dir=str(logging_dir),
                                    cpus_per_task=1, mem_per_cpu_gb=1)
     if cfg.kind == "slurm":
-        from datatrove.executor import SlurmPipelineExecutor
-
         if not cfg.slurm_partition:
             raise ValueError("executor.kind=slurm needs executor.slurm_partition")
-        return SlurmPipelineExecutor(pipeline=pipeline, tasks=tasks, workers=workers, logging_dir=str(logging_dir),
-                                     time=cfg.slurm_time, partition=cfg.slurm_partition, job_name=job_name,
-                                     venv_path=str(ROOT / ".venv" / "bin" / "activate"))
+        # the job unpickles our steps, so `pipeline` must import there: the submitting shell's
+        # PYTHONPATH rarely names the repo (pytest and `python stages/x.py` put it on sys.path only)
+        env = f"source {ROOT / '.venv' / 'bin' / 'activate'} && export PYTHONPATH={ROOT}${{PYTHONPATH:+:$PYTHONPATH}}"
+        return _Slurm(pipeline=pipeline, tasks=tasks, workers=workers, logging_dir=str(logging_dir),
+                      time=cfg.slurm_time, partition=cfg.slurm_partition, job_name=job_name, env_command=env)
     raise ValueError(f"executor.kind must be one of {KINDS}, got {cfg.kind!r}")
 
 
@@ -82,11 +88,41 @@ def _ray_init(cfg: ExecutorConfig) -> None:
         ray.init(num_cpus=max(1, cfg.workers), include_dashboard=False, runtime_env=env, log_to_driver=False)
 
 
+class _Slurm(SlurmPipelineExecutor):
+    """datatrove's SlurmPipelineExecutor without its stats-merging follow-up job: datatrove keeps no id
+    for it, so nothing could wait for it, and a stage reading stats.json would race it; `run` merges."""
+
+    def launch_merge_stats(self):
+        pass
+
+
 def run(pipeline: list, tasks: int, logging_dir: str | Path, cfg: ExecutorConfig = ExecutorConfig(),
         poll_s: float = 30.0) -> None:
-    """Build the executor and run it to the end (for Slurm: submit, then wait for every task)."""
+    """Build the executor and run it to the end (for Slurm: submit, wait, check, merge stats)."""
     executor = build(pipeline, tasks, logging_dir, cfg)
     executor.run()
     if cfg.kind == "slurm":
-        while executor.get_incomplete_ranks(range(max(1, int(tasks)))):
-            time.sleep(poll_s)
+        _wait_slurm(executor, max(1, int(tasks)), poll_s)
+
+
+def _wait_slurm(executor, tasks: int, poll_s: float) -> None:
+    """Wait until the job array leaves the queue (polls every 1 s, slowing to `poll_s`), raise if a task
+    left no completion marker, then write stats.json from the per-task stats as LocalPipelineExecutor does."""
+    job = str(executor.job_id)
+    start = time.monotonic()
+    while job != "-1":  # -1: every task had completed before, nothing was submitted
+        queued = subprocess.run(["squeue", "-h", "-j", job, "-o", "%i"], capture_output=True, text=True)
+        # an id slurmctld has already purged answers "Invalid job id" (rc 1): gone, like an empty answer
+        if not queued.stdout.strip() and (queued.returncode == 0 or "Invalid job id" in queued.stderr):
+            break
+        time.sleep(min(poll_s, 1 + (time.monotonic() - start) / 10))  # ~1 s for short jobs, 10% later on
+    missing = executor.get_incomplete_ranks(range(tasks))
+    if missing:
+        raise RuntimeError(f"slurm job {job}: {len(missing)} of {tasks} tasks did not complete (ranks "
+                           f"{missing[:10]}); see {executor.slurm_logs_folder}")
+    stats = PipelineStats()
+    for rank in range(tasks):
+        with executor.logging_dir.open(f"stats/{rank:05d}.json", "rt") as f:
+            stats += PipelineStats.from_json(json.load(f))
+    with executor.logging_dir.open("stats.json", "wt") as f:
+        stats.save_to_disk(f)
