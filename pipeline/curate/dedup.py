@@ -25,6 +25,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import shutil
+import time
 from pathlib import Path
 
 import numpy as np
@@ -66,7 +67,7 @@ def decide(ids: list[str], hashes: list, sig, has_words: np.ndarray, cfg: DedupC
     cl = dedup_cluster.cluster(rank, group, has_words, sig, cfg, pairs_fn)
     reasons = [None, EXACT, NEAR]
     return {ids[i]: {"cluster_id": ids[r], "cluster_size": s, "reason": reasons[c], "est_jaccard": round(e, 4)}
-            for i, (r, s, c, e) in enumerate(zip(cl.root.tolist(), cl.size.tolist(), cl.reason.tolist(), cl.est.tolist()))}
+            for i, (r, s, c, e) in enumerate(zip(cl.root.tolist(), cl.size.tolist(), cl.reason.tolist(), cl.est().tolist()))}
 
 
 # --- the stage ------------------------------------------------------------------------------------
@@ -83,11 +84,14 @@ def _load_meta(shards: dedup_report.Shards) -> dict:
 
     schema = pa.schema([("id", pa.string()), ("hash", pa.string()), ("bytes", pa.int64()), ("words", pa.bool_())])
     table = pa.concat_tables([schema.empty_table()] + [pq.read_table(p, columns=schema.names) for p in shards.meta])
-    ids = table["id"].combine_chunks()
+    ids = table["id"]
+    if ids.nbytes > 2**31 - 2**24:  # past 2 GB of ids (some 50 million documents) one array needs 64-bit offsets
+        ids = ids.cast(pa.large_string())
+    ids = ids.combine_chunks()
     n = len(ids)
     return {"ids": ids, "n": n, "distinct": pc.count_distinct(ids).as_py() if n else 0,
             "bytes": table["bytes"].to_numpy(), "words": table["words"].to_numpy(zero_copy_only=False),
-            "group": pc.dictionary_encode(table["hash"].combine_chunks()).indices.to_numpy().astype(np.int64)}
+            "group": pc.dictionary_encode(table["hash"].combine_chunks()).indices.to_numpy()}
 
 
 def _ranks(ids, cfg: DedupConfig) -> np.ndarray:
@@ -154,6 +158,7 @@ def run(cfg: DedupConfig, seed: int, inputs: dict[str, str | Path], out: str | P
     present = [s for s in sorted(inputs) if io.shard_paths(inputs[s])]
     code = [__file__, dedup_steps.__file__, minhash.__file__, dedup_cluster.__file__, dedup_report.__file__]
     work = io.work_dir(STAGE, io.run_fingerprint(cfg, seed, inputs=[inputs[s] for s in present], code=code)).resolve()
+    clock = [("start", time.perf_counter())]  # pass timings for the report (bench/dedup_scale.py reads them)
     files, sources, prefixes = [], [], []
     for source in present:
         paths = io.shard_paths(inputs[source])
@@ -164,6 +169,7 @@ def run(cfg: DedupConfig, seed: int, inputs: dict[str, str | Path], out: str | P
         prefixes += [work / "sigs" / source / f"{r:05d}" for r in range(len(paths))]
     shards = dedup_report.Shards(files, sources, [f"{p}.meta.parquet" for p in prefixes],
                                  [pq.read_metadata(f"{p}.meta.parquet").num_rows for p in prefixes])
+    clock.append(("signatures", time.perf_counter()))
     meta = _load_meta(shards)
     ids = meta["ids"]
     if meta["distinct"] != meta["n"]:
@@ -185,9 +191,10 @@ def run(cfg: DedupConfig, seed: int, inputs: dict[str, str | Path], out: str | P
     if meta["n"]:
         cl = dedup_cluster.cluster(_ranks(ids, cfg), meta["group"], meta["words"], store, cfg, pairs_fn=band_pass)
     else:
-        cl = dedup_cluster.Clusters(*(np.zeros(0, dtype=t) for t in (np.int64, np.int64, np.int8, np.float64)))
+        cl = dedup_cluster.Clusters(*(np.zeros(0, dtype=t) for t in (np.int32, np.int32, np.int8, np.uint16)))
     shutil.rmtree(work / "decisions", ignore_errors=True)
     _write_decisions(work, shards, ids, cl)
+    clock.append(("bands_and_clusters", time.perf_counter()))
 
     staging = work / "out"
     if staging.exists():
@@ -203,6 +210,7 @@ def run(cfg: DedupConfig, seed: int, inputs: dict[str, str | Path], out: str | P
         executor.run(pipe, len(io.shard_paths(inputs[source])), logs, ecfg)
         rep.add_datatrove_stats(logs / "stats.json")
 
+    clock.append(("filter", time.perf_counter()))
     truth_data = truth.load(truth_path)
     clusters = dedup_report.summarise(rep, cfg, ids, meta["bytes"], cl, shards, present, truth_data, work)
     _write_clusters(staging / "clusters.parquet", clusters)
@@ -211,6 +219,8 @@ def run(cfg: DedupConfig, seed: int, inputs: dict[str, str | Path], out: str | P
     report.write_plot(STAGE, "sweep", sweep)
     io.write_manifest(staging, STAGE, {"dedup": params.as_dict(cfg), "seed": seed}, inputs)
     io.publish(staging, out)
+    clock.append(("report_and_publish", time.perf_counter()))
+    rep.extra["pass_seconds"] = {name: round(t - clock[k][1], 3) for k, (name, t) in enumerate(clock[1:])}
     return rep
 
 

@@ -150,7 +150,7 @@ def summarise(rep: report.StageReport, cfg: DedupConfig, ids: pa.Array, nbytes: 
     rep.bytes_out = sum(c["bytes_out"] for c in per_source.values())
 
     multi = np.flatnonzero(cl.size > 1)
-    est4 = np.array([round(e, 4) for e in cl.est[multi].tolist()], dtype=np.float64)
+    est4 = np.array([round(e, 4) for e in cl.est(multi).tolist()], dtype=np.float64)
     # examples: the most telling first: near (not exact) duplicates, across sources, least similar, by id
     cand = multi[removed[multi]]
     id_pos = np.empty(n, dtype=np.int64)
