@@ -25,7 +25,9 @@ from __future__ import annotations
 
 import re
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from operator import itemgetter
 from pathlib import Path
 
 import numpy as np
@@ -54,9 +56,38 @@ class QualityConfig:
     alpha: float = 9.0
 
 
+# What str.split() splits on but fastText does not: fastText splits on space, \t, \n, \v, \f, \r and \0 only
+# (FastText.predict's docstring). tests/test_quality_batch.py rebuilds this list from str.isspace.
+SPLIT_ONLY_SPACE = ("\x1c\x1d\x1e\x1f\x85\xa0\u1680" + "".join(map(chr, range(0x2000, 0x200B)))
+                    + "\u2028\u2029\u202f\u205f\u3000")
+
+
 def normalise(text: str) -> str:
     """The classifier's view of a text: lowercase, one line, single spaces."""
     return " ".join(text.lower().split())
+
+
+def model_inputs(texts: list[str]) -> list[str]:
+    """Texts as the scorer hands them to fastText: the same fastText tokens as normalise(text), cheaper.
+
+    fastText splits on its own whitespace, so collapsing runs of it (normalise's split and join, over twice
+    the cost of lowering) changes nothing the model sees. What must change is the newline (predict takes
+    one line) and what str.split() splits on but fastText does not (SPLIT_ONLY_SPACE, e.g. a no-break
+    space), which become spaces; then the tokens, and so the scores, equal normalise's
+    (tests/test_quality_batch.py::test_model_inputs_score_like_normalise). One scan of the batch says which of
+    those characters occur at all; an ASCII batch can only hold the first four.
+    """
+    joined = "".join(texts)
+    odd = [c for c in (SPLIT_ONLY_SPACE[:4] if joined.isascii() else SPLIT_ONLY_SPACE) if c in joined]
+    if not odd:
+        return [t.lower().replace("\n", " ") for t in texts]
+    out = []
+    for text in texts:
+        text = text.lower().replace("\n", " ")
+        for c in odd:
+            text = text.replace(c, " ")
+        out.append(text)
+    return out
 
 
 def chunk_words(text: str, min_words: int = CHUNK_MIN_WORDS, max_words: int = CHUNK_MAX_WORDS) -> list[str]:
@@ -177,10 +208,13 @@ class Scorer:
             return np.zeros(0)
         # a LIST of strings: fasttext 0.9.2 + numpy 2 fails on a single string (ANCHORS.md). And k=1: on a
         # list, fasttext-wheel 0.9.2 returns the top probability repeated k times for k > 1 (found here).
-        # With two softmax labels the top one says it all: P(pos) = p or 1 - p.
-        labels, probs = self._model.predict([normalise(t) for t in texts], k=1)
-        scores = [float(p[0]) if lab[0] == POSITIVE else 1.0 - float(p[0]) for lab, p in zip(labels, probs)]
-        return np.clip(np.asarray(scores, dtype=np.float64), 0.0, 1.0)
+        # With two softmax labels the top one says it all: P(pos) = p or 1 - p (p float32, widened exactly).
+        labels, probs = self._model.predict(model_inputs(texts), k=1)
+        p = np.concatenate(probs).astype(np.float64)
+        if len(p) != len(texts):  # k=1: at most one label each, so then exactly one each
+            raise ValueError(f"fastText labelled {len(p)} of {len(texts)} texts")
+        positive = np.fromiter(map(POSITIVE.__eq__, map(itemgetter(0), labels)), bool, len(texts))
+        return np.clip(np.where(positive, p, 1.0 - p), 0.0, 1.0)
 
 
 class CrossFitScorer:
@@ -217,6 +251,8 @@ class CrossFitScorer:
     def __call__(self, ids: list[str], texts: list[str]) -> tuple[np.ndarray, list[str]]:
         """(P(high quality) per text, name of the model that scored it)."""
         names = [self.model_for(i) for i in ids]
+        if len(set(names)) == 1:  # the usual batch: no training page in it, one model call
+            return self.scorers[names[0]](texts), names
         scores = np.zeros(len(texts))
         for name in sorted(set(names)):
             idx = [j for j, n in enumerate(names) if n == name]
@@ -228,7 +264,9 @@ class CrossFitScorer:
         parent = Path(self.scorers[FULL].model_path).parent
         files = [Path(s.model_path) for _, s in sorted(self.scorers.items())]
         files += [p for p in (parent / "model.json", parent / TRAIN_IDS) if p.exists()]
-        return records.sha("".join(f"{p.name}={io.sha256_file(p)};" for p in files))
+        with ThreadPoolExecutor(4) as pool:  # hashlib frees the GIL: six ~20 MB models hash side by side
+            sums = list(pool.map(io.sha256_file, files))
+        return records.sha("".join(f"{p.name}={h};" for p, h in zip(files, sums)))
 
 
 # --- the stage -----------------------------------------------------------------------------
