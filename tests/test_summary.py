@@ -176,3 +176,25 @@ def test_page_renders_in_headless_chromium(reports, tmp_path, chromium):
         (w, h, distinct), (_, _, blank) = _png_stats(shots["summary"]), _png_stats(shots["blank"])
         assert (w, h) == (1200, 2000) and distinct > 64 and blank < 16, (distinct, blank)
     assert shots["summary"].stat().st_size > 10 * shots["blank"].stat().st_size
+
+
+def test_claims_section_reads_the_claim_reports_and_says_not_run():
+    from pipeline.evaluation import summary_claims
+
+    reports = {
+        "finetune": {"task": "piqa", "chance_acc": 0.5, "zero_shot": {"acc": 0.41},
+                     "finetuned": {"lambda=0.5": {"acc": 1.0}, "lambda=0.0": {"acc": 0.98}}},
+        "fewshot": {"tasks": {"hellaswag": {"0": {"acc": 0.3}, "1": {"acc": 0.35}, "8": {"acc": 0.3}}}},
+        "scaling": {"claim": {"paper": "L(N) predicts the largest", "ours": "inside the 95% interval", "verdict": "held"}},
+        "sparse_vs_dense": {"claim": "not a mapping"},
+    }
+    rows = {r["stage"]: r for r in summary_claims.rows(reports)}
+    assert list(rows) == list(summary_claims.CLAIM_STAGES)
+    assert rows["finetune"]["verdict"] == "fine-tuning beat zero-shot" and "zero-shot 0.41" in rows["finetune"]["ours"]
+    assert rows["fewshot"]["verdict"].startswith("did not rise") and "k=0,1,8" in rows["fewshot"]["ours"]
+    assert rows["scaling"]["verdict"] == "held"
+    assert rows["sparse_vs_dense"]["ours"].startswith("unreadable")
+    assert not rows["ln_stability"]["run"] and rows["ln_stability"]["ours"] == summary_html.NOT_RUN
+    md = "\n".join(summary_claims.markdown(list(rows.values())))
+    assert "| finetune |" in md and "(f)" in md
+    assert "<table>" in summary_claims.html(list(rows.values()))

@@ -9,7 +9,8 @@ folder (reports/train/plots/metrics/{train_loss,val_loss}.tsv). Sections:
   (b) the mixture: achieved vs target shares (GPT-3 table 2.2 weights), epochs, token shares;
   (c) train and val loss against the unigram entropy the model must beat;
   (d) evals beside chance, the unigram baseline and the papers' figures for GPT-2 117M and GPT-3 125M;
-  (e) the contamination headline (GPT-3 appendix C), linking to the full audit.
+  (e) the contamination headline (GPT-3 appendix C), linking to the full audit;
+  (f) each paper claim the claim stages test, beside this run's figure (summary_claims.py).
 A missing or partial report never fails the page: its section or row says "not run" (a profile may
 skip stages). Rendering lives in summary_html.py (HTML) and here (Markdown).
 """
@@ -22,11 +23,11 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.core import io
-from pipeline.evaluation import summary_html
+from pipeline.evaluation import summary_claims, summary_html
 from pipeline.evaluation.summary_html import NOT_RUN, num, pct
 
 STAGES = ("sample", "fetch", "books", "reddit_urls", "scrape", "cc", "quality_train", "quality_filter", "dedup", "mix",
-          "tokenizer", "tokenize", "train", "evaluate", "contamination", "export")
+          "tokenizer", "tokenize", "train", "evaluate", "contamination", "export") + summary_claims.CLAIM_STAGES
 # The stages that see one source only, in DAG order, with what their "documents" are; dedup, mix and
 # tokenize then report each source inside one report (per_source, tokens_per_source).
 SOURCE_STAGES = {
@@ -256,6 +257,7 @@ def collect(reports_dir: str | Path, live_dir: str | Path | None, page_dir: str 
     return {"reports": sorted(reports), "stages": stage_table(reports), "funnel": funnel(reports),
             "mixture": mixture(reports), "losses": losses(reports, live_dir), "evals": evals(reports),
             "contamination": contamination(reports, link), "export": reports.get("export"),
+            "claims": summary_claims.rows(reports),
             "train": reports.get("train"), "source_names": SOURCE_NAMES,
             "papers": {k: {"label": p["label"], "source": p["source"]} for k, p in PAPER.items()}}
 
@@ -336,6 +338,7 @@ def to_markdown(s: dict[str, Any]) -> str:
         if con["leaks"]:
             out += ["", "Planted leaks: " + ", ".join(f"{k} {v}" for k, v in con["leaks"].items()) + "."]
         out += ["", f"Full audit: [{con['link']}]({con['link']})", ""]
+    out += summary_claims.markdown(s["claims"])
     return "\n".join(out)
 
 
@@ -344,7 +347,7 @@ def run(reports_dir: str | Path, live_dir: str | Path | None, html_path: str | P
     """The summary stage: collect, then write the HTML and Markdown pages atomically."""
     html_path, md_path = Path(html_path), Path(md_path)
     s = collect(reports_dir, live_dir, html_path.parent)
-    page = summary_html.render(s)
+    page = summary_html.render(s, [("(f) The papers' claims at this scale", summary_claims.html(s["claims"]))])
     for path, text in ((html_path, page), (md_path, to_markdown(s))):
         with io.atomic_path(path) as tmp:
             tmp.write_text(text, encoding="utf-8")

@@ -321,8 +321,8 @@ def _contamination(con: dict[str, Any] | None) -> str:
     return out + f'<p>Full audit with every dirty example and its training document: <a href="{href}">{href}</a></p>'
 
 
-def render(s: dict[str, Any]) -> str:
-    """The whole page from `summary.collect`'s data."""
+def render(s: dict[str, Any], extra: list[tuple[str, str]] = ()) -> str:
+    """The whole page from `summary.collect`'s data, then `extra` (heading, HTML) sections."""
     run = sum(r["run"] for r in s["stages"])
     body = [f"<h1>gpt-repro run summary</h1><p class='muted'>From {len(s['reports'])} stage reports in reports/ "
             f"({run} of {len(s['stages'])} stages ran); regenerate with <code>dvc repro summary</code>.</p>",
@@ -334,5 +334,6 @@ def render(s: dict[str, Any]) -> str:
             "<h2>(c) Loss curves</h2>", _losses(s["losses"]),
             "<h2>(d) Evaluation</h2>", _evals(s["evals"], s["papers"], s.get("train")),
             "<h2>(e) Contamination</h2>", _contamination(s["contamination"])]
+    body += [f"<h2>{escape(title)}</h2>{section}" for title, section in extra]
     return ("<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>gpt-repro run summary</title>"
             f"<style>{CSS}</style></head><body>" + "\n".join(body) + "</body></html>\n")
