@@ -140,10 +140,14 @@ class ShardWriter:
 
     MAX_PENDING = 4  # chunks queued for compression before write_batch waits
 
-    def __init__(self, folder: str | Path, subdir: str = DOCS, rank: int = 0, pool=None):
+    def __init__(self, folder: str | Path, subdir: str = DOCS, rank: int = 0, pool=None,
+                 level: int = FSSPEC_ZSTD_LEVEL):
         self.writer = doc_writer(folder, subdir)
         self.name = self.writer.output_filename.substitute(rank=str(rank).zfill(5))
-        self.pool = pool if pool is not None and self.writer.compression == "zstd" and _zstandard_opener() else None
+        own = self.writer.compression == "zstd" and _zstandard_opener()
+        self.pool = pool if own else None
+        # another level than fsspec's needs our own compressor, pool or not
+        self.level, self.own = level, own and (pool is not None or level != FSSPEC_ZSTD_LEVEL)
         self._fh, self._chunk, self._size, self._pending = None, [], 0, []
 
     def write_batch(self, docs: list) -> None:
@@ -161,14 +165,17 @@ class ShardWriter:
 
     def _flush(self) -> None:
         data, self._chunk, self._size = b"".join(self._chunk), [], 0
-        if self.pool is None:
+        if not self.own:
             self.writer.output_mg.get_file(self.name).write(data)
             return
         if self._fh is None:
             import zstandard
 
             raw = self.writer.output_folder.open(self.name, "wb")
-            self._fh = zstandard.ZstdCompressor(level=FSSPEC_ZSTD_LEVEL).stream_writer(raw, write_size=WRITE_BYTES)
+            self._fh = zstandard.ZstdCompressor(level=self.level).stream_writer(raw, write_size=WRITE_BYTES)
+        if self.pool is None:
+            self._fh.write(data)
+            return
         self._pending.append(self.pool.submit(self._fh.write, data))
         while len(self._pending) > self.MAX_PENDING:
             self._pending.pop(0).result()

@@ -35,6 +35,11 @@ SCORE_COLUMNS = (("id", "string"), ("url", "string"), ("score", "float64"), ("dr
                  ("kept", "bool_"), ("model", "string"))
 PART_COLUMNS = SCORE_COLUMNS + (("key", "string"), ("bytes", "int64"))  # + truth key, UTF-8 bytes of the text
 BATCH = 256
+# zstd level of this stage's shards. The other stages write fsspec's level 10 through datatrove; here, where
+# the model is fast, level-10 compression cost as much CPU as fastText itself (bench/quality_speed.py), while
+# level 3 (zstd's default) costs ~0.15x of it for ~10% larger files. Readers take any level: the documents,
+# and every decision downstream, are the same.
+SHARD_ZSTD_LEVEL = 3
 
 
 @dataclass(frozen=True)
@@ -98,8 +103,9 @@ class ScoreShards(PipelineStep):
         gc.disable()  # millions of acyclic objects (parsed pages) that the collector would walk again and again
         try:
             with (ThreadPoolExecutor(1, thread_name_prefix="zstd") as pool,
-                  shards.ShardWriter(self.out_dir, io.DOCS, rank, pool) as kept_out,
-                  shards.ShardWriter(self.out_dir, f"{io.REMOVED}/{LOW_QUALITY}", rank, pool) as dropped_out):
+                  shards.ShardWriter(self.out_dir, io.DOCS, rank, pool, SHARD_ZSTD_LEVEL) as kept_out,
+                  shards.ShardWriter(self.out_dir, f"{io.REMOVED}/{LOW_QUALITY}", rank, pool,
+                                     SHARD_ZSTD_LEVEL) as dropped_out):
                 while batch := list(islice(docs, self.batch_size)):
                     with self.track_time("batch"):
                         self._batch(flt, batch, cols, kept_out, dropped_out)
