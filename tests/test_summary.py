@@ -185,14 +185,14 @@ def test_claims_section_reads_the_claim_reports_and_says_not_run():
         "finetune": {"task": "piqa", "chance_acc": 0.5, "zero_shot": {"acc": 0.41},
                      "finetuned": {"lambda=0.5": {"acc": 1.0}, "lambda=0.0": {"acc": 0.98}}},
         "fewshot": {"tasks": {"hellaswag": {"0": {"acc": 0.3}, "1": {"acc": 0.35}, "8": {"acc": 0.3}}}},
-        "scaling": {"claim": {"paper": "L(N) predicts the largest", "ours": "inside the 95% interval", "verdict": "held"}},
-        "sparse_vs_dense": {"claim": "not a mapping"},
+        "scaling": {"interval_95": [2.5, 3.0], "predicted": 2.7, "measured": 2.86, "inside": True},
+        "sparse_vs_dense": {"rows": []},
     }
     rows = {r["stage"]: r for r in summary_claims.rows(reports)}
     assert list(rows) == list(summary_claims.CLAIM_STAGES)
     assert rows["finetune"]["verdict"] == "fine-tuning beat zero-shot" and "zero-shot 0.41" in rows["finetune"]["ours"]
     assert rows["fewshot"]["verdict"].startswith("did not rise") and "k=0,1,8" in rows["fewshot"]["ours"]
-    assert rows["scaling"]["verdict"] == "held"
+    assert rows["scaling"]["verdict"].startswith("held") and "measured 2.86" in rows["scaling"]["ours"]
     assert rows["sparse_vs_dense"]["ours"].startswith("unreadable")
     assert not rows["ln_stability"]["run"] and rows["ln_stability"]["ours"] == summary_html.NOT_RUN
     md = "\n".join(summary_claims.markdown(list(rows.values())))

@@ -37,16 +37,34 @@ def _fewshot(rep: dict) -> dict[str, str]:
             "verdict": "rose with k" if rising and all(rising) else "did not rise with k (context too short)"}
 
 
-def _stage_summary(rep: dict) -> dict[str, str]:
-    """Stages that state their claim themselves: report["claim"] = {paper, ours, verdict}."""
-    claim = rep.get("claim") or {}
-    return {"paper": str(claim.get("paper", "")), "ours": str(claim.get("ours", "")),
-            "verdict": str(claim.get("verdict", ""))}
+def _ln_stability(rep: dict) -> dict[str, str]:
+    ours = (f"{rep['ln']}-LN, {rep['n_layer']} layers, lr {num(rep['lr'])}, warm-up {rep['warmup_steps']}: "
+            f"{rep['reason']}, final loss {num(rep['final_loss'])} (from {num(rep['initial_loss'])})")
+    return {"paper": "GPT-2: with LayerNorm at the sub-block inputs (pre-LN) deep models train without the warm-up "
+                     "or small learning rate post-LN needs", "ours": ours,
+            "verdict": ("diverged" if rep["diverged"] else "trained") + " (one grid cell; the grid: README)"}
+
+
+def _sparse_vs_dense(rep: dict) -> dict[str, str]:
+    ratio = rep["sparse_over_dense"]
+    ours = (f"banded/dense tokens/s {num(ratio['tokens_per_s'])}x, attention FLOPs {num(ratio['attention_flops'])}x, "
+            f"val loss {num(ratio['val_loss_delta'])} nats vs dense")
+    faster = ratio["tokens_per_s"] >= 1.2
+    return {"paper": "GPT-3 write-ups: alternating banded layers ~1.5x faster, perplexity a little worse",
+            "ours": ours, "verdict": "faster" if faster else "no speed-up here (masked dense kernel on CPU)"}
+
+
+def _scaling(rep: dict) -> dict[str, str]:
+    lo, hi = rep["interval_95"]
+    ours = (f"predicted {num(rep['predicted'])} (95% {num(lo)}-{num(hi)}) before training the largest; "
+            f"measured {num(rep['measured'])}")
+    return {"paper": "GPT-4: the final loss of a large run is predictable from runs with far less compute",
+            "ours": ours, "verdict": "held: inside the 95% interval" if rep["inside"] else "missed the 95% interval"}
 
 
 READERS: dict[str, Callable[[dict], dict[str, str]]] = {
-    "finetune": _finetune, "fewshot": _fewshot, "ln_stability": _stage_summary,
-    "sparse_vs_dense": _stage_summary, "scaling": _stage_summary}
+    "finetune": _finetune, "fewshot": _fewshot, "ln_stability": _ln_stability,
+    "sparse_vs_dense": _sparse_vs_dense, "scaling": _scaling}
 
 
 def rows(reports: dict[str, dict]) -> list[dict[str, Any]]:
