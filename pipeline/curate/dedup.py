@@ -77,31 +77,38 @@ SWEEP_MAX_DOCS = 200_000  # the sweep bands signatures in memory: skipped above 
 
 def _load_meta(shards: dedup_report.Shards) -> dict:
     """The driver's per-document arrays from every shard's signature-pass metadata: ids (one Arrow string
-    array), source rank, keep-rule rank, exact group, size, has-words flags."""
+    array), their sort order, source code (and names), exact group, size, has-words flag. ~70 bytes per
+    document with the ids; the ids' string ops (sort, prefix) run in Arrow, without a Python object each."""
     import pyarrow as pa
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
-    schema = pa.schema([("id", pa.string()), ("hash", pa.string()), ("bytes", pa.int64()), ("words", pa.bool_())])
-    table = pa.concat_tables([schema.empty_table()] + [pq.read_table(p, columns=schema.names) for p in shards.meta])
+    schema = pa.schema([("id", pa.string()), ("k1", pa.uint64()), ("k2", pa.uint64()), ("kn", pa.int64()),
+                        ("bytes", pa.int64()), ("words", pa.bool_())])
+    table = pa.concat_tables([schema.empty_table()] +
+                             [pq.read_table(p, columns=schema.names, use_threads=False) for p in shards.meta])
     ids = table["id"]
     if ids.nbytes > 2**31 - 2**24:  # past 2 GB of ids (some 50 million documents) one array needs 64-bit offsets
         ids = ids.cast(pa.large_string())
     ids = ids.combine_chunks()
     n = len(ids)
-    return {"ids": ids, "n": n, "distinct": pc.count_distinct(ids).as_py() if n else 0,
+    id_order = pc.sort_indices(ids).to_numpy().astype(np.int64)
+    in_order = ids.take(pa.array(id_order))
+    repeats = pc.sum(pc.equal(in_order.slice(1), in_order.slice(0, max(n - 1, 0)))).as_py() or 0
+    del in_order
+    src = pc.replace_substring_regex(ids, "/.*", "").dictionary_encode()  # records.source_of, vectorised
+    group = dedup_cluster.exact_groups(*(table[k].to_numpy() for k in ("k1", "k2", "kn")))
+    return {"ids": ids, "n": n, "repeats": repeats, "id_order": id_order,
+            "src": src.indices.to_numpy().astype(np.int32), "src_names": src.dictionary.to_pylist(),
             "bytes": table["bytes"].to_numpy(), "words": table["words"].to_numpy(zero_copy_only=False),
-            "group": pc.dictionary_encode(table["hash"].combine_chunks()).indices.to_numpy()}
+            "group": group.astype(np.int32 if n < 2**31 else np.int64)}
 
 
-def _ranks(ids, cfg: DedupConfig) -> np.ndarray:
-    """Keep-rule rank of each document (dedup_cluster.ranks) from the Arrow id array."""
-    import pyarrow.compute as pc
-
-    src = pc.list_element(pc.split_pattern(ids, "/", max_splits=1), 0).dictionary_encode()
+def _ranks(meta: dict, cfg: DedupConfig) -> np.ndarray:
+    """Keep-rule rank of each document (dedup_cluster.ranks): source priority, then id."""
     prio = {s: k for k, s in enumerate(cfg.priority)}
-    code = np.array([prio.get(s, len(prio)) for s in src.dictionary.to_pylist()], dtype=np.int64)
-    return dedup_cluster.ranks(code[src.indices.to_numpy()], pc.sort_indices(ids).to_numpy())
+    code = np.array([prio.get(s, len(prio)) for s in meta["src_names"]] or [0], dtype=np.int64)
+    return dedup_cluster.ranks(code[meta["src"]], meta["id_order"])
 
 
 def _write_decisions(work: Path, shards: dedup_report.Shards, ids, cl: dedup_cluster.Clusters) -> None:
@@ -172,24 +179,27 @@ def run(cfg: DedupConfig, seed: int, inputs: dict[str, str | Path], out: str | P
     clock.append(("signatures", time.perf_counter()))
     meta = _load_meta(shards)
     ids = meta["ids"]
-    if meta["distinct"] != meta["n"]:
-        dup = meta["n"] - meta["distinct"]
+    if meta["repeats"]:
+        dup = meta["repeats"]
         log.error("%d documents repeat an id already seen; each copy is decided on its own", dup)
         rep.error("duplicate_id", dup)
     store = SigStore([f"{p}.sig.npy" for p in prefixes])
     bands, _ = optimal_bands(cfg.threshold, cfg.num_perm)
+    band_seconds = []
 
     def band_pass(mask: np.ndarray):
         np.save(work / "mask.npy", mask)
         logs = work / "logs" / "bands"
         shutil.rmtree(logs, ignore_errors=True)  # the mask is rewritten each run: no completion may be reused
+        t0 = time.perf_counter()
         executor.run([BandStep([str(p) for p in prefixes], work / "mask.npy", bands, work / "pairs")],
                      bands, logs, ecfg)
+        band_seconds.append(time.perf_counter() - t0)
         for b in range(bands):  # streamed: one band's candidate pairs in memory at a time
             yield np.load(work / "pairs" / f"{b:05d}.npy")
 
     if meta["n"]:
-        cl = dedup_cluster.cluster(_ranks(ids, cfg), meta["group"], meta["words"], store, cfg, pairs_fn=band_pass)
+        cl = dedup_cluster.cluster(_ranks(meta, cfg), meta["group"], meta["words"], store, cfg, pairs_fn=band_pass)
     else:
         cl = dedup_cluster.Clusters(*(np.zeros(0, dtype=t) for t in (np.int32, np.int32, np.int8, np.uint16)))
     shutil.rmtree(work / "decisions", ignore_errors=True)
@@ -212,7 +222,7 @@ def run(cfg: DedupConfig, seed: int, inputs: dict[str, str | Path], out: str | P
 
     clock.append(("filter", time.perf_counter()))
     truth_data = truth.load(truth_path)
-    clusters = dedup_report.summarise(rep, cfg, ids, meta["bytes"], cl, shards, present, truth_data, work)
+    clusters = dedup_report.summarise(rep, cfg, meta, cl, shards, present, truth_data, work)
     _write_clusters(staging / "clusters.parquet", clusters)
     sweep = threshold_sweep(cfg, meta, shards, store, truth_data) if meta["n"] else []
     rep.extra["sweep"] = sweep
@@ -221,6 +231,7 @@ def run(cfg: DedupConfig, seed: int, inputs: dict[str, str | Path], out: str | P
     io.publish(staging, out)
     clock.append(("report_and_publish", time.perf_counter()))
     rep.extra["pass_seconds"] = {name: round(t - clock[k][1], 3) for k, (name, t) in enumerate(clock[1:])}
+    rep.extra["pass_seconds"]["band_pass"] = round(sum(band_seconds), 3)  # within bands_and_clusters
     return rep
 
 

@@ -116,14 +116,11 @@ def true_jaccards(ids: pa.Array, shards: Shards, cl: Clusters, rows: np.ndarray,
     return result, texts
 
 
-def summarise(rep: report.StageReport, cfg: DedupConfig, ids: pa.Array, nbytes: np.ndarray, cl: Clusters,
-              shards: Shards, present: list[str], truth_data: dict | None, work: Path) -> pa.Table:
+def summarise(rep: report.StageReport, cfg: DedupConfig, meta: dict, cl: Clusters, shards: Shards,
+              present: list[str], truth_data: dict | None, work: Path) -> pa.Table:
     """Per-source counts, cross-source removals, cluster rows with true Jaccard, examples, truth P/R into
-    `rep`; returns the clusters.parquet table."""
-    n = len(ids)
-    src_enc = pc.list_element(pc.split_pattern(ids, "/", max_splits=1), 0).dictionary_encode() if n else None
-    src_names = src_enc.dictionary.to_pylist() if n else []
-    src = src_enc.indices.to_numpy(zero_copy_only=False).astype(np.int64) if n else np.zeros(0, np.int64)
+    `rep`; returns the clusters.parquet table. `meta`: the driver's arrays (dedup._load_meta)."""
+    ids, n, nbytes, src, src_names = meta["ids"], meta["n"], meta["bytes"], meta["src"], meta["src_names"]
     removed = cl.reason != KEPT
     per_source = {s: Counter() for s in present}
     for k, s in enumerate(src_names):
@@ -154,7 +151,7 @@ def summarise(rep: report.StageReport, cfg: DedupConfig, ids: pa.Array, nbytes: 
     # examples: the most telling first: near (not exact) duplicates, across sources, least similar, by id
     cand = multi[removed[multi]]
     id_pos = np.empty(n, dtype=np.int64)
-    id_pos[pc.sort_indices(ids).to_numpy()] = np.arange(n)
+    id_pos[meta["id_order"]] = np.arange(n)
     cand_est = est4[removed[multi]]
     pick = cand[np.lexsort((id_pos[cand], cand_est, src[cand] == src[cl.root[cand]], cl.reason[cand] != NEAR_CODE))][:10]
     true_j, texts = true_jaccards(ids, shards, cl, multi, cfg.ngram, work, set(pick.tolist()) | set(cl.root[pick].tolist()))
