@@ -7,6 +7,7 @@ bench/dedup_speed.py. They are generated on the fly into a temp dir as the stage
 documents per zstd JSONL shard) by a first subprocess; a second subprocess runs `pipeline.curate.dedup.run`
 (executor local, 2 workers, params.yaml dedup defaults) while this process samples the memory of its whole
 process tree (driver, forkserver, pool workers) every 0.2 s with psutil: peak RSS is the largest sum seen.
+CPU seconds (the basis for core-hours) add each process's last sampled CPU time (the driver's from getrusage).
 Precision and recall are scored on the planted pairs from the stage's clusters.parquet, recall per band of
 true 5-shingle Jaccard. The stage's own report gives per-pass timings.
 
@@ -22,6 +23,7 @@ import json
 import math
 import os
 import re
+import resource
 import shutil
 import subprocess
 import tempfile
@@ -112,9 +114,10 @@ def run_measured(cmd: list[str]) -> dict:
     """Run `cmd`, sampling the summed RSS of its process tree; returns peak (bytes), wall time, rusage."""
     import psutil
 
-    t0 = time.perf_counter()
+    t0, ru0 = time.perf_counter(), resource.getrusage(resource.RUSAGE_CHILDREN)
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     peak = {"tree": 0, "driver": 0, "procs": 0}
+    cpu: dict[int, float] = {}
     timeline = []
 
     def sample():
@@ -126,6 +129,8 @@ def run_measured(cmd: list[str]) -> dict:
                 for p in procs:
                     try:
                         rss.append(p.memory_info().rss)
+                        t = p.cpu_times()
+                        cpu[p.pid] = t.user + t.system  # the last value seen per process: its CPU time
                     except psutil.Error:
                         pass
                 total = sum(rss)
@@ -143,7 +148,9 @@ def run_measured(cmd: list[str]) -> dict:
     th.join()
     if proc.returncode:
         sys.exit(f"{' '.join(cmd)} failed:\n{err[-3000:]}")
-    return {"wall_s": time.perf_counter() - t0, "peak_tree_rss": peak["tree"], "peak_driver_rss": peak["driver"],
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)  # the driver's own (its workers are not its waited children)
+    cpu[proc.pid] = ru.ru_utime + ru.ru_stime - ru0.ru_utime - ru0.ru_stime
+    return {"wall_s": time.perf_counter() - t0, "cpu_s": sum(cpu.values()), "peak_tree_rss": peak["tree"], "peak_driver_rss": peak["driver"],
             "max_procs": peak["procs"], "timeline": timeline}
 
 
@@ -221,6 +228,7 @@ def main() -> None:
             mb = json.loads((folder / "planted.json").read_text())["bytes"] / 1e6
             row = {"docs": n, "mb": round(mb, 1), "workers": args.workers, "generate_seconds": round(gen_s, 1),
                    "stage_seconds": round(m["wall_s"], 1), "docs_per_s": round(n / m["wall_s"], 1),
+                   "stage_cpu_seconds": round(m["cpu_s"], 1), "cpu_us_per_doc": round(m["cpu_s"] / n * 1e6, 1),
                    "peak_tree_rss_gb": round(m["peak_tree_rss"] / 1e9, 3),
                    "peak_driver_rss_gb": round(m["peak_driver_rss"] / 1e9, 3), "max_processes": m["max_procs"],
                    "pass_seconds": rep.get("pass_seconds"), "docs_out": rep["docs_out"], "dropped": rep["dropped"],
@@ -230,7 +238,7 @@ def main() -> None:
                                                    if "sigs" in p.parts) / 1e6, 1),
                    "rss_timeline": m["timeline"][::5]}
             rows.append(row)
-            print(f"{n:>9,} docs {mb:7.1f} MB  stage {row['stage_seconds']:7.1f} s  peak RSS tree "
+            print(f"{n:>9,} docs {mb:7.1f} MB  stage {row['stage_seconds']:7.1f} s ({row['stage_cpu_seconds']:.0f} CPU s)  peak RSS tree "
                   f"{row['peak_tree_rss_gb']:.2f} GB (driver {row['peak_driver_rss_gb']:.2f})  P {row['precision']}  "
                   f"R {row['found_j>=0.8']} / {row['found_0.5<=j<0.8']} / {row['found_j<0.5']}", flush=True)
             if not args.keep:
