@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 DATA_STAGES = ["sample", "fetch", "books", "reddit_urls", "scrape", "cc", "quality_train", "quality_filter", "dedup", "mix",
                "tokenizer", "tokenize"]
 DOWNSTREAM_OF_DEDUP = {"dedup", "mix", "tokenizer", "tokenize", "train", "evaluate", "contamination", "export", "summary",
-                       "finetune", "fewshot"}
+                       "finetune", "fewshot", "ln_stability", "sparse_vs_dense", "scaling"}
 
 TINY = {  # smaller than the default sample profile; keeps the whole DAG at about a minute
     "sample": {"n_books": 8, "n_articles": 24, "n_cc_good": 40, "n_cc_junk": 40, "n_eval": 20,
@@ -30,6 +30,14 @@ TINY = {  # smaller than the default sample profile; keeps the whole DAG at abou
     "train": {"max_steps": 150, "eval_interval": 50, "eval_batches": 4},
     "eval": {"max_examples": 20},
 }
+# The claim stages at a few dozen steps: they run, report and plot; their figures are the default profile's job.
+CLAIMS_SMALL = {
+    "fewshot": {"max_examples": 10, "ks": [0, 1, 2]},
+    "ln_stability": {"steps": 40, "n_layer": 2},
+    "sparse_vs_dense": {"steps": 20, "n_layer": 2},
+    "scaling": {"steps": 60, "widths": [16, 32, 48, 64, 80]},
+}
+TINY.update(CLAIMS_SMALL)
 
 
 def run(cmd: list[str], cwd: Path, timeout: int = 900) -> str:

@@ -21,7 +21,7 @@ import yaml
 
 from pipeline.core import records
 from pipeline.sources import mirror, profiles
-from test_e2e import ROOT, lock_hashes, ran_stages, run
+from test_e2e import CLAIMS_SMALL, ROOT, lock_hashes, ran_stages, run
 
 # Knobs real-mini runs with besides its inputs (README "Real data"): a short training run, few eval examples.
 REAL_MINI = {
@@ -31,6 +31,7 @@ REAL_MINI = {
     # the real crawl files hold 18 pages, most of them short or not English: keep them all as the classifier's
     # raw-crawl negatives (GPT-3's negatives were unfiltered crawl too)
     "cc": {"languages": [], "min_words": 20},
+    **CLAIMS_SMALL,
 }
 SAMPLE_STAGES = ["sample", "books", "reddit_urls", "scrape", "cc", "quality_train", "quality_filter", "dedup", "mix",
                  "tokenizer", "tokenize", "train"]
