@@ -36,7 +36,7 @@ GRIDS: dict[str, dict[str, list[tuple[str, Any]]]] = {
     },
 }
 COLUMNS = {  # stage -> (title, metrics key) shown after the knobs
-    "ln_stability": [("verdict", "verdict"), ("rule", "reason"), ("at step", "diverged_at_step"),
+    "ln_stability": [("verdict", "verdict"), ("curve", "reason"), ("at step", "diverged_at_step"),
                      ("loss first", "initial_loss"), ("min", "min_loss"), ("end", "final_loss"),
                      ("val", "final_val_loss"), ("max grad norm", "max_grad_norm"), ("s", "seconds")],
 }
@@ -109,13 +109,20 @@ def results(stage: str) -> list[dict]:
     return rows
 
 
+def fmt(value: Any) -> str:
+    if value is None:
+        return ""
+    return f"{value:.3f}" if isinstance(value, float) else str(value)
+
+
 def markdown(stage: str, rows: list[dict]) -> str:
     knobs = list(GRIDS[stage])
     cols = knobs + [title for title, _ in COLUMNS[stage]]
     keys = knobs + [key for _, key in COLUMNS[stage]]
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for row in rows:
-        lines.append("| " + " | ".join("" if row.get(k) is None else str(row.get(k)) for k in keys) + " |")
+        cells_ = [str(row[k]) for k in knobs] + [fmt(row.get(k)) for k in keys[len(knobs):]]
+        lines.append("| " + " | ".join(cells_) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -141,7 +148,9 @@ def main(argv: list[str] | None = None) -> int:
         names = queue(args.stage, args.extra)
         threads = args.threads or int(os.environ.get("GPT_REPRO_THREADS") or max(1, (os.cpu_count() or 1) // args.jobs))
         os.environ["GPT_REPRO_THREADS"] = str(threads)  # the queue workers inherit it
-        dvc("queue", "start", "-j", str(args.jobs))
+        # not captured: the workers it starts inherit its pipes, and reading them would wait for the whole queue
+        subprocess.run(["dvc", "queue", "start", "-j", str(args.jobs)], check=True, stdout=subprocess.DEVNULL,
+                       stderr=subprocess.DEVNULL)
         wait(names)
     rows = results(args.stage)
     out = Path(args.out or f"bench/out/{args.stage.split('_')[0]}_grid.json")
