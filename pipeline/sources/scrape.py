@@ -213,9 +213,11 @@ def run(cfg: ScrapeConfig, ecfg: extract.ExtractConfig, urls: str | Path | None,
     shutil.rmtree(stage, ignore_errors=True)
     archived = journal.export(stage / "warc" / WARC_NAME, [r["url"] for r in rows])
     result = replay(stage / "warc" / WARC_NAME, stage, ecfg, logging_dir=work / "replay")
-    io.write_manifest(stage, "scrape", {"scrape": params.as_dict(cfg), "extract": params.as_dict(ecfg)},
-                      inputs={"pages" if pages else "urls": source if pages else source.parent,
-                              **({"site": Path(site).parent} if site else {})})
+    # The served site is recorded by its own files: the manifest above it (the whole sample's) changes with
+    # every sample knob, which DVC rightly does not rerun scrape for, so it must not reach these bytes either.
+    served = {"site_files": io.run_fingerprint(inputs=[site])} if site else {}
+    io.write_manifest(stage, "scrape", {"scrape": params.as_dict(cfg), "extract": params.as_dict(ecfg), **served},
+                      inputs={"pages" if pages else "urls": source if pages else source.parent})
     io.publish(stage, out)
 
     reasons = {r["url"]: r["reason"] for r in result["rows"]}
