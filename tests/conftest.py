@@ -41,3 +41,14 @@ def in_tmp_cwd(tmp_path, monkeypatch) -> Path:
     """Run a test inside a temp dir (stages write reports/ and data/resume/ relative to the cwd)."""
     monkeypatch.chdir(tmp_path)
     return tmp_path
+
+
+@pytest.fixture
+def one_torch_thread():
+    """Tiny models gain nothing from a second thread, and on a loaded machine two OpenMP threads spin (10x slower)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

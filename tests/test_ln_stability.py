@@ -17,13 +17,7 @@ from pipeline.lm import tokens
 
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models gain nothing from a second thread, and on a loaded machine two OpenMP threads spin (10x slower)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # conftest.py
 
 
 FALLING = [7.0 - 2.0 * (1 - math.exp(-i / 30)) for i in range(200)]

@@ -18,13 +18,7 @@ TINY = SparseDenseConfig(n_layer=2, n_head=2, n_embd=16, block_size=32, sparse_w
                          warmup_steps=2, steps=12, eval_batches=2, timing_skip=2)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models gain nothing from a second thread, and on a loaded machine two OpenMP threads spin."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # conftest.py
 
 
 def _tokens(folder: Path) -> Path:
