@@ -4,12 +4,15 @@ Shape from ../shared/ANCHORS.md: 4 layers, 4 heads, 256 wide, T=256, B=8, vocab 
 (the tied LM head is ~79% of the FLOPs). The reference below is written with plain torch modules in
 the nanoGPT design (karpathy/nanoGPT model.py: fused qkv Linear, SDPA causal attention, tanh GELU,
 pre-LN, tied head, AdamW with torch's default foreach kernel, grad clip 1.0). Ours is
-pipeline.lm.model.GPT with pipeline.lm.train.make_optimizer (fused AdamW) and the same clip. Steps alternate
-(who goes first alternates) so drift on a shared machine hits both; the ratio is the median of the
-per-pair ratios, beside each model's median step time.
+pipeline.lm.model.GPT with pipeline.lm.train.make_optimizer (fused AdamW) and the same clip. On CPU steps
+alternate (who goes first alternates) so drift on a shared machine hits both; the ratio is the median of the
+per-pair ratios, beside each model's median step time. On CUDA each model runs rounds of --steps queued steps
+(no host sync inside a round, as a training loop runs), timed by CUDA events, alternating per round.
 
 Usage: python bench/train_speed.py [--small] [--steps 6] [--threads 2]
-Writes bench/out/train_speed.json. On CUDA it also reports MFU (bf16 autocast) against --peak-tflops.
+       python bench/train_speed.py --compile --layers 12 --width 768 --heads 12 --block 1024 --batch 32 --steps 10
+              [--sdpa cudnn] [--compile-mode max-autotune-no-cudagraphs]     (GPU: gpt2-small, MFU)
+Writes bench/out/train_speed.json (--out). On CUDA it also reports MFU (bf16 autocast) against --peak-tflops.
 """
 import pathlib, sys; sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # noqa: E401,E702
 
@@ -74,21 +77,44 @@ class RefGPT(nn.Module):
         return F.cross_entropy(logits.view(-1, logits.size(-1)), targets.view(-1))
 
 
-def make_step(model, opt, device):
+def make_step(model, opt, device, sdpa=None):
+    """One optimiser step. On CUDA it returns the loss tensor without a sync (timed in blocks of steps by CUDA
+    events, as a training loop runs: queued); on CPU the loss as a float."""
     amp = torch.autocast("cuda", dtype=torch.bfloat16) if device == "cuda" else contextlib.nullcontext()
+    kernels = contextlib.nullcontext
+    if sdpa:  # force one SDPA backend for this model (ours only: the reference stays as nanoGPT runs it)
+        from torch.nn.attention import SDPBackend, sdpa_kernel
+
+        kernels = lambda: sdpa_kernel([getattr(SDPBackend, sdpa.upper() + ("_ATTENTION" if sdpa != "math" else ""))])  # noqa: E731
 
     def step(x, y):
-        with amp:
+        with kernels(), amp:
             out = model(x, y)
         loss = out[1] if isinstance(out, tuple) else out
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         opt.zero_grad(set_to_none=True)
-        if device == "cuda":
-            torch.cuda.synchronize()
-        return loss.item()
+        return loss.detach() if device == "cuda" else loss.item()
     return step
+
+
+def time_cuda(steps: dict, batches: list, blocks: int, per_block: int) -> dict:
+    """Median seconds per step of each model: `blocks` rounds, each model running `per_block` queued steps timed by
+    CUDA events (the order alternates per round, so clock and thermal drift hit both)."""
+    times = {k: [] for k in steps}
+    for r in range(blocks):
+        order = list(steps.items()) if r % 2 else list(steps.items())[::-1]
+        for name, step in order:
+            t0, t1 = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            t0.record()
+            for i in range(per_block):
+                loss = step(*batches[(r * per_block + i) % len(batches)])
+            t1.record()
+            t1.synchronize()
+            assert math.isfinite(loss.item())
+            times[name].append(t0.elapsed_time(t1) / 1000 / per_block)
+    return times
 
 
 def main() -> None:
@@ -103,6 +129,13 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=8, help="batch B")
     ap.add_argument("--compile", action="store_true", help="torch.compile both models")
     ap.add_argument("--peak-tflops", type=float, default=312.0, help="GPU peak for MFU (A100 bf16: 312)")
+    ap.add_argument("--compile-mode", default=None, help="torch.compile mode for ours (e.g. max-autotune-no-cudagraphs)")
+    ap.add_argument("--sdpa", choices=("flash", "cudnn", "efficient", "math"), default=None,
+                    help="CUDA: force this SDPA backend in ours (default: torch's choice, as the reference)")
+    ap.add_argument("--inductor", nargs="*", default=[], metavar="KEY=VALUE",
+                    help="torch._inductor.config settings for both models (e.g. coordinate_descent_tuning=1)")
+    ap.add_argument("--blocks", type=int, default=6, help="CUDA: timed rounds per model (--steps queued steps each)")
+    ap.add_argument("--out", default=str(pathlib.Path(__file__).parent / "out" / "train_speed.json"))
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -114,21 +147,33 @@ def main() -> None:
     ours = GPT(GPTConfig(vocab_size=V, block_size=T, n_layer=L, n_head=H, n_embd=D)).to(device)
     ours_opt = make_optimizer(ours, TrainConfig(lr=3e-4))
     assert sum(p.numel() for p in ref.parameters()) == ours.num_params(), "shapes differ"
+    for setting in args.inductor:
+        import torch._inductor.config as inductor_config
+
+        key, value = setting.split("=", 1)
+        setattr(inductor_config, key, type(getattr(inductor_config, key))(int(value) if value.isdigit() else value))
     if args.compile:
-        ref, ours = torch.compile(ref), torch.compile(ours)
-    steps = {"reference": make_step(ref, ref_opt, device), "ours": make_step(ours, ours_opt, device)}
+        ref, ours = torch.compile(ref), torch.compile(ours, mode=args.compile_mode)
+    steps = {"reference": make_step(ref, ref_opt, device), "ours": make_step(ours, ours_opt, device, args.sdpa)}
     g = torch.Generator().manual_seed(0)
-    times = {k: [] for k in steps}
-    for i in range(args.steps + 1):
-        x = torch.randint(V, (B, T), generator=g).to(device)
-        y = torch.randint(V, (B, T), generator=g).to(device)
-        order = list(steps.items()) if i % 2 else list(steps.items())[::-1]  # alternate who goes first
-        for name, step in order:
-            t0 = time.perf_counter()
-            loss = step(x, y)
-            assert math.isfinite(loss)
-            if i:  # step 0 is warm-up (allocator, compile)
-                times[name].append(time.perf_counter() - t0)
+    batches = [(torch.randint(V, (B, T), generator=g).to(device), torch.randint(V, (B, T), generator=g).to(device))
+               for _ in range(4 if device == "cuda" else args.steps + 1)]
+    if device == "cuda":
+        for name, step in steps.items():  # warm-up: compilation, autotuning, allocator
+            for x, y in batches[:3]:
+                step(x, y)
+        torch.cuda.synchronize()
+        times = time_cuda(steps, batches, args.blocks, args.steps)
+    else:
+        times = {k: [] for k in steps}
+        for i, (x, y) in enumerate(batches):
+            order = list(steps.items()) if i % 2 else list(steps.items())[::-1]  # alternate who goes first
+            for name, step in order:
+                t0 = time.perf_counter()
+                loss = step(x, y)
+                assert math.isfinite(loss)
+                if i:  # step 0 is warm-up (allocator, compile)
+                    times[name].append(time.perf_counter() - t0)
     flops_tok = ours.flops_per_token(T)
     rows = {}
     for name, ts in times.items():
@@ -136,7 +181,7 @@ def main() -> None:
         rows[name] = {"s_per_step": round(s, 4), "tokens_per_s": round(B * T / s, 1)}
         if device == "cuda":
             rows[name]["mfu"] = round(flops_tok * B * T / s / (args.peak_tflops * 1e12), 4)
-    # Median of per-step-pair ratios: a load spike from another process hits one pair, not the figure.
+    # Median of per-pair ratios (steps on CPU, rounds on CUDA): a load spike hits one pair, not the figure.
     ratio = statistics.median(r / o for r, o in zip(times["reference"], times["ours"]))
     shape = f"L{L} H{H} D{D} T{T} B{B} V{V}"
     print(f"GPT train step, {shape}, {device}, {args.threads} threads, median of {args.steps} steps")
@@ -145,9 +190,11 @@ def main() -> None:
         print(f"{name:12} {r['s_per_step']:8.3f} {r['tokens_per_s']:10.0f}" + (f" {r['mfu']:6.1%}" if "mfu" in r else ""))
     anchor = ANCHOR_TOKENS_PER_S.get(args.threads) if not args.small and device == "cpu" else None
     print(f"ratio ours/reference (median of paired steps): {ratio:.2f}x" + (f"   (ANCHORS.md reference: {anchor} tokens/s)" if anchor else ""))
-    out = pathlib.Path(__file__).parent / "out" / "train_speed.json"
-    out.parent.mkdir(exist_ok=True)
+    out = pathlib.Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"shape": shape, "device": device, "threads": args.threads, "steps": args.steps,
+                               "compile": args.compile, "compile_mode": args.compile_mode, "sdpa": args.sdpa,
+                               "inductor": args.inductor,
                                "results": rows, "ratio": round(ratio, 3), "anchor_tokens_per_s": anchor}, indent=2))
 
 

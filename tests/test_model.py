@@ -9,7 +9,8 @@ import torch
 import torch.nn.functional as F
 
 from pipeline.core import params
-from pipeline.lm.model import GPT, PAPER_TRAIN, PRESETS, CausalSelfAttention, GPTConfig, ModelConfig, banded_causal_mask, from_params
+from pipeline.lm.model import GPT, PAPER_TRAIN, PRESETS, CausalSelfAttention, GPTConfig, ModelConfig, from_params
+from pipeline.lm.banded import banded_causal_mask
 from pipeline.lm.checkpoint import load_checkpoint, save_checkpoint
 
 torch.set_num_threads(1)

@@ -30,6 +30,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from pipeline.lm.banded import banded_attention
+
 
 log = logging.getLogger(__name__)
 
@@ -132,13 +134,6 @@ def from_params(mcfg: ModelConfig, vocab_size: int) -> GPTConfig:
     return cfg
 
 
-def banded_causal_mask(T: int, window: int, device: torch.device | None = None) -> torch.Tensor:
-    """Boolean (T, T) mask, True where query i may attend key j: j <= i and i - j < window."""
-    i = torch.arange(T, device=device)[:, None]
-    j = torch.arange(T, device=device)[None, :]
-    return (j <= i) & (i - j < window)
-
-
 class CausalSelfAttention(nn.Module):
     def __init__(self, cfg: GPTConfig, sparse: bool = False):
         super().__init__()
@@ -147,6 +142,7 @@ class CausalSelfAttention(nn.Module):
         self.resid_dropout = nn.Dropout(cfg.dropout)
         self.n_head, self.n_embd, self.dropout = cfg.n_head, cfg.n_embd, cfg.dropout
         self.sparse, self.window = sparse, cfg.sparse_window
+        self.banded_kernel = "auto"  # banded.py: FlexAttention on CUDA, the SDPA band mask elsewhere
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, T, C = x.shape
@@ -154,10 +150,7 @@ class CausalSelfAttention(nn.Module):
         q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))
         p = self.dropout if self.training else 0.0
         if self.sparse and T > self.window:
-            # A band mask: SDPA's flash/efficient kernels take is_causal only, so this layer runs the
-            # math kernel; real sparse kernels (block-sparse) would skip the masked blocks instead.
-            mask = banded_causal_mask(T, self.window, x.device)
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p)
+            y = banded_attention(q, k, v, self.window, p, self.banded_kernel)
         else:  # dense, or a band at least as wide as the sequence (then it is just causal)
             y = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=p)
         y = y.transpose(1, 2).contiguous().view(B, T, C)

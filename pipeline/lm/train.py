@@ -58,7 +58,7 @@ NEUTRAL_KNOBS = ("compile", "peak_tflops")
 # Knobs added after the first published models: written into the checkpoint and the resume fingerprint only when
 # set away from their default, so a default run keeps its checkpoint bytes and an older run still resumes.
 LATE_KNOBS = {"strategy": "ddp", "deterministic": False}
-LOG_EVERY = 10  # steps between reads of the loss on the host (nanoGPT's log_interval): each read is a sync
+LOG_EVERY = 10  # steps between reads of the loss on the host (nanoGPT's log_interval); reads lag by as many
 WARMUP_STEPS = 2  # first steps of a run timed apart (compilation): throughput.py
 
 
@@ -277,32 +277,42 @@ def _train(data_dir: Path, out_dir: Path, live_dir: Path, mcfg: ModelConfig, tcf
     loss_f = float("nan")
     clock = Throughput(on_gpu, WARMUP_STEPS)
     pinned = PinnedWindows(micro, block, device) if on_gpu else None  # CPU: plain tensors, nothing to overlap
-    pending: list[tuple] = []  # (lr, batch, loss tensor, grad-norm tensor): read at the logging cadence
+    pending: list[tuple] = []  # (lr, batch, (loss, grad norm) copied to the host, its CUDA event or None)
+    lap_tokens = 0  # tokens trained since the clock's last lap
 
-    def flush(eval_now: bool) -> None:
-        """Read the pending steps' losses (one host sync for many steps), append them to history, log them."""
-        nonlocal loss_f, val_loss
-        clock.sync()
+    def flush(drain: bool, eval_now: bool = False) -> None:
+        """Log the pending steps' losses. `drain` reads every one (a host sync: before evaluation, at the end, in
+        the warm-up); otherwise only those older than LOG_EVERY steps, whose copies to the host finished long ago,
+        so the GPU never runs dry while the host logs. The history is the same either way, only read later."""
+        nonlocal loss_f, val_loss, lap_tokens
+        clock.lap(lap_tokens)
+        lap_tokens = 0
+        ready = pending[:] if drain else pending[:max(0, len(pending) - LOG_EVERY)]
+        del pending[:len(ready)]
         rows = []
-        for lr_k, batch_k, loss_k, norm_k in pending:
-            rows.append({"train_loss": float(loss_k), "lr": lr_k, "grad_norm": float(norm_k), "batch_size": batch_k})
-        pending.clear()
-        clock.lap(sum(r["batch_size"] for r in rows) * block)
-        loss_f = rows[-1]["train_loss"]
+        for lr_k, batch_k, host_k, done_k in ready:
+            if done_k is not None:
+                done_k.synchronize()
+            loss_k, norm_k = host_k.tolist()
+            rows.append({"train_loss": loss_k, "lr": lr_k, "grad_norm": norm_k, "batch_size": batch_k})
         if eval_now:
             with clock.paused():
                 val_loss = evaluate()
             rows[-1]["val_loss"] = val_loss
+        if not rows:
+            return
+        loss_f = rows[-1]["train_loss"]
         history.extend(rows)
         bar.set_postfix(loss=f"{loss_f:.3f}", lr=f"{rows[-1]['lr']:.2e}", refresh=False)
         if live:
+            tps = clock.interval_tps
             for i, row in enumerate(rows):
                 for name, value in row.items():
                     live.log_metric(name, value)
-                if i == len(rows) - 1 and clock.interval_tps:  # timings stay out of `history` (deterministic)
-                    live.log_metric("tokens_per_s", clock.interval_tps)
+                if i == len(rows) - 1 and tps:  # timings stay out of `history` (deterministic)
+                    live.log_metric("tokens_per_s", tps)
                     if peak:
-                        live.log_metric("mfu", flops_tok * clock.interval_tps / (peak * 1e12))
+                        live.log_metric("mfu", flops_tok * tps / (peak * 1e12))
                 live.next_step()
 
     model.train()
@@ -333,11 +343,20 @@ def _train(data_dir: Path, out_dir: Path, live_dir: Path, mcfg: ModelConfig, tcf
             torch.distributed.all_reduce(loss_t)
             loss_t /= world
         tokens_seen += batch * block
-        pending.append((lr, batch, loss_t, local_scalar(grad_norm.detach())))
+        lap_tokens += batch * block
+        # loss and grad norm leave the device by an async copy (pinned memory on CUDA), read at a later flush
+        host = torch.stack([loss_t, local_scalar(grad_norm.detach()).double()]).to("cpu", non_blocking=on_gpu)
+        done = None
+        if on_gpu:
+            done = torch.cuda.Event()
+            done.record()
+        pending.append((lr, batch, host, done))
         eval_now = step % tcfg.eval_interval == 0 or step == tcfg.max_steps
-        if eval_now or step % LOG_EVERY == 0 or step <= start + WARMUP_STEPS or (stop_after is not None
-                                                                                  and step >= stop_after):
-            flush(eval_now)
+        stopping = stop_after is not None and step >= stop_after
+        if eval_now or stopping or step <= start + WARMUP_STEPS:
+            flush(drain=True, eval_now=eval_now)
+        elif step % LOG_EVERY == 0:
+            flush(drain=False)
         if (master or sharded) and step % tcfg.eval_interval == 0 and step < tcfg.max_steps:
             with clock.paused():
                 checkpoint(work / RESUME_NAME, step, val_loss)

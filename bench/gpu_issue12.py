@@ -1,0 +1,81 @@
+"""One device call for the issue "GPU training at the speed of the best single-GPU loops": every GPU figure it asks.
+
+Parts, in order, each a subprocess with its own time limit, skipped when the call's --budget would run out
+(what finished is kept: $OUT/gpu_issue12.json holds every part's JSON, $OUT/gpu_issue12.log their output):
+  layers  bench/banded_attention.py, per-layer table: flex vs mask vs dense flash, T = 1,024..16,384
+  stage   bench/gpu_train_check.py: stages/train.py under torchrun (gpt2-small, B16, compile) and
+          bench/train_speed.py at the same shape in the same call: steady tokens/s ratio (goal >= 0.97x)
+  mfu     bench/train_speed.py --compile at gpt2-small, B32 and B64, torch's SDPA choice and cuDNN attention
+          (goal: ours >= 50% MFU with the nanoGPT-design reference beside it)
+  steps   bench/banded_attention.py, whole gpt3-small step: dense vs alternating banded at T=2,048 and 8,192
+  fsdp    bench/gpu_fsdp_check.py: strategy fsdp vs ddp, train.deterministic's cost, memory estimate vs peak
+Usage (device machine, wheels as bench/gpu_train_check.py says): python3 bench/gpu_issue12.py [--budget 480]
+          [--only layers stage]
+"""
+import pathlib, sys; sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # noqa: E401,E702
+
+import argparse
+import json
+import os
+import subprocess
+import time
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+OUT = pathlib.Path(os.environ.get("OUT") or ROOT / "bench" / "out")
+WORK = pathlib.Path("/tmp/gpu_issue12")  # the parts' own files; the device call brings back at most 8 from $OUT
+PY = sys.executable
+GPT2 = ["--compile", "--layers", "12", "--width", "768", "--heads", "12", "--block", "1024", "--peak-tflops", "989"]
+PARTS = {  # name: [(label, argv, expected seconds)]
+    "layers": [("layers", [PY, "bench/banded_attention.py", "--step-lengths", "--out", str(WORK / "layers.json")],
+                60)],
+    "stage": [("stage", [PY, "bench/gpu_train_check.py", "--steps", "150", "--batch", "16"], 150)],
+    "mfu": [(f"mfu_b{b}_{sdpa or 'default'}{'_cdt' if cdt else ''}",
+             [PY, "bench/train_speed.py", *GPT2, "--batch", str(b), "--steps", "8", "--blocks", "6",
+              *(["--sdpa", sdpa] if sdpa else []), *(["--inductor", "coordinate_descent_tuning=1"] if cdt else []),
+              "--out", str(WORK / f"mfu_b{b}_{sdpa or 'default'}.json")], 60)
+            for b, sdpa, cdt in ((32, None, 0), (32, "cudnn", 0), (64, "cudnn", 0), (64, "cudnn", 1))],
+    "steps": [("steps", [PY, "bench/banded_attention.py", "--lengths", "--step-lengths", "2048", "8192",
+                         "--out", str(WORK / "steps.json")], 150)],
+    "fsdp": [("fsdp", [PY, "bench/gpu_fsdp_check.py", "--steps", "40", "--batch", "8"], 200)],
+}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--budget", type=float, default=480, help="seconds this call may spend in all")
+    ap.add_argument("--only", nargs="*", choices=list(PARTS), default=list(PARTS))
+    args = ap.parse_args()
+    OUT.mkdir(parents=True, exist_ok=True)
+    WORK.mkdir(parents=True, exist_ok=True)
+    t_end = time.perf_counter() + args.budget
+    summary, log = {}, OUT / "gpu_issue12.log"
+    log.write_text("")
+    for part in args.only:
+        for label, argv, expected in PARTS[part]:
+            left = t_end - time.perf_counter()
+            if left < expected * 0.6:
+                summary[label] = {"skipped": f"{left:.0f} s left of the budget, ~{expected} s needed"}
+                continue
+            t0 = time.perf_counter()
+            try:
+                proc = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=max(30, left - 5),
+                                      env={**os.environ, "PYTHONUNBUFFERED": "1", "OUT": str(WORK)})
+                rc, out, err = proc.returncode, proc.stdout, proc.stderr
+            except subprocess.TimeoutExpired as e:
+                text = e.stdout.decode(errors="replace") if isinstance(e.stdout, bytes) else (e.stdout or "")
+                rc, out, err = "timeout", text, str(e)
+            with log.open("a") as fh:
+                fh.write(f"\n===== {label} rc={rc}\n$ {' '.join(argv)}\n{out}\n--- stderr ---\n{err[-20000:]}\n")
+            summary[label] = {"rc": rc, "s": round(time.perf_counter() - t0, 1)}
+            for result in sorted(WORK.glob("*.json")):  # what this part wrote (the stage check: gpu_train_check.json)
+                summary[label].setdefault("result", {})[result.stem] = json.loads(result.read_text())
+                result.rename(result.with_suffix(".done"))
+            print(f"== {label}: rc {rc}, {summary[label]['s']} s\n{out.strip()[-1500:]}", flush=True)
+            if rc not in (0, "timeout"):
+                print(err[-2500:], flush=True)
+            (OUT / "gpu_issue12.json").write_text(json.dumps(summary, indent=2))
+    print(json.dumps({k: {kk: vv for kk, vv in v.items() if kk != "result"} for k, v in summary.items()}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
