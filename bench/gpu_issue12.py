@@ -11,6 +11,13 @@ Parts, in order, each a subprocess with its own time limit, skipped when the cal
   fsdp    bench/gpu_fsdp_check.py: strategy fsdp vs ddp, train.deterministic's cost, memory estimate vs peak
 Usage (device machine, wheels as bench/gpu_train_check.py says): python3 bench/gpu_issue12.py [--budget 480]
           [--only layers stage]
+
+Measured 2026-11-26, one H200, torch 2.11 (two calls: all but `steps` with --budget 500, then --only steps; 900 s of
+device time in all, start-up included): layers 43 s: flex 2.82x the mask at T=2,048 (0.88x at 1,024, 19.3x at
+16,384), errors as the bf16 mask's; stage 118 s: steady 473,785 tokens/s (41.0% MFU) = 0.998x the bench step;
+mfu: B32 43.7% (reference 43.1%), B32 cuDNN 43.6%, B64 cuDNN 45.7% (reference 45.7%); B64 with inductor's
+coordinate_descent_tuning did not finish compiling in 198 s; steps 179 s: banded/dense 0.970 at T=2,048, 0.864 at
+8,192; fsdp not reached (budget). README has the tables.
 """
 import pathlib, sys; sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # noqa: E401,E702
 

@@ -36,13 +36,15 @@ def test_band_mask_is_the_band():
 
 
 def test_kernel_choice():
-    q, _, _ = _qkv(T=8)
-    assert not banded.use_flex("auto", q, 0.0)  # CPU: the mask path, which trains
-    assert banded.use_flex("flex", q, 0.0)
+    assert not banded.use_flex("auto", False, 2048, 256, 0.0)  # CPU: the mask path, which trains
+    assert banded.use_flex("auto", True, 2048, 256, 0.0)  # CUDA, past the measured crossover
+    assert not banded.use_flex("auto", True, 1024, 256, 0.0)  # CUDA, 4 windows: the mask measured faster
+    assert not banded.use_flex("auto", True, 2048, 256, 0.1)  # attention dropout: flex has none
+    assert banded.use_flex("flex", False, 8, 256, 0.0)
     with pytest.raises(ValueError, match="dropout"):
-        banded.use_flex("flex", q, 0.1)
+        banded.use_flex("flex", True, 2048, 256, 0.1)
     with pytest.raises(ValueError, match="kernel"):
-        banded.use_flex("sparse", q, 0.0)
+        banded.use_flex("sparse", True, 2048, 256, 0.0)
 
 
 def _tiny_gpt3(T=96, window=32):
