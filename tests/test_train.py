@@ -307,3 +307,43 @@ def test_pinned_windows_equal_plain_windows_on_cuda():
         x, y = pinned(data, ix, 64)
         rx, ry = windows(data, ix, 64)
         assert x.device.type == "cuda" and torch.equal(x.cpu(), rx) and torch.equal(y.cpu(), ry)
+
+
+def test_lagged_log_reads_keep_every_step_in_order(tmp_path):
+    """The loop logs steps LOG_EVERY behind (so a GPU is never drained to log); the history still has every step,
+    in order, and dvclive's curve as many rows: reads come later, never fewer."""
+    from pipeline.lm.train import LOG_EVERY
+
+    data = tmp_path / "data"
+    _write_tokens(data, np.tile(np.arange(50), 40), np.tile(np.arange(50), 4), 64, 63)
+    mcfg = ModelConfig(preset="tiny", n_layer=1, n_head=2, n_embd=32, block_size=16)
+    tcfg = TrainConfig(max_steps=37, batch_size=4, eval_interval=30, eval_batches=1, warmup_steps=3)
+    assert tcfg.eval_interval > 2 * LOG_EVERY  # two lagged flushes (steps 10, 20) before the first drain
+    train(data, tmp_path / "out", tmp_path / "live", mcfg, tcfg, seed=1, threads=1, progress=False)
+    _, ckpt = load_checkpoint(tmp_path / "out" / "ckpt.pt")
+    steps = [row for row in ckpt["train_state"]["history"] if "train_loss" in row]
+    assert [row["lr"] for row in steps] == [lr_at(s, tcfg) for s in range(37)]
+    assert [i for i, row in enumerate(steps) if "val_loss" in row] == [29, 36]  # evals stay on their steps
+    tsv = (tmp_path / "live" / "plots" / "metrics" / "train_loss.tsv").read_text().splitlines()
+    assert len(tsv) == 1 + 37 and [float(line.split("\t")[-1]) for line in tsv[1:]] == pytest.approx(
+        [row["train_loss"] for row in steps])
+
+
+def test_throughput_laps_exclude_paused_work():
+    import time
+
+    from pipeline.lm.throughput import Throughput
+
+    clock = Throughput(on_gpu=False, warmup=1)
+    time.sleep(0.01)
+    clock.lap(100)  # warm-up lap
+    time.sleep(0.02)
+    clock.lap(1000)
+    with clock.paused():
+        time.sleep(0.2)  # evaluation: in the wall figure only
+    time.sleep(0.02)
+    clock.lap(1000)
+    assert 2000 / 0.08 < clock.steady_tps < 2000 / 0.04
+    summary = clock.summary(flops_per_token=1, peak_tflops=None)
+    assert summary["eval_and_checkpoint_s"] >= 0.2 and summary["wall_tokens_per_s"] < 2100 / 0.25
+    assert summary["clock"] == "host perf_counter" and summary["warmup_steps"] == 1
