@@ -59,10 +59,12 @@ class QualityFilter(BaseFilter):
         self.scorer = CrossFitScorer(model_path)
         self.seed, self.alpha = seed, alpha
 
-    def tag(self, batch: list[Document], texts: list[str] | None = None) -> tuple[list, list, list, list[bool]]:
-        """Score a batch and tag each Document's metadata; returns (scores, draws, models, kept), rounded as tagged."""
+    def tag(self, batch: list[Document], texts: list[str] | None = None,
+            utf8: list[bytes] | None = None) -> tuple[list, list, list, list[bool]]:
+        """Score a batch and tag each Document's metadata; returns (scores, draws, models, kept), rounded as tagged.
+        `texts` and `utf8`: the batch's texts and their UTF-8, where the caller has them already."""
         ids = [d.id for d in batch]
-        scores, names = self.scorer(ids, texts if texts is not None else [d.text for d in batch])
+        scores, names = self.scorer(ids, texts if texts is not None else [d.text for d in batch], utf8)
         draws, kept = retention_batch(self.seed, ids, scores, self.alpha)
         scores, draws = list(map(round, scores.tolist(), repeat(6))), list(map(round, draws.tolist(), repeat(6)))
         kept = kept.tolist()
@@ -122,7 +124,8 @@ class ScoreShards(PipelineStep):
     @staticmethod
     def _batch(flt: QualityFilter, batch: list[Document], cols: dict, kept_out, dropped_out) -> None:
         texts = [d.text for d in batch]
-        scores, draws, names, kept = flt.tag(batch, texts)
+        utf8 = list(map(str.encode, texts))  # the model's input and the report's byte counts
+        scores, draws, names, kept = flt.tag(batch, texts, utf8)
         mds = [d.metadata for d in batch]
         dropped = [d for d, keep in zip(batch, kept) if not keep]
         for d in dropped:  # what BaseFilter.run sets before the exclusion writer
@@ -132,7 +135,7 @@ class ScoreShards(PipelineStep):
         for name, values in (("id", [d.id for d in batch]), ("url", [md.get(records.URL, "") for md in mds]),
                              ("score", scores), ("draw", draws), ("kept", kept), ("model", names),
                              ("key", list(map(records.natural_key, mds))),
-                             ("bytes", list(map(len, map(str.encode, texts))))):
+                             ("bytes", list(map(len, utf8)))):
             cols[name].extend(values)
 
 
