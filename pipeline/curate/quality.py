@@ -288,7 +288,8 @@ class CrossFitScorer:
     def __call__(self, ids: list[str], texts: list[str],
                  utf8: list[bytes] | None = None) -> tuple[np.ndarray, list[str]]:
         """(P(high quality) per text, name of the model that scored it); `utf8` as Scorer takes it."""
-        names = [self.model_for(i) for i in ids]
+        # a set test first: almost every crawl page is one no model trained on
+        names = [FULL] * len(ids) if self.train_ids.isdisjoint(ids) else [self.model_for(i) for i in ids]
         if len(set(names)) == 1:  # the usual batch: no training page in it, one model call
             return self.scorers[names[0]](texts, utf8), names
         scores = np.zeros(len(texts))
@@ -304,6 +305,7 @@ class CrossFitScorer:
         files += [p for p in (parent / "model.json", parent / TRAIN_IDS) if p.exists()]
         with ThreadPoolExecutor(4) as pool:  # hashlib frees the GIL: six ~20 MB models hash side by side
             sums = list(pool.map(io.sha256_file, files))
+        self.sha256 = {str(p): h for p, h in zip(files, sums)}  # each file's own, for a manifest to reuse
         return records.sha("".join(f"{p.name}={h};" for p, h in zip(files, sums)))
 
 
