@@ -8,7 +8,7 @@ own line breaks and spacing, as extracted crawl text has them, pass after pass w
 --docs pages. Timed, interleaved per repeat so each round sees the same machine load:
 
 - bare:   `model.predict(batch, k=1)` on texts already normalised (the model alone: the reference),
-- scorer: `quality.Scorer` (model_inputs + predict + P(hq)), as the stage calls it per batch,
+- scorer: `quality.Scorer` (model_lines + predict + P(hq)), as the stage calls it per batch,
 - stage:  `quality_filter.run` end to end (fingerprint, read the zstd shard, score, draw, write docs/,
           removed/, scores.parquet, report, manifest, publish), in a scratch directory, fresh work dir
           each repeat.

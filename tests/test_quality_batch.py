@@ -86,13 +86,18 @@ def test_model_inputs_score_like_normalise(models):
     import fasttext
 
     r = random.Random(11)
-    texts = [_messy(r, r.randint(0, 60)) for _ in range(600)] + ["", " ", "\n", "ΟΔΟΣ", "A\u00a0B", "x\x1fy\x00z"]
+    texts = [_messy(r, r.randint(0, 60)) for _ in range(600)] + ["", " ", "\n", "ΟΔΟΣ", "A\u00a0B", "x\x1fy\x00z",
+                                                                 "\u00ff \u0178\r\n", "a\r", "\r", "\u201cQuoted\u201d"]
     texts += [" ".join(r.choice(PROSE) for _ in range(50)) for _ in range(300)]  # an all-ASCII batch below
     model = fasttext.load_model(str(models))
     for start in range(0, len(texts), 97):  # batches with and without the odd spaces
         batch = texts[start:start + 97]
         inputs = quality.model_inputs(batch)
-        assert [_tokens(model, t) for t in inputs] == [_tokens(model, quality.normalise(t)) for t in batch]
+        want = [_tokens(model, quality.normalise(t)) for t in batch]
+        assert [_tokens(model, t) for t in inputs] == want
+        lines = quality.model_lines(batch)  # what Scorer hands fastText: one line each, UTF-8
+        assert all(line.endswith(b"\n") and line.count(b"\n") == 1 for line in lines) and len(lines) == len(batch)
+        assert [_tokens(model, line[:-1].decode()) for line in lines] == want
     for path in [models] + sorted(models.parent.glob("fold_*.bin")):
         reference = []
         ft = fasttext.load_model(str(path))

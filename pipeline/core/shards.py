@@ -51,39 +51,45 @@ def read_shard(reader, path: str) -> Iterator[Any]:
     if not plain or not _zstandard_opener() or locale.getpreferredencoding(False).lower().replace("-", "") != "utf8":
         yield from reader.read_file(path)
         return
-    for li, line in enumerate(_text_mode_lines(_decompressed_chunks(reader.data_folder, path))):
-        try:
-            row = orjson.loads(line)
-            if (type(row) is dict and len(row) == 3 and type(meta := row.get("metadata")) is dict
-                    and type(text := row.get("text")) is str and text and "id" in row):
-                doc = Document(text, row["id"], [], meta)
-            else:  # JsonlReader.read_file's own steps
-                for media in row.get("media", []):
+    li, loads, decode_error = -1, orjson.loads, orjson.JSONDecodeError
+    for lines in _text_mode_lines(_decompressed_chunks(reader.data_folder, path)):
+        for line in lines:  # a loop per chunk, not a generator per line: this runs once per page
+            li += 1
+            try:
+                row = loads(line)
+                if (type(row) is dict and len(row) == 3 and type(meta := row.get("metadata")) is dict
+                        and type(text := row.get("text")) is str and text and "id" in row):
+                    yield Document(text, row["id"], [], meta)
+                    continue
+                for media in row.get("media", []):  # JsonlReader.read_file's own steps
                     if media["media_bytes"] is not None:
                         media["media_bytes"] = base64.decodebytes(media["media_bytes"].encode("ascii"))
                 doc = reader.get_document_from_dict(row, path, li)
-        except (EOFError, orjson.JSONDecodeError) as exc:
-            try:
-                line.decode("utf-8")
-            except UnicodeDecodeError as bad:
-                logger.warning(f"File `{path}` may be corrupted: raised UnicodeDecodeError ({bad})")
-                return
-            logger.warning(f"Error when reading `{path}`: {exc}")
-            continue
-        if doc:
-            yield doc
+            except (EOFError, decode_error) as exc:
+                try:
+                    line.decode("utf-8")
+                except UnicodeDecodeError as bad:
+                    logger.warning(f"File `{path}` may be corrupted: raised UnicodeDecodeError ({bad})")
+                    return
+                logger.warning(f"Error when reading `{path}`: {exc}")
+                continue
+            if doc:
+                yield doc
 
 
-def _text_mode_lines(chunks: Iterable[bytes]) -> Iterator[bytes]:
-    """The lines of a byte stream as text-mode iteration yields them (\\n, \\r\\n and \\r end a line), unterminated."""
+def _text_mode_lines(chunks: Iterable[bytes]) -> Iterator[list[bytes]]:
+    """The lines of a byte stream as text-mode iteration yields them (\\n, \\r\\n and \\r end a line), unterminated,
+    a list per chunk."""
     carry = b""
     for chunk in chunks:
-        lines = (carry + chunk).split(b"\n")
+        buf = carry + chunk
+        lines = buf.split(b"\n")
         carry = lines.pop()
-        for line in lines:
-            yield from _split_cr(line) if b"\r" in line else (line,)
+        if b"\r" in buf:
+            lines = [piece for line in lines for piece in (_split_cr(line) if b"\r" in line else (line,))]
+        yield lines
     if carry:
-        yield from _split_cr(carry)
+        yield _split_cr(carry)
 
 
 def _split_cr(line: bytes) -> list[bytes]:

@@ -90,6 +90,40 @@ def model_inputs(texts: list[str]) -> list[str]:
     return out
 
 
+# model_lines' fast path, one bytes.translate over the UTF-8 batch: ASCII A-Z lowered as str.lower lowers them;
+# \n (predict takes one line), \r (bytes.splitlines would end a line there; fastText splits words on it just as
+# on a space) and the ASCII SPLIT_ONLY_SPACE become spaces; 0xFF, a byte UTF-8 never holds, joins the texts and
+# becomes each line's closing newline.
+_UPPER = bytes(range(ord("A"), ord("Z") + 1))
+_LINE_VIEW = bytes.maketrans(_UPPER + b"\n\r" + SPLIT_ONLY_SPACE[:4].encode() + b"\xff",
+                             _UPPER.lower() + b" " * 6 + b"\n")
+_NOT_WIDE = bytes(range(128)) + b"\xff"  # deleting these from the batch leaves its non-ASCII characters
+
+
+def model_lines(texts: list[str], utf8: list[bytes] | None = None) -> list[bytes]:
+    """The lines fastText's predict would build from model_inputs(texts) (+ "\n", UTF-8), cheaper; the
+    same fastText tokens, so the same scores (tests/test_quality_batch.py checks both).
+
+    Lowering every page (str.lower) costs as much as the rest of the stage's text handling, most of it on
+    pages with a few non-ASCII characters (curly quotes), which str.lower walks character by character.
+    Here the whole batch is lowered and split as bytes (_LINE_VIEW), which is exact for every page that
+    holds no non-ASCII character that str.lower changes or that is SPLIT_ONLY_SPACE; the batch's non-ASCII
+    characters, a small residue, say whether any page holds one, and only such pages take model_inputs.
+    `utf8`: the texts' UTF-8 if the caller has it already. Bytes go to fastText as they are (pybind11 takes
+    bytes for std::string), and a line ending in "\n" is what FastText.predict appends before its call.
+    """
+    utf8 = list(map(str.encode, texts)) if utf8 is None else utf8
+    blob = b"\xff".join(utf8 + [b""])
+    lines = blob.translate(_LINE_VIEW).splitlines(True)
+    wide = blob.translate(None, _NOT_WIDE).decode()
+    if wide and (wide.lower() != wide or any(c in wide for c in SPLIT_ONLY_SPACE[4:])):
+        odd = [c for c in set(wide) if c.lower() != c or c in SPLIT_ONLY_SPACE]
+        for i, text in enumerate(texts):
+            if not text.isascii() and any(c in text for c in odd):
+                lines[i] = (model_inputs([text])[0] + "\n").encode()
+    return lines
+
+
 def chunk_words(text: str, min_words: int = CHUNK_MIN_WORDS, max_words: int = CHUNK_MAX_WORDS) -> list[str]:
     """Cut a long text into pieces of min_words..max_words words, on paragraph bounds where possible."""
     chunks, current = [], []
@@ -199,17 +233,20 @@ class Scorer:
         self.model_path = str(model_path)
         self._model = None
 
-    def __call__(self, texts: list[str]) -> np.ndarray:
+    def __call__(self, texts: list[str], utf8: list[bytes] | None = None) -> np.ndarray:
+        """P(high quality) of each text; `utf8`: the texts' UTF-8, if the caller has it (see model_lines)."""
         if self._model is None:
             import fasttext
 
             self._model = fasttext.load_model(self.model_path)
         if not texts:
             return np.zeros(0)
-        # a LIST of strings: fasttext 0.9.2 + numpy 2 fails on a single string (ANCHORS.md). And k=1: on a
-        # list, fasttext-wheel 0.9.2 returns the top probability repeated k times for k > 1 (found here).
+        # FastText.predict on a list checks each text for a newline and appends one, then calls
+        # multilinePredict; model_lines' lines end in their newline and hold no other, so the call is direct
+        # (fasttext-wheel 0.9.2, pinned). A LIST: 0.9.2 + numpy 2 fails on a single string (ANCHORS.md). And
+        # k=1: on a list, 0.9.2 returns the top probability repeated k times for k > 1 (found here).
         # With two softmax labels the top one says it all: P(pos) = p or 1 - p (p float32, widened exactly).
-        labels, probs = self._model.predict(model_inputs(texts), k=1)
+        labels, probs = self._model.f.multilinePredict(model_lines(texts, utf8), 1, 0.0, "strict")
         p = np.concatenate(probs).astype(np.float64)
         if len(p) != len(texts):  # k=1: at most one label each, so then exactly one each
             raise ValueError(f"fastText labelled {len(p)} of {len(texts)} texts")
@@ -248,15 +285,17 @@ class CrossFitScorer:
             return f"fold_{fold_of(self.fit_seed, doc_id, self.folds)}"
         return FULL
 
-    def __call__(self, ids: list[str], texts: list[str]) -> tuple[np.ndarray, list[str]]:
-        """(P(high quality) per text, name of the model that scored it)."""
-        names = [self.model_for(i) for i in ids]
+    def __call__(self, ids: list[str], texts: list[str],
+                 utf8: list[bytes] | None = None) -> tuple[np.ndarray, list[str]]:
+        """(P(high quality) per text, name of the model that scored it); `utf8` as Scorer takes it."""
+        # a set test first: almost every crawl page is one no model trained on
+        names = [FULL] * len(ids) if self.train_ids.isdisjoint(ids) else [self.model_for(i) for i in ids]
         if len(set(names)) == 1:  # the usual batch: no training page in it, one model call
-            return self.scorers[names[0]](texts), names
+            return self.scorers[names[0]](texts, utf8), names
         scores = np.zeros(len(texts))
         for name in sorted(set(names)):
             idx = [j for j, n in enumerate(names) if n == name]
-            scores[idx] = self.scorers[name]([texts[j] for j in idx])
+            scores[idx] = self.scorers[name]([texts[j] for j in idx], None if utf8 is None else [utf8[j] for j in idx])
         return scores, names
 
     def digest(self) -> str:
@@ -266,6 +305,7 @@ class CrossFitScorer:
         files += [p for p in (parent / "model.json", parent / TRAIN_IDS) if p.exists()]
         with ThreadPoolExecutor(4) as pool:  # hashlib frees the GIL: six ~20 MB models hash side by side
             sums = list(pool.map(io.sha256_file, files))
+        self.sha256 = {str(p): h for p, h in zip(files, sums)}  # each file's own, for a manifest to reuse
         return records.sha("".join(f"{p.name}={h};" for p, h in zip(files, sums)))
 
 

@@ -59,10 +59,12 @@ class QualityFilter(BaseFilter):
         self.scorer = CrossFitScorer(model_path)
         self.seed, self.alpha = seed, alpha
 
-    def tag(self, batch: list[Document], texts: list[str] | None = None) -> tuple[list, list, list, list[bool]]:
-        """Score a batch and tag each Document's metadata; returns (scores, draws, models, kept), rounded as tagged."""
+    def tag(self, batch: list[Document], texts: list[str] | None = None,
+            utf8: list[bytes] | None = None) -> tuple[list, list, list, list[bool]]:
+        """Score a batch and tag each Document's metadata; returns (scores, draws, models, kept), rounded as tagged.
+        `texts` and `utf8`: the batch's texts and their UTF-8, where the caller has them already."""
         ids = [d.id for d in batch]
-        scores, names = self.scorer(ids, texts if texts is not None else [d.text for d in batch])
+        scores, names = self.scorer(ids, texts if texts is not None else [d.text for d in batch], utf8)
         draws, kept = retention_batch(self.seed, ids, scores, self.alpha)
         scores, draws = list(map(round, scores.tolist(), repeat(6))), list(map(round, draws.tolist(), repeat(6)))
         kept = kept.tolist()
@@ -122,17 +124,22 @@ class ScoreShards(PipelineStep):
     @staticmethod
     def _batch(flt: QualityFilter, batch: list[Document], cols: dict, kept_out, dropped_out) -> None:
         texts = [d.text for d in batch]
-        scores, draws, names, kept = flt.tag(batch, texts)
+        utf8 = list(map(str.encode, texts))  # the model's input and the report's byte counts
+        scores, draws, names, kept = flt.tag(batch, texts, utf8)
         mds = [d.metadata for d in batch]
-        dropped = [d for d, keep in zip(batch, kept) if not keep]
-        for d in dropped:  # what BaseFilter.run sets before the exclusion writer
-            d.metadata[records.FILTER_REASON] = LOW_QUALITY
-        kept_out.write_batch([d for d, keep in zip(batch, kept) if keep])
+        kept_docs, dropped = [], []
+        for d, keep in zip(batch, kept):  # one pass: this runs once per page
+            if keep:
+                kept_docs.append(d)
+            else:
+                d.metadata[records.FILTER_REASON] = LOW_QUALITY  # what BaseFilter.run sets before the exclusion writer
+                dropped.append(d)
+        kept_out.write_batch(kept_docs)
         dropped_out.write_batch(dropped)
         for name, values in (("id", [d.id for d in batch]), ("url", [md.get(records.URL, "") for md in mds]),
                              ("score", scores), ("draw", draws), ("kept", kept), ("model", names),
                              ("key", list(map(records.natural_key, mds))),
-                             ("bytes", list(map(len, map(str.encode, texts))))):
+                             ("bytes", list(map(len, utf8)))):
             cols[name].extend(values)
 
 
@@ -169,7 +176,8 @@ def run(fcfg: FilterConfig, seed: int, in_dir: str | Path, model_path: str | Pat
     from pipeline.core import executor, report, truth
 
     rep = report.StageReport("quality_filter")
-    models = CrossFitScorer(model_path).digest()
+    scorer = CrossFitScorer(model_path)
+    models = scorer.digest()
     key = io.run_fingerprint(fcfg, seed, models, inputs=[in_dir],
                              code=[__file__, quality.__file__, retention.__file__, shards.__file__])
     work = io.work_dir("quality_filter", key)
@@ -211,7 +219,7 @@ def run(fcfg: FilterConfig, seed: int, in_dir: str | Path, model_path: str | Pat
     rows_plot = retention_table(scores, kept_mask, fcfg.alpha, expected)
     report.write_plot("quality_filter", "retention", [r for r in rows_plot if r["docs"]])  # vega dislikes nulls
     io.write_manifest(staged, "quality_filter", {"alpha": fcfg.alpha, "seed": seed,
-                                                  "model_sha256": io.sha256_file(model_path),
+                                                  "model_sha256": scorer.sha256[scorer.scorers[quality.FULL].model_path],
                                                   "models_digest": models}, {"cc": in_dir})
     io.publish(staged, out_dir)
     return rep
