@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.core import records
+from pipeline.core.powers import powers
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,21 +47,6 @@ _SHINGLE_Q = np.uint64(0x9E3779B97F4A7C15)
 _IS_WORD = np.zeros(256, dtype=bool)
 _IS_WORD[[ord(c) for c in "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"]] = True
 _IS_WORD[0x80:] = True  # non-ASCII UTF-8 bytes count as letters (accents, other scripts)
-
-
-_POW_CACHE: dict[int, np.ndarray] = {}
-
-
-def _powers(base: int, n: int) -> np.ndarray:
-    """base**0 .. base**(n-1) mod 2**64, cached and grown by doubling (one cumprod per size class)."""
-    have = _POW_CACHE.get(base)
-    if have is None or len(have) < n:
-        size = 1 << max(16, (n - 1).bit_length())
-        out = np.full(size, base, dtype=np.uint64)
-        out[0] = 1
-        with np.errstate(over="ignore"):
-            _POW_CACHE[base] = have = np.cumprod(out, dtype=np.uint64)  # wraps mod 2**64, as wanted
-    return have[:n]
 
 
 # one C pass each (bytes.translate, ~0.5 ns/byte) instead of numpy table lookups and masks: _FOLD folds
@@ -100,8 +86,8 @@ def _word_hashes(blob: bytes, doc_start: np.ndarray) -> tuple[np.ndarray, np.nda
     starts, ends = edges[0::2], edges[1::2]
     pre = np.zeros(len(lb) + 1, dtype=np.uint64)
     with np.errstate(over="ignore"):
-        np.cumsum(lb * _powers(_WORD_R, len(lb)), out=pre[1:])  # wraps mod 2**64, as wanted
-        h = (pre[ends] - pre[starts]) * _powers(_WORD_P, len(lb))[starts] + (ends - starts).astype(np.uint64)
+        np.cumsum(lb * powers(_WORD_R, len(lb)), out=pre[1:])  # wraps mod 2**64, as wanted
+        h = (pre[ends] - pre[starts]) * powers(_WORD_P, len(lb))[starts] + (ends - starts).astype(np.uint64)
     return _mix64(h), np.searchsorted(starts, doc_start)
 
 
@@ -251,8 +237,8 @@ def _exact_keys(blob: bytes, doc_start: np.ndarray) -> list[str]:
         for p in _EXACT_P:  # per text: sum of val_j * p**(j + 1) over its bytes, then shifted to start at p**1
             s = np.zeros(len(full), dtype=np.uint64)
             if len(val):  # segments between the starts of non-empty texts (reduceat: ~5x cheaper than cumsum)
-                s[full] = np.add.reduceat(val * _powers(p, len(val) + 1)[1:], first[:-1][full])
-            out.append(s * _powers(pow(p, -1, 1 << 64), len(val) + 1)[first[:-1]])
+                s[full] = np.add.reduceat(val * powers(p, len(val) + 1)[1:], first[:-1][full])
+            out.append(s * powers(pow(p, -1, 1 << 64), len(val) + 1)[first[:-1]])
     n = (first[1:] - first[:-1]).tolist()
     return [f"{a:016x}{b:016x}{c:x}" for a, b, c in zip(out[0].tolist(), out[1].tolist(), n)]
 

@@ -17,6 +17,8 @@ from typing import Iterable
 
 import numpy as np
 
+from pipeline.core.powers import powers
+
 WORD = re.compile(r"[^\W_]+")  # letters and digits; every other character separates words
 PRIME = np.uint64(0x100000001B3)  # FNV-1a 64-bit prime: odd, so multiplication is a bijection mod 2**64
 BATCH_CHARS = 1 << 16  # text per numpy batch: per-call overhead vanishes, arrays stay in cache (1 << 18: 1.2x slower)
@@ -72,22 +74,6 @@ def _lower_table() -> np.ndarray:
     return np.array([ord(c.lower()[0]) if c.isalnum() else 0 for c in map(chr, range(0x10000))], dtype=np.uint64)
 
 
-_POWERS: dict[int, np.ndarray] = {}
-
-
-def _pow(base: int, n: int) -> np.ndarray:
-    """base**0 .. base**(n-1) mod 2**64; one array per base, grown by doubling (_span_hashes keeps n
-    near BATCH_CHARS, so a few MB at most)."""
-    have = _POWERS.get(base)
-    if have is None or len(have) < n:
-        size = 1 << max(16, (n - 1).bit_length())
-        have = np.full(size, base, dtype=np.uint64)
-        have[0] = 1
-        with np.errstate(over="ignore"):
-            _POWERS[base] = have = np.cumprod(have, dtype=np.uint64)  # wraps mod 2**64, as wanted
-    return have[:n]
-
-
 def _mix64(x: np.ndarray) -> np.ndarray:
     """splitmix64 finaliser, in place: spreads the polynomial's weak low bits over all 64."""
     x ^= x >> np.uint64(30)
@@ -118,11 +104,11 @@ def _span_hashes(chars: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.
 def _piece_hashes(chars: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
     with np.errstate(over="ignore"):
         pre = np.zeros(len(chars) + 1, dtype=np.uint64)
-        np.multiply(chars, _pow(_CHAR_R, len(chars)), out=pre[1:])
+        np.multiply(chars, powers(_CHAR_R, len(chars)), out=pre[1:])
         np.cumsum(pre[1:], out=pre[1:])
         h = pre[ends]
         h -= pre[starts]
-        h *= _pow(_CHAR_P, len(chars))[starts]
+        h *= powers(_CHAR_P, len(chars))[starts]
         h += (ends - starts).astype(np.uint64)
     return _mix64(h)
 

@@ -52,8 +52,7 @@ from pipeline.lm.throughput import Throughput
 log = logging.getLogger(__name__)
 CKPT_NAME = "ckpt.pt"
 RESUME_NAME = "resume.pt"
-# Knobs that change speed or reporting but never the numbers a run computes: left out of the
-# resume fingerprint, so flipping them does not throw away a half-done run.
+# Speed/reporting knobs, never the numbers: out of the resume fingerprint (flipping one keeps a half-done run).
 NEUTRAL_KNOBS = ("compile", "peak_tflops")
 # Knobs added after the first published models: written into the checkpoint and the resume fingerprint only when
 # set away from their default, so a default run keeps its checkpoint bytes and an older run still resumes.
@@ -281,9 +280,8 @@ def _train(data_dir: Path, out_dir: Path, live_dir: Path, mcfg: ModelConfig, tcf
     lap_tokens = 0  # tokens trained since the clock's last lap
 
     def flush(drain: bool, eval_now: bool = False) -> None:
-        """Log the pending steps' losses. `drain` reads every one (a host sync: before evaluation, at the end, in
-        the warm-up); otherwise only those older than LOG_EVERY steps, whose copies to the host finished long ago,
-        so the GPU never runs dry while the host logs. The history is the same either way, only read later."""
+        """Log pending steps: all if `drain` (a host sync: evaluation, warm-up, end), else those older than LOG_EVERY
+        steps, whose copies finished long ago: the GPU never runs dry while the host logs. Same history either way."""
         nonlocal loss_f, val_loss, lap_tokens
         clock.lap(lap_tokens)
         lap_tokens = 0
@@ -346,11 +344,9 @@ def _train(data_dir: Path, out_dir: Path, live_dir: Path, mcfg: ModelConfig, tcf
         lap_tokens += batch * block
         # loss and grad norm leave the device by an async copy (pinned memory on CUDA), read at a later flush
         host = torch.stack([loss_t, local_scalar(grad_norm.detach()).double()]).to("cpu", non_blocking=on_gpu)
-        done = None
+        pending.append((lr, batch, host, torch.cuda.Event() if on_gpu else None))
         if on_gpu:
-            done = torch.cuda.Event()
-            done.record()
-        pending.append((lr, batch, host, done))
+            pending[-1][3].record()  # the copy is done once the GPU passes this event
         eval_now = step % tcfg.eval_interval == 0 or step == tcfg.max_steps
         stopping = stop_after is not None and step >= stop_after
         if eval_now or stopping or step <= start + WARMUP_STEPS:
