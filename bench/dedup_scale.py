@@ -14,7 +14,7 @@ true 5-shingle Jaccard. The stage's own report gives per-pass timings.
 Goal (issue 14): the 1M run stays under 4 GB peak and grows sub-linearly from 100k to 1M.
 
 Usage: python bench/dedup_scale.py [--sizes 100000,300000,1000000] [--workers 2] [--keep DIR]
-Writes bench/out/dedup_scale.json and, where matplotlib is installed, bench/out/dedup_scale.png.
+Writes bench/out/dedup_scale.json and the figure docs/dedup_scale.svg (--plot; --replot redraws it from the JSON).
 """
 import pathlib, sys; sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # noqa: E401,E702
 
@@ -36,6 +36,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 BOOKS = ROOT.parent / "shared" / "data" / "books"
+PLOT = ROOT / "docs" / "dedup_scale.svg"  # the figure the README shows
 EDITS = (0.01, 0.03, 0.05, 0.10, 0.15)
 SHARD_DOCS = 20_000
 BANDS = (("j>=0.8", 0.8, 2.0), ("0.5<=j<0.8", 0.5, 0.8), ("j<0.5", -1.0, 0.5))
@@ -176,24 +177,19 @@ def score(folder: Path) -> dict:
 
 
 def plot(rows: list[dict], path: Path) -> str:
-    try:
-        import matplotlib
+    """Peak memory against documents, and the largest run's memory over time, as an SVG (no plotting library)."""
+    sys.path.insert(0, str(Path(__file__).parent))
+    from svg_chart import W, line_chart, page  # noqa: E402 (a sibling module of the benches)
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return "matplotlib is not installed in .venv: no plot (the JSON holds the figures)"
-    docs = [r["docs"] for r in rows]
-    fig, ax = plt.subplots(1, 2, figsize=(9, 3.5))
-    ax[0].plot(docs, [r["peak_tree_rss_gb"] for r in rows], "o-", label="process tree")
-    ax[0].plot(docs, [r["peak_driver_rss_gb"] for r in rows], "s--", label="driver")
-    ax[0].axhline(4, color="red", lw=0.8, label="4 GB goal")
-    ax[0].set(xscale="log", xlabel="documents", ylabel="peak RSS (GB)", title="memory")
-    ax[0].legend()
-    ax[1].plot(docs, [r["stage_seconds"] for r in rows], "o-")
-    ax[1].set(xscale="log", yscale="log", xlabel="documents", ylabel="seconds", title="dedup stage wall time")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    largest = rows[-1]
+    panels = [line_chart({"whole process tree": [(r["docs"], r["peak_tree_rss_gb"]) for r in rows],
+                          "driver alone": [(r["docs"], r["peak_driver_rss_gb"]) for r in rows]},
+                         "dedup peak RSS vs corpus size", "documents (log scale)", "peak RSS (GB)", logx=True,
+                         hlines={"4 GB goal": 4.0}),
+              line_chart({f"{largest['docs']:,} documents": [(t, b / 1e9) for t, b in largest["rss_timeline"]]},
+                         "RSS over the largest run", "seconds", "process tree RSS (GB)", x0=W)]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(page(panels))
     return str(path.relative_to(ROOT))
 
 
@@ -205,7 +201,11 @@ def main() -> None:
     parser.add_argument("--keep", default="", help="keep the generated corpora and outputs under this folder")
     parser.add_argument("--generate", nargs=2, metavar=("N", "DIR"), help=argparse.SUPPRESS)
     parser.add_argument("--stage", metavar="DIR", help=argparse.SUPPRESS)
+    parser.add_argument("--plot", default=str(PLOT), help="where the SVG figure goes (the README shows this one)")
+    parser.add_argument("--replot", action="store_true", help="only redraw the figure from bench/out/dedup_scale.json")
     args = parser.parse_args()
+    if args.replot:
+        return print(plot(json.loads((ROOT / "bench/out/dedup_scale.json").read_text())["runs"], Path(args.plot)))
     if args.generate:
         return generate(Path(args.books), int(args.generate[0]), Path(args.generate[1]))
     if args.stage:
@@ -254,7 +254,7 @@ def main() -> None:
                "rss_growth": round(growth, 2), "docs_growth": last["docs"] / first["docs"],
                "rss_exponent": round(exponent, 3) if exponent is not None else None,
                "sub_linear": exponent is not None and exponent < 1.0}
-    summary["plot"] = plot(rows, ROOT / "bench" / "out" / "dedup_scale.png")
+    summary["plot"] = plot(rows, Path(args.plot))
     out = ROOT / "bench" / "out" / "dedup_scale.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"summary": summary, "runs": rows}, indent=2) + "\n")
