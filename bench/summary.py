@@ -30,9 +30,11 @@ def dedup_scale(d):
     runs = sorted(d.get("runs", []), key=lambda r: r.get("docs", 0))
     if not runs:
         return None
-    big = runs[-1]
-    rss = big.get("peak_rss_gb") or big.get("peak_rss_mb", 0) / 1024
-    return {"figure": f"{big.get('docs', 0):,} docs: peak RSS {rss:.2f} GB, {big.get('seconds', 0):.0f} s",
+    big = runs[-1]  # bench/dedup_scale.py's row of its largest run
+    rss = big.get("peak_tree_rss_gb", 0.0)
+    exponent = (d.get("summary") or {}).get("rss_exponent")
+    growth = f", RSS ~ docs^{exponent:.2f}" if exponent is not None else ""
+    return {"figure": f"{big.get('docs', 0):,} docs: peak RSS {rss:.2f} GB, {big.get('stage_seconds', 0):.0f} s{growth}",
             "ratio": round(4.0 / rss, 2) if rss else None, "goal": 1.0, "unit": "4 GB / peak RSS"}
 
 

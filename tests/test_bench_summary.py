@@ -13,12 +13,15 @@ def test_rows_say_met_below_not_run_and_unreadable(tmp_path):
     (tmp_path / "contamination_index.json").write_text(json.dumps({"ratio": 7.4, "goal": 3.0}))
     (tmp_path / "quality_speed.json").write_text(json.dumps({"ratio": 0.5, "goal": 0.8}))
     (tmp_path / "dedup_speed.json").write_text(json.dumps({"no": "ratio"}))
-    (tmp_path / "dedup_scale.json").write_text(json.dumps({"runs": [{"docs": 100_000, "peak_rss_gb": 0.5, "seconds": 60},
-                                                                    {"docs": 1_000_000, "peak_rss_gb": 2.0, "seconds": 600}]}))
+    # the keys bench/dedup_scale.py writes (a first version of this reader looked for others and showed 0 GB)
+    (tmp_path / "dedup_scale.json").write_text(json.dumps({"summary": {"rss_exponent": 0.3}, "runs": [
+        {"docs": 100_000, "peak_tree_rss_gb": 0.5, "stage_seconds": 60},
+        {"docs": 1_000_000, "peak_tree_rss_gb": 2.0, "stage_seconds": 600}]}))
     rows = {r["bench"]: r for r in summary.collect(tmp_path)}
     assert set(rows) == set(summary.BENCHES)
     assert rows["contamination_index"]["status"] == "met" and rows["contamination_index"]["ratio"] == 7.4
     assert rows["quality_speed"]["status"] == "below goal"
     assert rows["dedup_speed"]["status"].startswith("unreadable")
     assert rows["dedup_scale"]["status"] == "met" and rows["dedup_scale"]["ratio"] == 2.0  # 4 GB / 2 GB at 1M docs
+    assert "peak RSS 2.00 GB, 600 s, RSS ~ docs^0.30" in rows["dedup_scale"]["figure"]
     assert rows["train_speed"]["status"] == "not run"
