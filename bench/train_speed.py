@@ -88,6 +88,8 @@ def make_step(model, opt, device, sdpa=None):
         kernels = lambda: sdpa_kernel([getattr(SDPBackend, sdpa.upper() + ("_ATTENTION" if sdpa != "math" else ""))])  # noqa: E731
 
     def step(x, y):
+        if device == "cuda":  # a new iteration for CUDA graph trees (compile mode reduce-overhead); else a no-op
+            torch.compiler.cudagraph_mark_step_begin()
         with kernels(), amp:
             out = model(x, y)
         loss = out[1] if isinstance(out, tuple) else out
