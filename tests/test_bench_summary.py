@@ -23,5 +23,13 @@ def test_rows_say_met_below_not_run_and_unreadable(tmp_path):
     assert rows["quality_speed"]["status"] == "below goal"
     assert rows["dedup_speed"]["status"].startswith("unreadable")
     assert rows["dedup_scale"]["status"] == "met" and rows["dedup_scale"]["ratio"] == 2.0  # 4 GB / 2 GB at 1M docs
-    assert "peak RSS 2.00 GB, 600 s, RSS ~ docs^0.30" in rows["dedup_scale"]["figure"]
+    assert "1M docs: 2.00 GB peak, 600 s, RSS ~ docs^0.30" in rows["dedup_scale"]["figure"]
     assert rows["train_speed"]["status"] == "not run"
+
+
+def test_plain_references_are_matched_or_not_never_met(tmp_path):
+    (tmp_path / "train_speed.json").write_text(json.dumps({"ratio": 0.9}))
+    rows = {r["bench"]: r for r in summary.collect(tmp_path)}
+    assert rows["train_speed"]["goal_source"] == "reference" and rows["train_speed"]["status"] == "< ref"
+    (tmp_path / "train_speed.json").write_text(json.dumps({"ratio": 1.3}))
+    assert {r["bench"]: r for r in summary.collect(tmp_path)}["train_speed"]["status"] == ">= ref"
