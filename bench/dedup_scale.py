@@ -14,7 +14,8 @@ true 5-shingle Jaccard. The stage's own report gives per-pass timings.
 Goal (issue 14): the 1M run stays under 4 GB peak and grows sub-linearly from 100k to 1M.
 
 Usage: python bench/dedup_scale.py [--sizes 100000,300000,1000000] [--workers 2] [--keep DIR]
-Writes bench/out/dedup_scale.json and the figure docs/dedup_scale.svg (--plot; --replot redraws it from the JSON).
+Writes bench/out/dedup_scale.json and the figures docs/dedup_scale.svg + docs/dedup_scale_timeline.svg (--plot;
+--replot redraws them from the JSON).
 """
 import pathlib, sys; sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # noqa: E401,E702
 
@@ -177,19 +178,20 @@ def score(folder: Path) -> dict:
 
 
 def plot(rows: list[dict], path: Path) -> str:
-    """Peak memory against documents, and the largest run's memory over time, as an SVG (no plotting library)."""
-    sys.path.insert(0, str(Path(__file__).parent))
-    from svg_chart import W, line_chart, page  # noqa: E402 (a sibling module of the benches)
+    """Peak memory against documents (log x, the 4 GB goal dashed) at `path`, and the largest run's memory over time
+    beside it (`<stem>_timeline.svg`): the summary page's SVG line chart, no plotting library."""
+    from pipeline.evaluation.summary_html import line_chart
 
     largest = rows[-1]
-    panels = [line_chart({"whole process tree": [(r["docs"], r["peak_tree_rss_gb"]) for r in rows],
-                          "driver alone": [(r["docs"], r["peak_driver_rss_gb"]) for r in rows]},
-                         "dedup peak RSS vs corpus size", "documents (log scale)", "peak RSS (GB)", logx=True,
-                         hlines={"4 GB goal": 4.0}),
-              line_chart({f"{largest['docs']:,} documents": [(t, b / 1e9) for t, b in largest["rss_timeline"]]},
-                         "RSS over the largest run", "seconds", "process tree RSS (GB)", x0=W)]
+    memory = line_chart({"process tree": [(r["docs"], r["peak_tree_rss_gb"]) for r in rows],
+                         "driver": [(r["docs"], r["peak_driver_rss_gb"]) for r in rows]},
+                        baseline=4.0, baseline_label="4 GB goal", x_label="documents (log scale)",
+                        y_label="peak RSS (GB)", log_x=True, width=600, height=300)
+    timeline = line_chart({f"{largest['docs'] / 1e6:g}M docs": [(t, b / 1e9) for t, b in largest["rss_timeline"]]},
+                          x_label="seconds into the run", y_label="process tree RSS (GB)", width=600, height=300)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(page(panels))
+    path.write_text(memory + "\n")
+    path.with_name(path.stem + "_timeline.svg").write_text(timeline + "\n")
     return str(path.relative_to(ROOT))
 
 

@@ -198,3 +198,20 @@ def test_claims_section_reads_the_claim_reports_and_says_not_run():
     md = "\n".join(summary_claims.markdown(list(rows.values())))
     assert "| finetune |" in md and "(f)" in md
     assert "<table>" in summary_claims.html(list(rows.values()))
+
+
+def test_line_chart_log_x_puts_points_by_their_logarithm():
+    """bench/dedup_scale.py draws corpus sizes on a log axis with the summary page's chart."""
+    import xml.dom.minidom
+
+    from pipeline.evaluation.summary_html import line_chart
+
+    svg = line_chart({"a": [(1e5, 0.76), (3e5, 0.82), (1e6, 1.12)], "b": [(1e5, 0.35), (1e6, 0.46)]},
+                     baseline=4.0, baseline_label="goal", log_x=True, width=600, height=300)
+    doc = xml.dom.minidom.parseString(svg)
+    paths = doc.getElementsByTagName("path")
+    xs = [float(x) for x in re.findall(r"[ML]([\d.]+),", paths[0].getAttribute("d"))]
+    left, right = xs[0], xs[-1]  # 1e5 and 1e6 are the axis ends (ticks at powers of ten)
+    assert abs((xs[1] - left) / (right - left) - 0.4771) < 0.01  # log10(3)
+    assert paths[0].getAttribute("stroke") != paths[1].getAttribute("stroke")  # unnamed series: distinct colours
+    assert "1,000,000" in svg and "100,000" in svg

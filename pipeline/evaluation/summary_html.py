@@ -12,6 +12,7 @@ from html import escape
 from typing import Any
 
 NOT_RUN = "not run"
+PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b")  # series without a colour of their own
 COLORS = {"train_loss": "#1f77b4", "val_loss": "#d62728", "target": "#9e9e9e", "achieved": "#1f77b4",
           "tokens": "#ff9800", "kept": "#43a047"}
 CSS = """body{font-family:system-ui,-apple-system,"Segoe UI",sans-serif;margin:2em auto;max-width:74em;color:#222;
@@ -55,17 +56,21 @@ def nice_ticks(lo: float, hi: float, n: int = 5) -> list[float]:
 
 def line_chart(series: dict[str, list[tuple[float, float]]], baseline: float | None = None,
                baseline_label: str = "", width: int = 760, height: int = 330,
-               x_label: str = "step", y_label: str = "loss (nats)") -> str:
-    """An SVG line chart: one <path> per series with one M/L command per logged point, a dashed baseline."""
+               x_label: str = "step", y_label: str = "loss (nats)", log_x: bool = False) -> str:
+    """An SVG line chart: one <path> per series with one M/L command per logged point, a dashed baseline.
+    `log_x`: a logarithmic x axis with a tick per power of ten (bench/dedup_scale.py's corpus sizes)."""
     pts = [p for s in series.values() for p in s]
     left, right, top, bottom = 58, 150, 14, 42
-    xt = nice_ticks(min(p[0] for p in pts), max(p[0] for p in pts))
+    xs = [p[0] for p in pts]
+    xt = ([10.0 ** k for k in range(math.floor(math.log10(min(xs))), math.ceil(math.log10(max(xs))) + 1)] if log_x
+          else nice_ticks(min(xs), max(xs)))
     ys = [p[1] for p in pts] + ([baseline] if baseline is not None else [])
     yt = nice_ticks(min(ys), max(ys))
-    x0, x1, y0, y1 = xt[0], xt[-1], yt[0], yt[-1]
+    scale = math.log10 if log_x else (lambda v: v)
+    x0, x1, y0, y1 = scale(xt[0]), scale(xt[-1]), yt[0], yt[-1]
 
     def sx(x: float) -> float:
-        return left + (x - x0) / (x1 - x0) * (width - left - right)
+        return left + (scale(x) - x0) / ((x1 - x0) or 1.0) * (width - left - right)
 
     def sy(y: float) -> float:
         return top + (y1 - y) / (y1 - y0) * (height - top - bottom)
@@ -79,7 +84,7 @@ def line_chart(series: dict[str, list[tuple[float, float]]], baseline: float | N
                    f'<text x="{left - 6}" y="{sy(t) + 4:.1f}" text-anchor="end">{t:g}</text>')
     for t in xt:
         out.append(f'<line x1="{sx(t):.1f}" x2="{sx(t):.1f}" y1="{top}" y2="{height - bottom}" stroke="#f2f2f2"/>'
-                   f'<text x="{sx(t):.1f}" y="{height - bottom + 16}" text-anchor="middle">{t:g}</text>')
+                   f'<text x="{sx(t):.1f}" y="{height - bottom + 16}" text-anchor="middle">{num(t) if log_x else f"{t:g}"}</text>')
     out.append(f'<text x="{(left + width - right) / 2:.0f}" y="{height - 6}" text-anchor="middle">'
                f'{escape(x_label)}</text>'
                f'<text transform="translate(14,{(top + height - bottom) / 2:.0f}) rotate(-90)" '
@@ -88,10 +93,10 @@ def line_chart(series: dict[str, list[tuple[float, float]]], baseline: float | N
         out.append(f'<line class="baseline" x1="{left}" x2="{width - right}" y1="{sy(baseline):.1f}" '
                    f'y2="{sy(baseline):.1f}" stroke="#555" stroke-dasharray="6 4"/>')
     legend_y = top + 10
-    for name, s in series.items():
+    for i, (name, s) in enumerate(series.items()):
         if not s:
             continue
-        color = COLORS.get(name, "#444")
+        color = COLORS.get(name, PALETTE[i % len(PALETTE)])
         d = " ".join(f"{'M' if i == 0 else 'L'}{sx(x):.1f},{sy(y):.1f}" for i, (x, y) in enumerate(s))
         out.append(f'<path class="series" data-series="{escape(name)}" data-points="{len(s)}" d="{d}" fill="none" '
                    f'stroke="{color}" stroke-width="1.8"/>')
