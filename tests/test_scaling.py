@@ -134,14 +134,18 @@ def test_prediction_is_on_disk_before_the_largest_trains(tmp_path, monkeypatch):
     assert res["sizes"][-1]["C"] == 6 * res["sizes"][-1]["N"] * 20 * 8 * 16
 
 
+def _lawful_training(loss_of_width=lambda width, loss: loss):
+    """A stand-in for lm.train.train: each size's loss on the law, +-0.003 by width, then `loss_of_width(width, loss)`."""
+    def fake(data_dir, mcfg, tcfg, seed):
+        loss = float(law(scaling.count_params(mcfg, 64)[0])) + 0.003 * (-1) ** (mcfg.n_embd // 16)
+        return {"final_val_loss": loss_of_width(mcfg.n_embd, loss), "tokens_seen": 2560}
+    return fake
+
+
 def test_a_largest_run_off_the_law_is_reported_outside(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
 
-    def fake(data_dir, mcfg, tcfg, seed):
-        n = scaling.count_params(mcfg, 64)[0]
-        loss = float(law(n)) + 0.003 * (-1) ** (mcfg.n_embd // 16) + (1.0 if mcfg.n_embd == 80 else 0.0)
-        return {"final_val_loss": loss, "tokens_seen": 2560}
-
+    fake = _lawful_training(loss_of_width=lambda width, loss: loss + 1.0 if width == 80 else loss)
     res = scaling.run(_tokens(tmp_path / "tok"), tmp_path / "out", SMALL, 1, StageReport("scaling"), train_fn=fake)
     assert res["inside"] is False and res["error"] > 0.9
 
@@ -150,11 +154,7 @@ def test_a_diverged_small_size_is_counted_and_left_out(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     cfg = dataclasses.replace(SMALL, widths=(16, 32, 48, 64, 80, 96))
 
-    def fake(data_dir, mcfg, tcfg, seed):
-        n = scaling.count_params(mcfg, 64)[0]
-        loss = float(law(n)) + 0.003 * (-1) ** (mcfg.n_embd // 16)
-        return {"final_val_loss": math.nan if mcfg.n_embd == 32 else loss, "tokens_seen": 2560}
-
+    fake = _lawful_training(loss_of_width=lambda width, loss: math.nan if width == 32 else loss)
     rep = StageReport("scaling")
     res = scaling.run(_tokens(tmp_path / "tok"), tmp_path / "out", cfg, 1, rep, train_fn=fake)
     assert rep.errors["nonfinite_val_loss"] == 1
@@ -165,11 +165,7 @@ def test_a_diverged_small_size_is_counted_and_left_out(tmp_path, monkeypatch):
 def test_a_diverged_largest_size_is_reported_not_inside(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
 
-    def fake(data_dir, mcfg, tcfg, seed):
-        n = scaling.count_params(mcfg, 64)[0]
-        loss = float(law(n)) + 0.003 * (-1) ** (mcfg.n_embd // 16)
-        return {"final_val_loss": math.inf if mcfg.n_embd == 80 else loss, "tokens_seen": 2560}
-
+    fake = _lawful_training(loss_of_width=lambda width, loss: math.inf if width == 80 else loss)
     rep = StageReport("scaling")
     res = scaling.run(_tokens(tmp_path / "tok"), tmp_path / "out", SMALL, 1, rep, train_fn=fake)
     assert res["measured"] is None and res["inside"] is False and rep.errors["nonfinite_val_loss"] == 1
