@@ -304,35 +304,3 @@ def test_stage_matches_per_document_reference(models, in_tmp_cwd):
     table = pq.read_table("out/scores.parquet").to_pylist()
     assert any({row["kept"] for row in table if row["id"] == i} == {True, False} for i in ties)  # ties: kept first
     assert len({row["id"] for row in table}) < len(table) and rep["truth"]["labelled"] > 0
-
-
-def test_scoring_process_gives_the_in_process_scores(models):
-    """fastText runs in a child process (it holds the GIL); the child's scores are the in-process Scorer's floats."""
-    from pipeline.curate.quality_worker import ScoringProcess
-
-    r = random.Random(11)
-    texts = [_messy(r, r.randint(1, 40)) for _ in range(300)]
-    lines = quality.model_lines(texts)
-    with ScoringProcess({"full": str(models)}) as remote:
-        remote.submit([("full", lines[:100])])
-        remote.submit([("full", lines[100:]), ("full", [])])  # queued before the first answer is read
-        first, (second, empty) = remote.result(), remote.result()
-        child = remote._proc
-    assert child.returncode == 0  # close() ended it
-    local = quality.Scorer(models)(texts)
-    assert np.array_equal(np.concatenate([first[0], second]), local) and len(empty) == 0
-
-
-def test_scoring_process_failures_reach_the_caller(models, tmp_path):
-    from pipeline.curate.quality_worker import ScoringProcess
-
-    with ScoringProcess({"full": str(tmp_path / "missing.bin")}) as remote:
-        remote.submit([("full", [b"some words\n"])])
-        with pytest.raises(RuntimeError, match="scoring process failed(.|\n)*missing.bin"):
-            remote.result()
-    remote = ScoringProcess({"full": str(models)})
-    remote._proc.kill()
-    with pytest.raises(RuntimeError, match="scoring process ended"):
-        remote.submit([("full", [b"some words\n"])])
-        remote.result()
-    remote.close()
