@@ -127,9 +127,12 @@ def soak_stage(project: Path, name: str, points: int, rng: random.Random, log=pr
         whole = all(_whole(out, reference) for out in outs)
         stray = leftovers(outs)
         run(argv, project)  # ... and the rerun resumes from what the killed run left in data/resume/<stage>
-        same = hashes(outs) == reference
+        after = hashes(outs)
         row = {"stage": name, "point": k, "at_s": round(fraction * duration, 2), "killed": killed,
-               "outputs_whole_after_kill": whole, "leftovers": stray, "identical_after_rerun": same}
+               "outputs_whole_after_kill": whole, "leftovers": stray, "identical_after_rerun": after == reference}
+        if after != reference:  # which files, so that a rare failure (a CI run) says where to look
+            row["differing"] = sorted(os.path.relpath(p, project) for p in set(after) | set(reference)
+                                      if after.get(p) != reference.get(p))
         log(json.dumps(row))
         results.append(row)
     return results

@@ -44,8 +44,8 @@ from pipeline.lm import tokens
 from pipeline.lm.batches import PinnedWindows, autocast, data_meta, load_tokens, mean_loss, random_batch, windows
 from pipeline.lm.checkpoint import find_resume, rng_state, save_checkpoint, set_rng_state
 from pipeline.lm.device_peak import detected_peak
-from pipeline.lm.distributed import (deterministic, full_states, grad_sync, load_states, local_scalar, replica_divergence,
-                                     replicate, setup_distributed, shard)
+from pipeline.lm.distributed import (close_distributed, deterministic, full_states, grad_sync, load_states, local_scalar,
+                                     replica_divergence, replicate, setup_distributed, shard)
 from pipeline.lm.model import GPT, ModelConfig, from_params
 from pipeline.lm.throughput import Throughput
 
@@ -179,12 +179,17 @@ def train(data_dir: str | Path, out_dir: str | Path, live_dir: str | Path, mcfg:
     """
     prev_threads = torch.get_num_threads()
     torch.set_num_threads(num_threads(threads))
+    failed = True  # until every rank has left the loop the same way: at the end, or at stop_after
     try:
         with deterministic(tcfg.deterministic):  # always on CPU: its kernels honour it, reruns are bit-identical
-            return _train(Path(data_dir), Path(out_dir), Path(live_dir), mcfg, tcfg, seed, progress, stop_after)
+            report = _train(Path(data_dir), Path(out_dir), Path(live_dir), mcfg, tcfg, seed, progress, stop_after)
+        failed = False
+        return report
+    except TrainingStopped:
+        failed = False
+        raise
     finally:
-        if torch.distributed.is_initialized():
-            torch.distributed.destroy_process_group()
+        close_distributed(failed)
         torch.set_num_threads(prev_threads)
 
 
