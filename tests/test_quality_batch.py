@@ -304,3 +304,65 @@ def test_stage_matches_per_document_reference(models, in_tmp_cwd):
     table = pq.read_table("out/scores.parquet").to_pylist()
     assert any({row["kept"] for row in table if row["id"] == i} == {True, False} for i in ties)  # ties: kept first
     assert len({row["id"] for row in table}) < len(table) and rep["truth"]["labelled"] > 0
+
+
+def test_scoring_process_gives_the_in_process_scores(models):
+    """fastText runs in a child process (it holds the GIL); the child's scores are the in-process Scorer's floats."""
+    from pipeline.curate.quality_worker import ScoringProcess
+
+    r = random.Random(11)
+    texts = [_messy(r, r.randint(1, 40)) for _ in range(300)]
+    lines = quality.model_lines(texts)
+    with ScoringProcess({"full": str(models)}) as remote:
+        remote.submit([("full", lines[:100])])
+        remote.submit([("full", lines[100:]), ("full", [])])  # queued before the first answer is read
+        first, (second, empty) = remote.result(), remote.result()
+        child = remote._proc
+    assert child.returncode == 0  # close() ended it
+    local = quality.Scorer(models)(texts)
+    assert np.array_equal(np.concatenate([first[0], second]), local) and len(empty) == 0
+
+
+def test_scoring_process_failures_reach_the_caller(models, tmp_path):
+    from pipeline.curate.quality_worker import ScoringProcess
+
+    with ScoringProcess({"full": str(tmp_path / "missing.bin")}) as remote:
+        remote.submit([("full", [b"some words\n"])])
+        with pytest.raises(RuntimeError, match="scoring process failed(.|\n)*missing.bin"):
+            remote.result()
+    remote = ScoringProcess({"full": str(models)})
+    remote._proc.kill()
+    with pytest.raises(RuntimeError, match="scoring process ended"):
+        remote.submit([("full", [b"some words\n"])])
+        remote.result()
+    remote.close()
+
+
+def test_scoring_process_ends_when_the_stage_is_killed(models):
+    """kill -9 of the stage must not leave fastText running: the child reads EOF on its pipe and exits."""
+    import signal
+    import subprocess
+    import time
+
+    root = Path(__file__).resolve().parents[1]
+    script = (f"import sys, time; sys.path.insert(0, {str(root)!r})\n"
+              "from pipeline.curate.quality_worker import ScoringProcess\n"
+              f"remote = ScoringProcess({{'full': {str(models)!r}}})\n"
+              "remote.submit([('full', [b'the river ran past the mill\\n'] * 1000)])\n"
+              "print(remote._proc.pid, flush=True)\n"
+              "time.sleep(120)\n")
+    stage = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    child = int(stage.stdout.readline())
+    os.kill(stage.pid, signal.SIGKILL)
+    stage.wait()
+
+    def alive(pid: int) -> bool:  # a zombie (exited, not yet reaped by whoever adopted it) counts as ended
+        try:
+            return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+        except FileNotFoundError:
+            return False
+
+    deadline = time.monotonic() + 20
+    while alive(child) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not alive(child), "the fastText process outlived the killed stage"

@@ -235,22 +235,26 @@ class Scorer:
 
     def __call__(self, texts: list[str], utf8: list[bytes] | None = None) -> np.ndarray:
         """P(high quality) of each text; `utf8`: the texts' UTF-8, if the caller has it (see model_lines)."""
+        return self.score_lines(model_lines(texts, utf8) if texts else [])
+
+    def score_lines(self, lines: list[bytes]) -> np.ndarray:
+        """P(high quality) of each of model_lines' lines."""
         if self._model is None:
             import fasttext
 
             self._model = fasttext.load_model(self.model_path)
-        if not texts:
+        if not lines:
             return np.zeros(0)
         # FastText.predict on a list checks each text for a newline and appends one, then calls
         # multilinePredict; model_lines' lines end in their newline and hold no other, so the call is direct
         # (fasttext-wheel 0.9.2, pinned). A LIST: 0.9.2 + numpy 2 fails on a single string (ANCHORS.md). And
         # k=1: on a list, 0.9.2 returns the top probability repeated k times for k > 1 (found here).
         # With two softmax labels the top one says it all: P(pos) = p or 1 - p (p float32, widened exactly).
-        labels, probs = self._model.f.multilinePredict(model_lines(texts, utf8), 1, 0.0, "strict")
+        labels, probs = self._model.f.multilinePredict(lines, 1, 0.0, "strict")
         p = np.concatenate(probs).astype(np.float64)
-        if len(p) != len(texts):  # k=1: at most one label each, so then exactly one each
-            raise ValueError(f"fastText labelled {len(p)} of {len(texts)} texts")
-        positive = np.fromiter(map(POSITIVE.__eq__, map(itemgetter(0), labels)), bool, len(texts))
+        if len(p) != len(lines):  # k=1: at most one label each, so then exactly one each
+            raise ValueError(f"fastText labelled {len(p)} of {len(lines)} texts")
+        positive = np.fromiter(map(POSITIVE.__eq__, map(itemgetter(0), labels)), bool, len(lines))
         return np.clip(np.where(positive, p, 1.0 - p), 0.0, 1.0)
 
 
@@ -288,15 +292,30 @@ class CrossFitScorer:
     def __call__(self, ids: list[str], texts: list[str],
                  utf8: list[bytes] | None = None) -> tuple[np.ndarray, list[str]]:
         """(P(high quality) per text, name of the model that scored it); `utf8` as Scorer takes it."""
+        names, parts = self.plan(ids, texts, utf8)
+        return self.gather(len(ids), parts, [self.scorers[name].score_lines(lines) for name, _, lines in parts]), names
+
+    def plan(self, ids: list[str], texts: list[str], utf8: list[bytes] | None = None):
+        """(model name per page, model calls): each call is (name, page positions or None for all, model lines)."""
         # a set test first: almost every crawl page is one no model trained on
         names = [FULL] * len(ids) if self.train_ids.isdisjoint(ids) else [self.model_for(i) for i in ids]
-        if len(set(names)) == 1:  # the usual batch: no training page in it, one model call
-            return self.scorers[names[0]](texts, utf8), names
-        scores = np.zeros(len(texts))
+        if len(set(names)) <= 1:  # the usual batch: no training page in it, one model call
+            return names, [(names[0] if names else FULL, None, model_lines(texts, utf8))]
+        parts = []
         for name in sorted(set(names)):
             idx = [j for j, n in enumerate(names) if n == name]
-            scores[idx] = self.scorers[name]([texts[j] for j in idx], None if utf8 is None else [utf8[j] for j in idx])
-        return scores, names
+            parts.append((name, idx, model_lines([texts[j] for j in idx], None if utf8 is None else [utf8[j] for j in idx])))
+        return names, parts
+
+    @staticmethod
+    def gather(n: int, parts: list, scores: list[np.ndarray]) -> np.ndarray:
+        """The batch's scores, in page order, from plan()'s calls and their scores."""
+        if len(parts) == 1 and parts[0][1] is None:
+            return scores[0]
+        out = np.zeros(n)
+        for (_, idx, _), part in zip(parts, scores):
+            out[idx] = part
+        return out
 
     def digest(self) -> str:
         """Hash of every file that decides a score: part of the filter's resume fingerprint."""

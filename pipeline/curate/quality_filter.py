@@ -25,9 +25,10 @@ from datatrove.pipeline.filters.base_filter import BaseFilter
 from datatrove.utils.logging import logger
 
 from pipeline.core import io, records, shards
-from pipeline.curate import quality, retention
+from pipeline.curate import quality, quality_worker, retention
 from pipeline.curate.quality import QUALITY_MODEL, CrossFitScorer
 from pipeline.curate.quality_metrics import N_BUCKETS, _mean, bucket_name, truth_by_class
+from pipeline.curate.quality_worker import ScoringProcess
 from pipeline.curate.retention import keep_probabilities, retention_batch
 
 LOW_QUALITY = "low_quality"
@@ -65,6 +66,10 @@ class QualityFilter(BaseFilter):
         `texts` and `utf8`: the batch's texts and their UTF-8, where the caller has them already."""
         ids = [d.id for d in batch]
         scores, names = self.scorer(ids, texts if texts is not None else [d.text for d in batch], utf8)
+        return self.tag_scored(batch, ids, scores, names)
+
+    def tag_scored(self, batch: list[Document], ids: list[str], scores, names: list[str]):
+        """tag() once the batch is scored (scores: P(high quality) per page, names: the model of each)."""
         draws, kept = retention_batch(self.seed, ids, scores, self.alpha)
         scores, draws = list(map(round, scores.tolist(), repeat(6))), list(map(round, draws.tolist(), repeat(6)))
         kept = kept.tolist()
@@ -99,18 +104,27 @@ class ScoreShards(PipelineStep):
         files = reader.data_folder.get_shard(rank, world_size, recursive=reader.recursive,
                                              glob_pattern=reader.glob_pattern) or []
         flt = QualityFilter(self.model_path, self.seed, self.alpha, batch_size=self.batch_size)
+        # first, so that its start overlaps the first reads
+        remote = ScoringProcess({name: s.model_path for name, s in flt.scorer.scorers.items()})
         cols: dict[str, list] = {name: [] for name, _ in PART_COLUMNS}
         docs = chain.from_iterable(shards.read_shard(reader, path) for path in files)
         collect = gc.isenabled()
         gc.disable()  # millions of acyclic objects (parsed pages) that the collector would walk again and again
         try:
-            with (ThreadPoolExecutor(1, thread_name_prefix="zstd") as pool,
+            with (remote, ThreadPoolExecutor(1, thread_name_prefix="zstd") as pool,
                   shards.ShardWriter(self.out_dir, io.DOCS, rank, pool, SHARD_ZSTD_LEVEL) as kept_out,
                   shards.ShardWriter(self.out_dir, f"{io.REMOVED}/{LOW_QUALITY}", rank, pool,
                                      SHARD_ZSTD_LEVEL) as dropped_out):
-                while batch := list(islice(docs, self.batch_size)):
+                pending = None  # the batch whose scores the child computes while this one is prepared
+                while True:
+                    batch = list(islice(docs, self.batch_size))
                     with self.track_time("batch"):
-                        self._batch(flt, batch, cols, kept_out, dropped_out)
+                        job = self._submit(flt, remote, batch) if batch else None
+                        if pending:
+                            self._finish(flt, remote, *pending, cols, kept_out, dropped_out)
+                    if job is None:
+                        break
+                    pending = job
         finally:
             if collect:
                 gc.enable()
@@ -122,10 +136,21 @@ class ScoreShards(PipelineStep):
         return data
 
     @staticmethod
-    def _batch(flt: QualityFilter, batch: list[Document], cols: dict, kept_out, dropped_out) -> None:
+    def _submit(flt: QualityFilter, remote: ScoringProcess, batch: list[Document]) -> tuple:
+        """Hand a batch's model lines to the scoring process; returns what _finish needs."""
         texts = [d.text for d in batch]
         utf8 = list(map(str.encode, texts))  # the model's input and the report's byte counts
-        scores, draws, names, kept = flt.tag(batch, texts, utf8)
+        ids = [d.id for d in batch]
+        names, parts = flt.scorer.plan(ids, texts, utf8)
+        remote.submit([(name, lines) for name, _, lines in parts])
+        return batch, ids, names, [(name, idx, None) for name, idx, _ in parts], utf8
+
+    @staticmethod
+    def _finish(flt: QualityFilter, remote: ScoringProcess, batch: list[Document], ids: list[str], names: list[str],
+                parts: list, utf8: list[bytes], cols: dict, kept_out, dropped_out) -> None:
+        """Tag a submitted batch with its scores, write it, and add its rows to the table."""
+        scores = flt.scorer.gather(len(batch), parts, remote.result())
+        scores, draws, names, kept = flt.tag_scored(batch, ids, scores, names)
         mds = [d.metadata for d in batch]
         kept_docs, dropped = [], []
         for d, keep in zip(batch, kept):  # one pass: this runs once per page
@@ -179,7 +204,8 @@ def run(fcfg: FilterConfig, seed: int, in_dir: str | Path, model_path: str | Pat
     scorer = CrossFitScorer(model_path)
     models = scorer.digest()
     key = io.run_fingerprint(fcfg, seed, models, inputs=[in_dir],
-                             code=[__file__, quality.__file__, retention.__file__, shards.__file__])
+                             code=[__file__, quality.__file__, quality_worker.__file__, retention.__file__,
+                                   shards.__file__])
     work = io.work_dir("quality_filter", key)
     staged = work / "out"
     if io.shard_paths(in_dir):
