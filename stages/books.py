@@ -6,25 +6,18 @@ Out: --out document folder: docs/ (kept books), removed/too_short/, _manifest.js
 Params: books.min_words, books.strip_gutenberg, books.fix_text
 Usage: python stages/books.py --in data/raw/sample/books --out data/interim/books --truth data/raw/sample/truth.json
 """
-import pathlib
-import sys
+import pathlib, sys; sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # noqa: E401,E702
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
-
-import argparse  # noqa: E402
-import logging  # noqa: E402
-
-from pipeline.core import params, storage  # noqa: E402
-from pipeline.sources import books  # noqa: E402
+from pipeline.core import cli, params, storage
+from pipeline.sources import books
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap = cli.stage_parser(__doc__)
     ap.add_argument("--in", dest="in_dir", required=True, help="folder of .txt/.epub books (searched recursively)")
     ap.add_argument("--out", required=True, help="document folder to write (docs/, removed/, _manifest.json)")
     ap.add_argument("--truth", default=None, help="the sample's truth.json, to score the drops (optional)")
-    args = ap.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    args = cli.parse_args(ap)
 
     cfg = params.config(books.BooksConfig, "books")
     rep = books.run(cfg, args.in_dir, args.out, truth_path=args.truth)

@@ -8,18 +8,16 @@ Usage:  python stages/cc.py --in data/raw/sample/cc --out data/interim/cc --trut
 """
 import pathlib, sys; sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # noqa: E401,E702
 
-import argparse
-
-from pipeline.core import executor, params, storage
+from pipeline.core import cli, executor, params, storage
 from pipeline.sources import cc, extract
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = cli.stage_parser(__doc__)
     parser.add_argument("--in", dest="in_dir", required=True, help="folder of WARC/WET files")
     parser.add_argument("--out", required=True, help="output document folder")
     parser.add_argument("--truth", default=None, help="sample truth.json: report precision/recall of drops")
-    args = parser.parse_args()
+    args = cli.parse_args(parser)
     cfg = params.config(cc.CCConfig, "cc")
     ecfg = params.config(extract.ExtractConfig, "extract")
     exec_cfg = params.config(executor.ExecutorConfig, "executor")  # output-neutral: not declared in dvc.yaml

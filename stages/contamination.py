@@ -16,22 +16,18 @@ Usage:  python stages/contamination.py --train data/processed/mix --eval data/ra
 """
 import pathlib, sys; sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # noqa: E401,E702
 
-import argparse
-import logging
-
-from pipeline.core import params, report, storage, truth
+from pipeline.core import cli, params, report, storage, truth
 from pipeline.evaluation import contamination
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = cli.stage_parser(__doc__)
     parser.add_argument("--train", required=True, help="mix output folder (train/docs inside)")
     parser.add_argument("--eval", dest="eval_dir", required=True, help="folder of eval set files")
     parser.add_argument("--scores", default=None, help="evaluate's per-example scores (examples.jsonl)")
     parser.add_argument("--truth", default=None, help="sample truth.json: compare dirty examples with planted leaks")
     parser.add_argument("--out", required=True, help="folder for report.html, report.json, report.md")
-    args = parser.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    args = cli.parse_args(parser)
     cfg = params.config(contamination.ContaminationConfig, "contamination")
     rep = report.StageReport("contamination")
     result = contamination.run(cfg, args.train, args.eval_dir, args.out, args.scores, truth.load(args.truth), rep)

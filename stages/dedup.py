@@ -11,9 +11,8 @@ Usage: python stages/dedup.py --in books=data/interim/books webtext=data/interim
 import pathlib, sys; sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # noqa: E401,E702
 
 import argparse
-import logging
 
-from pipeline.core import executor, params, storage
+from pipeline.core import cli, executor, params, storage
 from pipeline.curate import dedup
 
 
@@ -25,13 +24,12 @@ def source_folder(arg: str) -> tuple[str, str]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = cli.stage_parser(__doc__)
     parser.add_argument("--in", dest="inputs", nargs="+", type=source_folder, required=True,
                         help="input document folders as SOURCE=DIR (source names as in dedup.priority)")
     parser.add_argument("--out", required=True, help="output folder (one document folder per source)")
     parser.add_argument("--truth", default=None, help="truth.json of the embedded sample (precision/recall)")
-    args = parser.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    args = cli.parse_args(parser)
     cfg = params.config(dedup.DedupConfig, "dedup")
     seed = params.load("seed")
     ecfg = params.config(executor.ExecutorConfig, "executor")  # output-neutral: not declared in dvc.yaml

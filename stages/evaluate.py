@@ -12,23 +12,21 @@ Usage:  python stages/evaluate.py --model models/gpt/ckpt.pt --tokenizer models/
 """
 import pathlib, sys; sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # noqa: E401,E702
 
-import argparse
 import logging
 
-from pipeline.core import params, report, storage
+from pipeline.core import cli, params, report, storage
 from pipeline.lm import bpe, checkpoint
 from pipeline.evaluation import evaluate
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = cli.stage_parser(__doc__)
     parser.add_argument("--model", required=True, help="GPT checkpoint (ckpt.pt)")
     parser.add_argument("--tokenizer", required=True, help="tokenizer folder holding tokenizer.json")
     parser.add_argument("--eval", dest="eval_dir", required=True, help="folder of eval set files")
     parser.add_argument("--tokens", default=None, help="token shards folder (val_*.bin) for validation perplexity")
     parser.add_argument("--out", required=True, help="folder for examples.jsonl and samples.txt")
-    args = parser.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    args = cli.parse_args(parser)
     cfg = params.config(evaluate.EvalConfig, "eval")
     gpt, ckpt = checkpoint.load_checkpoint(args.model)
     tok = bpe.load(args.tokenizer)

@@ -12,21 +12,18 @@ Then:   transformers.GPT2LMHeadModel.from_pretrained("models/gpt-hf"); AutoToken
 """
 import pathlib, sys; sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # noqa: E401,E702
 
-import argparse
-import logging
 import os
 
-from pipeline.core import report, storage
+from pipeline.core import cli, report, storage
 from pipeline.lm import export
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = cli.stage_parser(__doc__)
     parser.add_argument("--ckpt", required=True, help="GPT checkpoint (ckpt.pt)")
     parser.add_argument("--tokenizer", default=None, help="tokenizer folder holding tokenizer.json (copied along)")
     parser.add_argument("--out", required=True, help="folder for the Hugging Face files (replaced as a whole)")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    args = cli.parse_args(parser, argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the check loads local files only; never reach the Hub
     rep = report.StageReport("export")
     res = export.run(args.ckpt, args.out, args.tokenizer, report=rep)

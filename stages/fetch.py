@@ -13,20 +13,16 @@ Usage:  python stages/fetch.py --list profiles/real-mini.yaml --mirror=http://12
 """
 import pathlib, sys; sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # noqa: E401,E702
 
-import argparse
-import logging
-
-from pipeline.core import params, storage
+from pipeline.core import cli, params, storage
 from pipeline.sources import fetch
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = cli.stage_parser(__doc__)
     parser.add_argument("--list", required=True, help="fetch list YAML (the profile file)")
     parser.add_argument("--mirror", default="", help="base URL for relative URIs in the list")
     parser.add_argument("--out", required=True, help="output folder (data/raw/fetched)")
-    args = parser.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    args = cli.parse_args(parser)
     cfg = params.config(fetch.FetchConfig, "fetch")
     try:
         rep = fetch.run(cfg, args.list, args.out, mirror=args.mirror)

@@ -10,22 +10,17 @@ Usage:  python stages/fewshot.py --model models/gpt/ckpt.pt --tokenizer models/t
 """
 import pathlib, sys; sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # noqa: E401,E702
 
-import argparse
-import logging
-
 from pipeline.claims import fewshot
-from pipeline.core import params, report, storage
+from pipeline.core import cli, params, report, storage
 from pipeline.lm import bpe, checkpoint
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], epilog=__doc__.split("\n", 2)[2],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = cli.stage_parser(__doc__)
     parser.add_argument("--model", required=True, help="GPT checkpoint (ckpt.pt)")
     parser.add_argument("--tokenizer", required=True, help="tokenizer folder holding tokenizer.json")
     parser.add_argument("--eval", dest="eval_dir", required=True, help="folder of eval set files")
-    args = parser.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    args = cli.parse_args(parser)
     cfg = params.config(fewshot.FewshotConfig, "fewshot")
     gpt, _ = checkpoint.load_checkpoint(args.model)
     tok = bpe.load(args.tokenizer)

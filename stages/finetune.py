@@ -12,25 +12,21 @@ Usage:  python stages/finetune.py --model models/gpt/ckpt.pt --tokenizer models/
 """
 import pathlib, sys; sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # noqa: E401,E702
 
-import argparse
-import logging
 import os
 
 import torch
 
-from pipeline.core import params, report, storage
+from pipeline.core import cli, params, report, storage
 from pipeline.finetune import finetune, loop
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], epilog=__doc__.split("\n", 2)[2],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = cli.stage_parser(__doc__)
     parser.add_argument("--model", required=True, help="pretrained GPT checkpoint (ckpt.pt)")
     parser.add_argument("--tokenizer", required=True, help="tokenizer folder holding tokenizer.json")
     parser.add_argument("--tasks", required=True, help="folder of the task files (e.g. valid.jsonl + valid-labels.lst)")
     parser.add_argument("--out", required=True, help="folder for predictions.jsonl")
-    args = parser.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    args = cli.parse_args(parser)
     torch.set_num_threads(int(os.environ.get("GPT_REPRO_THREADS", "2")))
     cfg = params.config(loop.FinetuneConfig, "finetune")
     rep = report.StageReport("finetune")

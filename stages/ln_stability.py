@@ -9,22 +9,18 @@ Usage:  python stages/ln_stability.py --tokens data/processed/tokens
 """
 import pathlib, sys; sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # noqa: E401,E702
 
-import argparse
-import logging
 import os
 
 import torch
 
 from pipeline.claims import ln_stability
-from pipeline.core import params, report, storage
+from pipeline.core import cli, params, report, storage
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], epilog=__doc__.split("\n", 2)[2],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = cli.stage_parser(__doc__)
     parser.add_argument("--tokens", required=True, help="token shards folder (train_*.bin, val_*.bin, meta.json)")
-    args = parser.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    args = cli.parse_args(parser)
     torch.set_num_threads(int(os.environ.get("GPT_REPRO_THREADS", "2")))
     cfg = params.config(ln_stability.LnStabilityConfig, "ln_stability")
     rep = report.StageReport("ln_stability")

@@ -8,19 +8,15 @@ Usage: python stages/mix.py --in data/interim/dedup --out data/processed/mix
 """
 import pathlib, sys; sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # noqa: E401,E702
 
-import argparse
-import logging
-
-from pipeline.core import params, storage
+from pipeline.core import cli, params, storage
 from pipeline.curate import mix
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = cli.stage_parser(__doc__)
     parser.add_argument("--in", dest="in_dir", required=True, help="dedup output folder (one folder per source)")
     parser.add_argument("--out", required=True, help="output folder (train/ and val/ document folders)")
-    args = parser.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    args = cli.parse_args(parser)
     cfg = params.config(mix.MixConfig, "mix")
     rep = mix.run(cfg, params.load("seed"), args.in_dir, args.out)
     data = rep.write()

@@ -13,19 +13,17 @@ Usage:  python stages/quality_filter.py --in data/interim/cc --model models/qual
 """
 import pathlib, sys; sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # noqa: E401,E702
 
-import argparse
-
-from pipeline.core import executor, params, storage
+from pipeline.core import cli, executor, params, storage
 from pipeline.curate import quality_filter
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = cli.stage_parser(__doc__)
     parser.add_argument("--in", dest="in_dir", required=True, help="crawl document folder to score")
     parser.add_argument("--model", required=True, help="fastText model.bin from quality_train (fold models and train_ids.txt beside it)")
     parser.add_argument("--out", required=True, help="output document folder")
     parser.add_argument("--truth", default=None, help="sample truth.json: report precision/recall of drops")
-    args = parser.parse_args()
+    args = cli.parse_args(parser)
     # only quality.alpha is a declared param of this stage
     fcfg = params.build(quality_filter.FilterConfig, {"alpha": params.load("quality")["alpha"]}, prefix="quality.")
     exec_cfg = params.config(executor.ExecutorConfig, "executor")  # output-neutral: not declared in dvc.yaml

@@ -13,18 +13,16 @@ Usage:  python stages/quality_train.py --positives data/interim/webtext data/int
 """
 import pathlib, sys; sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # noqa: E401,E702
 
-import argparse
-
-from pipeline.core import params, storage
+from pipeline.core import cli, params, storage
 from pipeline.curate import quality
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = cli.stage_parser(__doc__)
     parser.add_argument("--positives", nargs="+", required=True, help="document folders of high-quality text")
     parser.add_argument("--negatives", nargs="+", required=True, help="document folders of raw crawl text")
     parser.add_argument("--out", required=True, help="output folder for model.bin, fold_<k>.bin, train_ids.txt and model.json")
-    args = parser.parse_args()
+    args = cli.parse_args(parser)
     cfg = params.config(quality.QualityConfig, "quality")
     rep = quality.run_train(cfg, params.load("seed"), args.positives, args.negatives, args.out)
     rep.write()

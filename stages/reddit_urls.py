@@ -8,25 +8,18 @@ Params: reddit.* (source, dump_glob, date_from/date_to, min_score, score_rule, e
         block_domains, allow_domains, praw_*)
 Usage: python stages/reddit_urls.py --in data/raw/sample/reddit --out data/interim/reddit_urls --truth data/raw/sample/truth.json
 """
-import pathlib
-import sys
+import pathlib, sys; sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # noqa: E401,E702
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
-
-import argparse  # noqa: E402
-import logging  # noqa: E402
-
-from pipeline.core import params, report, storage  # noqa: E402
-from pipeline.sources import reddit  # noqa: E402
+from pipeline.core import cli, params, report, storage
+from pipeline.sources import reddit
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap = cli.stage_parser(__doc__)
     ap.add_argument("--in", dest="in_dir", default=None, help="folder of Pushshift dumps (unused when reddit.source=praw)")
     ap.add_argument("--out", required=True, help="folder to write (urls.parquet, removed.parquet, _manifest.json)")
     ap.add_argument("--truth", default=None, help="the sample's truth.json, to score the drops (optional)")
-    args = ap.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    args = cli.parse_args(ap)
 
     cfg = params.config(reddit.RedditConfig, "reddit")
     rep = reddit.run(cfg, args.in_dir, args.out, truth_path=args.truth)

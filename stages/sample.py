@@ -6,21 +6,16 @@ Out:     --out folder (data/raw/sample): books/, reddit/, site/, cc/, eval/, tru
 Params:  seed, sample.{n_books, n_articles, n_cc_good, n_cc_junk, n_eval, n_leaks}
 Usage:   python stages/sample.py --out data/raw/sample
 """
-import pathlib
-import sys
+import pathlib, sys; sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # noqa: E401,E702
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
-
-import argparse  # noqa: E402
-
-from pipeline.core import params, report, storage  # noqa: E402
-from pipeline.sample import generator as sample  # noqa: E402
+from pipeline.core import cli, params, report, storage
+from pipeline.sample import generator as sample
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = cli.stage_parser(__doc__)
     parser.add_argument("--out", required=True, help="output folder of the sample (data/raw/sample)")
-    args = parser.parse_args()
+    args = cli.parse_args(parser)
 
     cfg = params.config(sample.SampleConfig, "sample")
     seed = params.load("seed")

@@ -12,20 +12,15 @@ Usage:  python stages/scaling.py --tokens data/processed/tokens --out reports/sc
 """
 import pathlib, sys; sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # noqa: E401,E702
 
-import argparse
-import logging
-
 from pipeline.claims import scaling
-from pipeline.core import params, report, storage
+from pipeline.core import cli, params, report, storage
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], epilog=__doc__.split("\n", 2)[2],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = cli.stage_parser(__doc__)
     parser.add_argument("--tokens", required=True, help="token shards folder (train_*.bin, val_*.bin, meta.json)")
     parser.add_argument("--out", required=True, help="folder for prediction.json")
-    args = parser.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    args = cli.parse_args(parser)
     cfg = params.config(scaling.ScalingConfig, "scaling")
     rep = report.StageReport("scaling")
     res = scaling.run(args.tokens, args.out, cfg, params.load("seed"), rep)

@@ -19,15 +19,12 @@ Usage:  python stages/scrape.py --urls data/interim/reddit_urls/urls.parquet --w
 """
 import pathlib, sys; sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # noqa: E401,E702
 
-import argparse
-import logging
-
-from pipeline.core import params, storage
+from pipeline.core import cli, params, storage
 from pipeline.sources import crawler, extract, scrape
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = cli.stage_parser(__doc__)
     parser.add_argument("--urls", required=True, help="urls.parquet written by the reddit_urls stage (unused with pages)")
     parser.add_argument("--webtext", default=None, help="WebText source folder (a site to serve, or a page mirror)")
     parser.add_argument("--webtext-mode", choices=("site", "pages", "live"), default="live",
@@ -35,8 +32,7 @@ def main() -> None:
                              "--webtext; live: fetch --urls from the web (default)")
     parser.add_argument("--out", required=True, help="output document folder")
     parser.add_argument("--truth", default=None, help="sample truth.json: report precision/recall of drops")
-    args = parser.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    args = cli.parse_args(parser)
 
     cfg = params.config(crawler.ScrapeConfig, "scrape")
     ecfg = params.config(extract.ExtractConfig, "extract")

@@ -12,19 +12,17 @@ Usage:  python stages/summary.py --reports reports --live reports/train --html r
 """
 import pathlib, sys; sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # noqa: E401,E702
 
-import argparse
-
-from pipeline.core import report, storage
+from pipeline.core import cli, report, storage
 from pipeline.evaluation import summary
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = cli.stage_parser(__doc__)
     parser.add_argument("--reports", required=True, help="folder of <stage>.json reports")
     parser.add_argument("--live", default=None, help="train stage's dvclive folder (loss curves)")
     parser.add_argument("--html", required=True, help="output page (HTML)")
     parser.add_argument("--md", required=True, help="output page (Markdown)")
-    args = parser.parse_args(argv)
+    args = cli.parse_args(parser, argv)
     rep = report.StageReport("summary")
     summary.run(args.reports, args.live, args.html, args.md, report=rep)
     data = rep.write()

@@ -6,22 +6,17 @@ Out: <out>/tokenizer.json, <out>/tokenizer_meta.json (vocab_size, eot_id, sha256
 Params: tokenizer.vocab_size, tokenizer.min_frequency
 Usage: python stages/tokenizer.py --in data/processed/mix --out models/tokenizer
 """
-import pathlib
-import sys
+import pathlib, sys; sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # noqa: E401,E702
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
-
-import argparse  # noqa: E402
-
-from pipeline.core import params, report, storage  # noqa: E402
-from pipeline.lm import bpe  # noqa: E402
+from pipeline.core import cli, params, report, storage
+from pipeline.lm import bpe
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap = cli.stage_parser(__doc__)
     ap.add_argument("--in", dest="in_dir", required=True, help="mix folder holding train/docs and val/docs")
     ap.add_argument("--out", required=True, help="tokenizer folder to write (tokenizer.json + tokenizer_meta.json)")
-    args = ap.parse_args()
+    args = cli.parse_args(ap)
 
     cfg = params.config(bpe.TokenizerConfig, "tokenizer")
     rep = report.StageReport("tokenizer")

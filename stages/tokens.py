@@ -11,23 +11,18 @@ Out: <out>/{train,val}_<n:05d>.bin (headered shards, eot after every document), 
 Params: tokenize.dtype
 Usage: python stages/tokens.py --in data/processed/mix --tokenizer models/tokenizer --out data/processed/tokens
 """
-import pathlib
-import sys
+import pathlib, sys; sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # noqa: E401,E702
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
-
-import argparse  # noqa: E402
-
-from pipeline.core import params, report, storage  # noqa: E402
-from pipeline.lm import bpe, tokens  # noqa: E402
+from pipeline.core import cli, params, report, storage
+from pipeline.lm import bpe, tokens
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap = cli.stage_parser(__doc__)
     ap.add_argument("--in", dest="in_dir", required=True, help="mix folder holding train/docs and val/docs")
     ap.add_argument("--tokenizer", required=True, help="tokenizer folder written by the tokenizer stage")
     ap.add_argument("--out", required=True, help="tokens folder to write (shards, doc_index.parquet, meta.json)")
-    args = ap.parse_args()
+    args = cli.parse_args(ap)
 
     cfg = params.config(tokens.TokenizeConfig, "tokenize")
     rep = report.StageReport("tokenize")

@@ -17,22 +17,18 @@ Usage: python stages/train.py --data data/processed/tokens --out models/gpt --li
 """
 import pathlib, sys; sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # noqa: E401,E702
 
-import argparse
-import logging
-
-from pipeline.core import params, storage
+from pipeline.core import cli, params, storage
 from pipeline.lm.model import ModelConfig
 from pipeline.lm.distributed import is_master
 from pipeline.lm.train import TrainConfig, train
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = cli.stage_parser(__doc__)
     ap.add_argument("--data", required=True, help="token shard folder (train_*.bin, val_*.bin, meta.json)")
     ap.add_argument("--out", required=True, help="checkpoint folder; ckpt.pt is written there")
     ap.add_argument("--live", required=True, help="dvclive output folder for metrics.json and loss curves")
-    args = ap.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    args = cli.parse_args(ap)
     mcfg = params.config(ModelConfig, "model")
     tcfg = params.config(TrainConfig, "train")
     report = train(args.data, args.out, args.live, mcfg, tcfg, seed=params.load("seed"))

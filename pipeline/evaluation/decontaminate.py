@@ -174,7 +174,7 @@ def main(argv: list[str] | None = None) -> None:
     """CLI: `python -m pipeline.evaluation.decontaminate decontaminate --train MIX --eval EVAL --out OUT`."""
     import argparse
 
-    from pipeline.core import params
+    from pipeline.core import cli, params
 
     parser = argparse.ArgumentParser(prog="python -m pipeline.evaluation.decontaminate",
                                      description="GPT-3 appendix C decontamination of a mix folder")
@@ -183,8 +183,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--eval", dest="eval_dir", required=True, help="folder of eval set files")
     parser.add_argument("--out", required=True, help="folder for the decontaminated copy of the mix")
     parser.add_argument("--params", default="params.yaml", help="params file (its `contamination` section)")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    args = cli.parse_args(parser, argv)
     cfg = params.config(ContaminationConfig, "contamination", args.params)
     counts = decontaminate_folder(cfg, args.train, args.eval_dir, args.out)
     print(json.dumps(counts, indent=1))

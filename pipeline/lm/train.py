@@ -32,6 +32,7 @@ import logging
 import math
 import os
 import random
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -179,17 +180,11 @@ def train(data_dir: str | Path, out_dir: str | Path, live_dir: str | Path, mcfg:
     """
     prev_threads = torch.get_num_threads()
     torch.set_num_threads(num_threads(threads))
-    failed = True  # until every rank has left the loop the same way: at the end, or at stop_after
     try:
         with deterministic(tcfg.deterministic):  # always on CPU: its kernels honour it, reruns are bit-identical
-            report = _train(Path(data_dir), Path(out_dir), Path(live_dir), mcfg, tcfg, seed, progress, stop_after)
-        failed = False
-        return report
-    except TrainingStopped:
-        failed = False
-        raise
-    finally:
-        close_distributed(failed)
+            return _train(Path(data_dir), Path(out_dir), Path(live_dir), mcfg, tcfg, seed, progress, stop_after)
+    finally:  # every rank leaves the loop alike at the end and at stop_after; after any other error, maybe not
+        close_distributed(failed=not isinstance(sys.exc_info()[1], (TrainingStopped, type(None))))
         torch.set_num_threads(prev_threads)
 
 
