@@ -19,7 +19,7 @@ import pathlib, sys; sys.path.insert(0, str(pathlib.Path(__file__).resolve().par
 
 from pipeline.core import cli, params, storage
 from pipeline.lm.model import ModelConfig
-from pipeline.lm.distributed import is_master
+from pipeline.lm.distributed import exit_after_collectives, is_master
 from pipeline.lm.train import TrainConfig, train
 
 
@@ -32,11 +32,11 @@ def main() -> None:
     mcfg = params.config(ModelConfig, "model")
     tcfg = params.config(TrainConfig, "train")
     report = train(args.data, args.out, args.live, mcfg, tcfg, seed=params.load("seed"))
-    if not is_master():
-        return  # under torchrun, rank 0 alone writes the report
-    data = report.write()
-    print(f"train: val loss {data['final_val_loss']:.4f} vs unigram {data['unigram_entropy_nats']:.4f} nats, "
-          f"{data['tokens_per_s']:.0f} tokens/s, {data['params']:,} params")
+    if is_master():  # under torchrun, rank 0 alone writes the report
+        data = report.write()
+        print(f"train: val loss {data['final_val_loss']:.4f} vs unigram {data['unigram_entropy_nats']:.4f} nats, "
+              f"{data['tokens_per_s']:.0f} tokens/s, {data['params']:,} params")
+    exit_after_collectives(tcfg.strategy)  # a process that ran collectives ends here (why: its docstring)
 
 
 if __name__ == "__main__":

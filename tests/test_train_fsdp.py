@@ -25,13 +25,14 @@ ROOT = Path(__file__).resolve().parents[1]
 # A driver for a killed run: the stage has no stop switch, train() has (stop_after stands in for a kill).
 DRIVER = f"""import sys; sys.path.insert(0, {str(ROOT)!r})
 from pipeline.core import params
+from pipeline.lm.distributed import exit_after_collectives
 from pipeline.lm.model import ModelConfig
 from pipeline.lm.train import TrainConfig, TrainingStopped, train
 try:
     train("tok", "models/gpt", "live", params.config(ModelConfig, "model"), params.config(TrainConfig, "train"),
           seed=params.load("seed"), threads=1, progress=False, stop_after=int(sys.argv[1]))
 except TrainingStopped:
-    pass
+    exit_after_collectives("fsdp")
 """
 
 
@@ -200,3 +201,22 @@ def test_deterministic_switch_sets_and_restores_the_cuda_settings(monkeypatch):
         assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":16:8"
     with deterministic(False):  # off: CPU runs stay deterministic anyway, GPU runs untouched
         assert torch.are_deterministic_algorithms_enabled() == (not torch.cuda.is_available())
+
+
+def test_a_process_that_ran_collectives_ends_at_once_with_its_output_flushed():
+    """exit_after_collectives: os._exit(0) for torchrun ranks and FSDP runs (gloo's worker threads must not race
+    interpreter shutdown), after flushing what was printed; a plain single-process DDP run returns and goes on."""
+    script = (f"import sys; sys.path.insert(0, {str(ROOT)!r})\n"
+              "from pipeline.lm.distributed import exit_after_collectives\n"
+              "print('written', end='')\n"
+              "exit_after_collectives(sys.argv[1])\n"
+              "print(' and returned', end='')\n"
+              "raise SystemExit(3)\n")
+    env = {"PATH": "/usr/bin:/bin"}
+    ended = subprocess.run([sys.executable, "-c", script, "fsdp"], capture_output=True, text=True, env=env)
+    assert (ended.returncode, ended.stdout) == (0, "written")
+    ranked = subprocess.run([sys.executable, "-c", script, "ddp"], capture_output=True, text=True,
+                            env={**env, "WORLD_SIZE": "2"})
+    assert (ranked.returncode, ranked.stdout) == (0, "written")
+    plain = subprocess.run([sys.executable, "-c", script, "ddp"], capture_output=True, text=True, env=env)
+    assert (plain.returncode, plain.stdout) == (3, "written and returned")

@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import sys
 from typing import Any, Iterator
 
 import torch
@@ -55,22 +56,26 @@ def setup_distributed(strategy: str = "ddp") -> tuple[int, int]:
     return rank, world
 
 
-def close_distributed(failed: bool = False) -> None:
-    """Leave the process group, if one is open. After a clean end every rank first waits at a barrier.
+def exit_after_collectives(strategy: str) -> None:
+    """End a process that ran collectives (a torchrun rank, any FSDP run) at once with os._exit(0), its output
+    flushed; in a plain single-process DDP run, return and let Python exit as usual. Call it last, once every
+    file is written (stages/train.py does).
 
-    Why the barrier: a gloo worker thread frees a finished collective (and the tensors it holds) just after the
-    caller's wait has returned. A rank with nothing left to do (rank 1, while rank 0 writes the checkpoint) can
-    reach interpreter shutdown inside that window; the thread then needs the GIL of a finalising interpreter,
-    is ended by Python mid-destructor, and the process aborts with "terminate called without an active
-    exception" (seen in ~4% of 2-rank CPU runs under load; gdb on the core: ~AsyncAllgatherCoalescedWork in
-    ProcessGroupGloo::runLoop). The barrier needs every rank, so it outlasts that window; its own work holds no
-    tensors. Not after a failure (`failed`): the other ranks may never arrive, and the barrier would hang.
+    Why not a normal exit: gloo's worker threads (pt_gloo_runloop) outlive destroy_process_group, and the one
+    that ran a collective frees it, with tensors whose Python objects it must release under the GIL, a moment
+    after the caller has moved on. A rank with nothing left to do reaches interpreter shutdown inside that
+    window; Python then ends the thread inside a C++ destructor and the process aborts ("terminate called
+    without an active exception", SIGABRT: ~4% of 2-rank CPU runs under load; gdb on the core showed
+    ~AsyncAllgatherCoalescedWork in ProcessGroupGloo::runLoop). A barrier first does not help: the barrier's
+    own work keeps the all-gather alive until it is freed on that thread in turn. os._exit skips interpreter
+    shutdown, so there is nothing to race with.
     """
-    if not torch.distributed.is_initialized():
+    if int(os.environ.get("WORLD_SIZE", 1)) == 1 and strategy != "fsdp":
         return
-    if not failed:
-        torch.distributed.barrier()
-    torch.distributed.destroy_process_group()
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 def is_master() -> bool:

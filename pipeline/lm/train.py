@@ -32,7 +32,6 @@ import logging
 import math
 import os
 import random
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,8 +44,8 @@ from pipeline.lm import tokens
 from pipeline.lm.batches import PinnedWindows, autocast, data_meta, load_tokens, mean_loss, random_batch, windows
 from pipeline.lm.checkpoint import find_resume, rng_state, save_checkpoint, set_rng_state
 from pipeline.lm.device_peak import detected_peak
-from pipeline.lm.distributed import (close_distributed, deterministic, full_states, grad_sync, load_states, local_scalar,
-                                     replica_divergence, replicate, setup_distributed, shard)
+from pipeline.lm.distributed import (deterministic, full_states, grad_sync, load_states, local_scalar, replica_divergence,
+                                     replicate, setup_distributed, shard)
 from pipeline.lm.model import GPT, ModelConfig, from_params
 from pipeline.lm.throughput import Throughput
 
@@ -183,8 +182,9 @@ def train(data_dir: str | Path, out_dir: str | Path, live_dir: str | Path, mcfg:
     try:
         with deterministic(tcfg.deterministic):  # always on CPU: its kernels honour it, reruns are bit-identical
             return _train(Path(data_dir), Path(out_dir), Path(live_dir), mcfg, tcfg, seed, progress, stop_after)
-    finally:  # every rank leaves the loop alike at the end and at stop_after; after any other error, maybe not
-        close_distributed(failed=not isinstance(sys.exc_info()[1], (TrainingStopped, type(None))))
+    finally:
+        if torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
         torch.set_num_threads(prev_threads)
 
 
