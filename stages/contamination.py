@@ -1,4 +1,4 @@
-"""Stage `contamination`: n-gram overlap between training documents and eval sets (GPT-3 appendix C).
+r"""Stage `contamination`: n-gram overlap between training documents and eval sets (GPT-3 appendix C).
 
 In:     --train   the mix folder (training documents under train/docs)
         --eval    folder of eval files (lambada_test.jsonl, wikitext-2-raw-v1_test.txt, hellaswag_val.jsonl, ...)

@@ -1,4 +1,4 @@
-"""dedup stage: exact + MinHash LSH fuzzy dedup within and across sources (GPT-3 sec. 2.2).
+r"""dedup stage: exact + MinHash LSH fuzzy dedup within and across sources (GPT-3 sec. 2.2).
 
 In:  document folders per source (--in books=DIR webtext=DIR cc=DIR), the sample's truth.json.
 Out: <out>/<source>/docs (kept), <out>/<source>/removed/{exact_duplicate,duplicate},

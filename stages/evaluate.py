@@ -1,4 +1,4 @@
-"""Stage `evaluate`: zero/few-shot scores of the trained GPT (GPT-2 sec. 3, GPT-3 sec. 3).
+r"""Stage `evaluate`: zero/few-shot scores of the trained GPT (GPT-2 sec. 3, GPT-3 sec. 3).
 
 In:     --model      checkpoint (models/gpt/ckpt.pt, pipeline.lm.checkpoint.load_checkpoint)
         --tokenizer  tokenizer folder (tokenizer.json)

@@ -1,4 +1,4 @@
-"""Stage `finetune`: GPT-1 supervised fine-tuning on a multiple-choice task vs zero-shot (GPT-1 sec. 3.2-4.1).
+r"""Stage `finetune`: GPT-1 supervised fine-tuning on a multiple-choice task vs zero-shot (GPT-1 sec. 3.2-4.1).
 
 In:     --model      pretrained checkpoint (models/gpt/ckpt.pt)
         --tokenizer  tokenizer folder; the task tokens <|start|> <|delim|> <|extract|> are added to a copy in memory

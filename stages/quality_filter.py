@@ -1,4 +1,4 @@
-"""Stage `quality_filter`: score crawl documents and keep each when pareto(alpha) > 1 - score (GPT-3 app. A).
+r"""Stage `quality_filter`: score crawl documents and keep each when pareto(alpha) > 1 - score (GPT-3 app. A).
 
 In:     --in     the cc stage's document folder; --model  the quality_train fastText model.bin: a page listed in
                  train_ids.txt beside it is scored by fold_<its fold>.bin (a model that never saw it), any

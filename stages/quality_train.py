@@ -1,4 +1,4 @@
-"""Stage `quality_train`: GPT-3's quality classifier (fastText), curated text vs raw crawl, cross-fitted.
+r"""Stage `quality_train`: GPT-3's quality classifier (fastText), curated text vs raw crawl, cross-fitted.
 
 In:     --positives  document folders of curated text (WebText, books; books are cut into 100-300-word chunks)
         --negatives  document folders of raw crawl (the cc stage's output, unfiltered by quality)

@@ -1,4 +1,4 @@
-"""Stage `scrape`: fetch the WebText URLs, archive every exchange to WARC, extract the documents (GPT-2 sec. 2.2).
+r"""Stage `scrape`: fetch the WebText URLs, archive every exchange to WARC, extract the documents (GPT-2 sec. 2.2).
 
 In:     --urls          urls.parquet from reddit_urls (url, post_id, score, subreddit, ...)
         --webtext       the profile's WebText source folder (params inputs.webtext), read per --webtext-mode:

@@ -1,4 +1,4 @@
-"""Stage `summary`: one page on the whole run, from the stages' own reports (no data is reread).
+r"""Stage `summary`: one page on the whole run, from the stages' own reports (no data is reread).
 
 In:     --reports  folder of reports/<stage>.json (every stage's StageReport; missing ones show as "not run")
         --live     the train stage's dvclive folder (plots/metrics/train_loss.tsv, val_loss.tsv)

@@ -17,10 +17,13 @@ STAGES = sorted((ROOT / "stages").glob("*.py"))
 
 @pytest.mark.parametrize("script", STAGES, ids=lambda p: p.stem)
 def test_help_carries_every_line_of_the_docstring(script):
-    doc = ast.get_docstring(ast.parse(script.read_text()), clean=False)
-    assert "cli.stage_parser(__doc__)" in script.read_text() and "cli.parse_args(" in script.read_text()
-    text = cli.stage_parser(doc).format_help()
-    for line in filter(None, (ln.rstrip() for ln in doc.strip().splitlines())):
+    source = script.read_text()
+    assert "cli.stage_parser(__doc__)" in source and "cli.parse_args(" in source
+    text = cli.stage_parser(ast.get_docstring(ast.parse(source), clean=False)).format_help()
+    # the lines as written in the file: a usage line continued with a backslash must show it (a raw docstring),
+    # not run on into the next line's indentation
+    written = source.split('"""', 2)[1]
+    for line in filter(None, (ln.rstrip() for ln in written.strip().splitlines())):
         assert line in text, f"{script.name}: --help lacks {line!r}"
 
 
