@@ -79,3 +79,21 @@ def test_ray_executor_gives_identical_output(tmp_path, monkeypatch):
     finally:
         ray.shutdown()
     assert on_ray == local
+
+
+def test_a_task_without_its_completion_marker_fails_the_run(tmp_path, monkeypatch):
+    """run() checks every task's completion marker whatever the kind (Slurm did already): work that landed
+    elsewhere must fail the stage, not leave it with empty outputs. And the logging dir is made absolute."""
+    built = {}
+
+    def build(pipeline, tasks, logging_dir, cfg):
+        built["dir"] = logging_dir
+        ex = executor.LocalPipelineExecutor(pipeline=pipeline, tasks=tasks, logging_dir=str(logging_dir))
+        ex.run = lambda: None  # "ran" elsewhere: no marker here
+        return ex
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(executor, "build", build)
+    with pytest.raises(RuntimeError, match="2 of 2 tasks did not complete"):
+        executor.run([], 2, "logs")
+    assert built["dir"] == tmp_path / "logs"

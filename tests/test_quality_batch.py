@@ -9,6 +9,7 @@ scores table and report built from the written shards, as the stage was first wr
 from __future__ import annotations
 
 import base64
+import importlib.util
 import json
 import os
 import random
@@ -366,3 +367,31 @@ def test_scoring_process_ends_when_the_stage_is_killed(models):
     while alive(child) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not alive(child), "the fastText process outlived the killed stage"
+
+
+@pytest.mark.skipif(importlib.util.find_spec("ray") is None, reason="ray is not installed (pip install ray==2.60.0)")
+def test_stage_on_ray_gives_the_local_bytes(models, tmp_path, monkeypatch):
+    """executor.kind ray: the stage's task runs in a Ray worker and starts its fastText process there; the
+    documents, removed pages and scores.parquet are the local run's bytes."""
+    import ray
+
+    r = random.Random(3)
+    with io.doc_writer(tmp_path / "crawl") as writer:
+        for i in range(600):
+            text = _messy(r, r.randint(5, 60)) if i % 2 else " ".join(r.choice(PROSE) for _ in range(40))
+            writer.write(Document(text, records.cc_id(f"<urn:uuid:{i:08d}>"),
+                                  metadata={records.SOURCE: records.CC, records.URL: f"http://p{i}.test/"}), rank=0)
+    outputs = {}
+    for kind in ("local", "ray"):
+        (tmp_path / kind).mkdir()
+        monkeypatch.chdir(tmp_path / kind)  # own data/resume: nothing of the other run is reused
+        try:
+            quality_filter.run(quality_filter.FilterConfig(9.0), 1337, tmp_path / "crawl", models, "out",
+                               exec_cfg=executor.ExecutorConfig(kind=kind))
+        finally:
+            if kind == "ray":
+                ray.shutdown()
+        outputs[kind] = {str(p.relative_to(Path("out"))): io.sha256_file(p) for p in sorted(Path("out").rglob("*"))
+                         if p.is_file()}
+    assert outputs["ray"] == outputs["local"]
+    assert {"scores.parquet", "docs/00000.jsonl.zst", "removed/low_quality/00000.jsonl.zst"} <= set(outputs["local"])

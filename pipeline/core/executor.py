@@ -99,10 +99,21 @@ class _Slurm(SlurmPipelineExecutor):
 def run(pipeline: list, tasks: int, logging_dir: str | Path, cfg: ExecutorConfig = ExecutorConfig(),
         poll_s: float = 30.0) -> None:
     """Build the executor and run it to the end (for Slurm: submit, wait, check, merge stats)."""
-    executor = build(pipeline, tasks, logging_dir, cfg)
+    executor = build(pipeline, tasks, Path(logging_dir).resolve(), cfg)  # absolute: Ray workers have their own cwd
     executor.run()
     if cfg.kind == "slurm":
         _wait_slurm(executor, max(1, int(tasks)), poll_s)
+    else:
+        _check_complete(executor, max(1, int(tasks)), executor.logging_dir.path)
+
+
+def _check_complete(executor, tasks: int, where: str) -> None:
+    """Raise unless every task left its completion marker: a task whose work landed anywhere else (another
+    node's disk, another working directory) must fail the stage, not leave it with empty outputs."""
+    missing = executor.get_incomplete_ranks(range(tasks))
+    if missing:
+        raise RuntimeError(f"{len(missing)} of {tasks} tasks did not complete (no completion marker; ranks "
+                           f"{missing[:10]}); see {where}")
 
 
 def _wait_slurm(executor, tasks: int, poll_s: float) -> None:
@@ -116,10 +127,7 @@ def _wait_slurm(executor, tasks: int, poll_s: float) -> None:
         if not queued.stdout.strip() and (queued.returncode == 0 or "Invalid job id" in queued.stderr):
             break
         time.sleep(min(poll_s, 1 + (time.monotonic() - start) / 10))  # ~1 s for short jobs, 10% later on
-    missing = executor.get_incomplete_ranks(range(tasks))
-    if missing:
-        raise RuntimeError(f"slurm job {job}: {len(missing)} of {tasks} tasks did not complete (ranks "
-                           f"{missing[:10]}); see {executor.slurm_logs_folder}")
+    _check_complete(executor, tasks, f"slurm job {job}: {executor.slurm_logs_folder}")
     stats = PipelineStats()
     for rank in range(tasks):
         with executor.logging_dir.open(f"stats/{rank:05d}.json", "rt") as f:

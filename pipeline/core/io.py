@@ -71,8 +71,11 @@ def work_dir(stage: str, fingerprint: str) -> Path:
 
     DVC deletes a stage's outs before rerunning it, so anything a killed stage should
     reuse (datatrove completions, fetched pages) lives here, then is published to outs.
+    The path is absolute (under the current directory): datatrove steps carry their paths to Ray workers,
+    whose working directory is not the driver's, and datatrove caches its DataFolders by path string, so a
+    relative path resolved once would keep pointing at the first cwd that resolved it.
     """
-    path = WORK_ROOT / stage / fingerprint
+    path = (WORK_ROOT / stage / fingerprint).resolve()
     path.mkdir(parents=True, exist_ok=True)
     return path
 

@@ -164,7 +164,7 @@ def run(cfg: DedupConfig, seed: int, inputs: dict[str, str | Path], out: str | P
             log.warning("dedup input %s: %s holds no kept documents", source, folder)
     present = [s for s in sorted(inputs) if io.shard_paths(inputs[s])]
     code = [__file__, dedup_steps.__file__, minhash.__file__, dedup_cluster.__file__, dedup_report.__file__]
-    work = io.work_dir(STAGE, io.run_fingerprint(cfg, seed, inputs=[inputs[s] for s in present], code=code)).resolve()
+    work = io.work_dir(STAGE, io.run_fingerprint(cfg, seed, inputs=[inputs[s] for s in present], code=code))
     clock = [("start", time.perf_counter())]  # pass timings for the report (bench/dedup_scale.py reads them)
     files, sources, prefixes = [], [], []
     for source in present:

@@ -135,7 +135,7 @@ def run(cfg: MixConfig, seed: int, in_dir: str | Path, out: str | Path) -> repor
     copies = plan(dict(train_chars), cfg.weights, seed, cfg.max_epochs)
 
     fp = params.fingerprint(cfg, {"seed": seed})
-    staging = io.work_dir(STAGE, fp).resolve() / "out"
+    staging = io.work_dir(STAGE, fp) / "out"
     if staging.exists():
         shutil.rmtree(staging)
     train = [(rng.uniform(seed, f"{d}\x1f{k}", "mix_order"), d, k) for cs in copies.values() for d, k in cs]

@@ -273,7 +273,7 @@ def run(cfg: BooksConfig, in_dir: str | Path, out_dir: str | Path, truth_path: s
     files = _input_files(in_dir)
     # absolute paths for datatrove: get_datafolder caches folders by their path string, so a relative
     # path would keep pointing at the first working directory it was resolved in
-    work = io.work_dir(STAGE, io.run_fingerprint(cfg, inputs=[in_dir], code=[__file__])).resolve()
+    work = io.work_dir(STAGE, io.run_fingerprint(cfg, inputs=[in_dir], code=[__file__]))
     build, errors_dir = work / "out", work / ERRORS_DIR
     pipeline = [
         BookReader(str(in_dir.resolve()), errors_dir=str(errors_dir)),
