@@ -99,12 +99,13 @@ class _Slurm(SlurmPipelineExecutor):
 def run(pipeline: list, tasks: int, logging_dir: str | Path, cfg: ExecutorConfig = ExecutorConfig(),
         poll_s: float = 30.0) -> None:
     """Build the executor and run it to the end (for Slurm: submit, wait, check, merge stats)."""
+    tasks = max(1, int(tasks))
     executor = build(pipeline, tasks, Path(logging_dir).resolve(), cfg)  # absolute: Ray workers have their own cwd
     executor.run()
     if cfg.kind == "slurm":
-        _wait_slurm(executor, max(1, int(tasks)), poll_s)
+        _wait_slurm(executor, tasks, poll_s)
     else:
-        _check_complete(executor, max(1, int(tasks)), executor.logging_dir.path)
+        _check_complete(executor, tasks, executor.logging_dir.path)
 
 
 def _check_complete(executor, tasks: int, where: str) -> None:

@@ -271,12 +271,10 @@ def run(cfg: BooksConfig, in_dir: str | Path, out_dir: str | Path, truth_path: s
     if not in_dir.is_dir():
         raise FileNotFoundError(f"books input folder {in_dir} does not exist")
     files = _input_files(in_dir)
-    # absolute paths for datatrove: get_datafolder caches folders by their path string, so a relative
-    # path would keep pointing at the first working directory it was resolved in
-    work = io.work_dir(STAGE, io.run_fingerprint(cfg, inputs=[in_dir], code=[__file__]))
+    work = io.work_dir(STAGE, io.run_fingerprint(cfg, inputs=[in_dir], code=[__file__]))  # absolute, as datatrove needs
     build, errors_dir = work / "out", work / ERRORS_DIR
     pipeline = [
-        BookReader(str(in_dir.resolve()), errors_dir=str(errors_dir)),
+        BookReader(str(in_dir.resolve()), errors_dir=str(errors_dir)),  # absolute too: io.work_dir says why
         BookCleaner(cfg),
         extract.TooShortFilter(cfg.min_words, exclusion_writer=io.removed_writer(build, "too_short")),
         io.doc_writer(build),
