@@ -11,7 +11,7 @@ per-pair ratios, beside each model's median step time. On CUDA each model runs r
 
 Usage: python bench/train_speed.py [--small] [--steps 6] [--threads 2]
        python bench/train_speed.py --compile --layers 12 --width 768 --heads 12 --block 1024 --batch 32 --steps 10
-              [--sdpa cudnn] [--compile-mode max-autotune-no-cudagraphs]     (GPU: gpt2-small, MFU)
+              [--sdpa cudnn] [--compile-mode max-autotune-no-cudagraphs] [--fused-loss]   (GPU: gpt2-small, MFU)
 Writes bench/out/train_speed.json (--out). On CUDA it also reports MFU (bf16 autocast) against --peak-tflops.
 """
 import pathlib, sys; sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # noqa: E401,E702
@@ -132,6 +132,8 @@ def main() -> None:
     ap.add_argument("--compile", action="store_true", help="torch.compile both models")
     ap.add_argument("--peak-tflops", type=float, default=312.0, help="GPU peak for MFU (A100 bf16: 312)")
     ap.add_argument("--compile-mode", default=None, help="torch.compile mode for ours (e.g. max-autotune-no-cudagraphs)")
+    ap.add_argument("--fused-loss", action="store_true",
+                    help="CUDA: ours computes the LM head's loss in chunks (model.lm_head_loss; CPU does by default)")
     ap.add_argument("--sdpa", choices=("flash", "cudnn", "efficient", "math"), default=None,
                     help="CUDA: force this SDPA backend in ours (default: torch's choice, as the reference)")
     ap.add_argument("--inductor", nargs="*", default=[], metavar="KEY=VALUE",
@@ -148,6 +150,8 @@ def main() -> None:
     ref_opt = torch.optim.AdamW(ref.parameters(), lr=3e-4, betas=(0.9, 0.95), weight_decay=0.1)
     ours = GPT(GPTConfig(vocab_size=V, block_size=T, n_layer=L, n_head=H, n_embd=D)).to(device)
     ours_opt = make_optimizer(ours, TrainConfig(lr=3e-4))
+    if args.fused_loss:
+        ours.fused_head_loss = True
     assert sum(p.numel() for p in ref.parameters()) == ours.num_params(), "shapes differ"
     for setting in args.inductor:
         import torch._inductor.config as inductor_config
@@ -196,6 +200,7 @@ def main() -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"shape": shape, "device": device, "threads": args.threads, "steps": args.steps,
                                "compile": args.compile, "compile_mode": args.compile_mode, "sdpa": args.sdpa,
+                               "fused_loss": args.fused_loss,
                                "inductor": args.inductor,
                                "results": rows, "ratio": round(ratio, 3), "anchor_tokens_per_s": anchor}, indent=2))
 

@@ -216,6 +216,40 @@ def test_chunked_lm_head_loss_equals_autograd():
         assert model(idx, targets)[0].shape == (3, 16, SMALL.vocab_size)
 
 
+def test_fused_head_loss_in_bf16_chunks_matches_autocast_cross_entropy():
+    """The fused loss as a GPU would run it (bench/train_speed.py --fused-loss): bf16 matmuls under autocast,
+    many chunks, a padded weight whose padding columns must never be a class."""
+    from pipeline.lm.model import _LMHeadLoss
+
+    torch.manual_seed(0)
+    x = torch.randn(50, 16, requires_grad=True)
+    weight = (0.5 * torch.randn(128, 16)).requires_grad_()  # 61 real rows, padded to 128
+    targets = torch.randint(0, 61, (50,))
+    targets[:7] = -1
+    loss = _LMHeadLoss.apply(x, weight, targets, 8, torch.bfloat16, 61)  # 7 chunks, the last one short
+    loss.backward()
+    fused = (loss.item(), x.grad.clone(), weight.grad.clone())
+    x.grad = weight.grad = None
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        logits = (x @ weight.t())[:, :61]
+    ref = F.cross_entropy(logits.float(), targets, ignore_index=-1)
+    ref.backward()
+    assert fused[0] == pytest.approx(ref.item(), rel=1e-3)
+    assert torch.allclose(fused[1], x.grad, rtol=0, atol=2e-2 * x.grad.abs().max().item())
+    assert torch.allclose(fused[2], weight.grad, rtol=0, atol=2e-2 * weight.grad.abs().max().item())
+    assert fused[2][61:].abs().max() == 0  # the padding rows get no gradient
+    assert fused[1].dtype == torch.float32 and fused[2].dtype == torch.float32
+
+    model = GPT(SMALL)  # and through the model: forcing the fused path under autocast gives the plain path's loss
+    idx = torch.randint(0, SMALL.vocab_size, (2, 16))
+    losses = []
+    for forced in (True, False):
+        model.fused_head_loss = forced
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            losses.append(model(idx, idx)[1].item())
+    assert losses[0] == pytest.approx(losses[1], rel=1e-3)
+
+
 def _hidden(model, idx):
     x = model.transformer.wte(idx) + model.transformer.wpe(torch.arange(idx.shape[1]))
     for block in model.transformer.h:

@@ -204,46 +204,65 @@ class _LMHeadLoss(torch.autograd.Function):
 
     Per chunk of rows: logits, log-sum-exp, loss, then in place softmax - onehot, which gives the
     chunk's share of dL/dx and dL/dW at once. The same FLOPs as autograd, a fraction of the memory.
+    The three matmuls run in `dtype` (bf16 under autocast), the softmax and the sums in fp32; columns
+    from `vocab` on (the padding rows of the weight) are -inf logits, so they are never a class.
     """
 
     @staticmethod
-    def forward(ctx, x, weight, targets, chunk):
+    def forward(ctx, x, weight, targets, chunk, dtype, vocab):
         valid = targets != -1
-        n = valid.sum().clamp(min=1).to(x.dtype)
+        n = valid.sum().clamp(min=1).to(torch.float32)
+        w = weight.to(dtype)
         grad_x, grad_w = torch.empty_like(x), torch.zeros_like(weight)
         loss = torch.zeros((), dtype=torch.float64, device=x.device)
         for i in range(0, x.shape[0], chunk):
-            xc, vc = x[i:i + chunk], valid[i:i + chunk]
+            xc, vc = x[i:i + chunk].to(dtype), valid[i:i + chunk]
             tc = targets[i:i + chunk].clamp(min=0)[:, None]
-            logits = xc @ weight.t()
+            logits = (xc @ w.t()).float()
+            if vocab < logits.shape[1]:
+                logits[:, vocab:] = float("-inf")
             lse = torch.logsumexp(logits, dim=-1)
             loss += ((lse - logits.gather(1, tc).squeeze(1)) * vc).sum().double()
             probs = logits.sub_(lse[:, None]).exp_()  # softmax, in place of the logits
             probs.scatter_add_(1, tc, -vc[:, None].to(probs.dtype))  # minus the one-hot target
             probs.mul_((vc.to(probs.dtype) / n)[:, None])  # mean over valid rows; ignored rows -> 0
-            torch.mm(probs, weight, out=grad_x[i:i + chunk])
-            grad_w.addmm_(probs.t(), xc)
+            probs = probs.to(dtype)
+            grad_x[i:i + chunk] = probs @ w
+            if dtype == grad_w.dtype:
+                grad_w.addmm_(probs.t(), xc)
+            else:  # accumulate the low-precision chunk products in the weight's own precision
+                grad_w += probs.t() @ xc
         ctx.save_for_backward(grad_x, grad_w)
         return (loss / n.double()).to(x.dtype)
 
     @staticmethod
     def backward(ctx, grad_out):
         grad_x, grad_w = ctx.saved_tensors
-        return grad_x * grad_out, grad_w * grad_out, None, None
+        return grad_x * grad_out, grad_w * grad_out, None, None, None, None
 
 
-def lm_head_loss(x: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """F.cross_entropy(x @ weight.T, targets, ignore_index=-1) without the (N, V) logits in memory."""
-    chunk = max(64, (1 << 27) // (4 * weight.shape[0]))  # ~128 MB of logits at a time
-    return _LMHeadLoss.apply(x, weight, targets, chunk)
+def lm_head_loss(x: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, vocab: int | None = None
+                 ) -> torch.Tensor:
+    """F.cross_entropy((x @ weight.T)[:, :vocab], targets, ignore_index=-1) without the (N, V) logits in memory.
+
+    Under autocast the matmuls take autocast's dtype, as nn.Linear would. Chunks hold ~128 MB of fp32
+    logits on CPU (cache-sized work), ~1 GB on a GPU (fewer, larger matmuls)."""
+    device = x.device.type
+    dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else x.dtype
+    chunk = max(64, (1 << (28 if device == "cuda" else 25)) // weight.shape[0])
+    with torch.autocast(device, enabled=False):  # the casts above are explicit; autocast must not redo them
+        return _LMHeadLoss.apply(x, weight, targets, chunk, dtype, vocab or weight.shape[0])
 
 
 class GPT(nn.Module):
     """Decoder-only transformer LM. forward(idx, targets) -> (logits (B, T, V), loss or None).
 
     In training mode on CPU (targets given, grad enabled) logits are None: the loss comes from the
-    chunked `lm_head_loss`; evaluation (no_grad) and GPUs take the plain path.
+    chunked `lm_head_loss`; evaluation (no_grad) and GPUs take the plain path. `fused_head_loss`
+    True / False forces either path on any device (bench/train_speed.py --fused-loss measures it on GPUs).
     """
+
+    fused_head_loss: bool | None = None  # None: the chunked loss on CPU only, where it measured faster
 
     def __init__(self, cfg: GPTConfig):
         super().__init__()
@@ -308,12 +327,14 @@ class GPT(nn.Module):
 
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None):
         x = self.features(idx)
-        if targets is not None and self.training and x.device.type == "cpu" and torch.is_grad_enabled():
+        fused = self.fused_head_loss if self.fused_head_loss is not None else x.device.type == "cpu"
+        if targets is not None and self.training and fused and torch.is_grad_enabled():
             # CPU training: the tied LM head is ~80% of the FLOPs at GPT-2's vocabulary; computing it
             # with its loss and gradients chunk by chunk never materialises the (B*T, V) logits,
             # their softmax and their gradient (3 x 412 MB per step at B*T=2048, V=50,304).
-            weight = self.lm_head.weight[:self.config.vocab_size]  # the padding rows are never a class
-            return None, lm_head_loss(x.reshape(-1, x.size(-1)), weight, targets.reshape(-1))
+            # The padded weight keeps the matmuls aligned; its padding columns are masked out of the softmax.
+            return None, lm_head_loss(x.reshape(-1, x.size(-1)), self.lm_head.weight, targets.reshape(-1),
+                                      self.config.vocab_size)
         logits = self.lm_head(x)  # over the padded vocabulary: an aligned matmul (see padded_vocab)
         if logits.size(-1) > self.config.vocab_size:  # padding columns out of the softmax: the loss is exact
             logits[..., self.config.vocab_size:] = float("-inf")
