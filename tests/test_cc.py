@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import io as pyio
 import json
 import random
@@ -286,3 +287,34 @@ def test_untrustworthy_warc_headers_skip_the_record_not_the_file(tmp_path):
     docs = list(cc.iter_warc(path, stat=lambda k, n=1: stats.update({k: n})))
     assert [d["metadata"]["url"] for d in docs] == [good[0], good[0] + "?last"]  # a date-only WARC-Date is valid
     assert stats["error_bad_warc_date"] == 1 and stats["error_url_too_long"] == 1 and stats["records"] == 4
+
+
+@pytest.mark.skipif(importlib.util.find_spec("ray") is None, reason="ray is not installed (pip install ray==2.60.0)")
+def test_stage_on_ray_gives_the_local_bytes_and_counts(tmp_path, monkeypatch):
+    """executor.kind ray: the WARC reading, extraction and filters run in a Ray worker; the documents, removed
+    records and the report's counts (errors come back through datatrove's stats) are the local run's."""
+    import ray
+
+    from pipeline.core import executor
+
+    src = tmp_path / "warcs"
+    src.mkdir()
+    write_warc(src / "CC-A.warc.gz")
+    write_wet(src / "CC-B.warc.wet.gz", {"http://wet.cc.test/a": EN * 3, "http://wet.cc.test/b": "too short"})
+    good = (src / "CC-A.warc.gz").read_bytes()
+    (src / "CC-C.warc.gz").write_bytes(good[: len(good) // 2])  # truncated: an error either way
+    outputs, counts = {}, {}
+    for kind in ("local", "ray"):
+        (tmp_path / kind).mkdir()
+        monkeypatch.chdir(tmp_path / kind)  # own data/resume: nothing of the other run is reused
+        try:
+            rep = cc.run(cc.CCConfig(), extract.ExtractConfig(), src, "out",
+                         exec_cfg=executor.ExecutorConfig(kind=kind)).to_dict()
+        finally:
+            if kind == "ray":
+                ray.shutdown()
+        counts[kind] = {k: rep[k] for k in ("docs_in", "docs_out", "dropped", "errors")}
+        outputs[kind] = {str(p.relative_to(Path("out"))): io.sha256_file(p) for p in sorted(Path("out").rglob("*"))
+                         if p.is_file()}
+    assert counts["ray"] == counts["local"] and counts["local"]["errors"] == {"truncated_record": 1}
+    assert outputs["ray"] == outputs["local"] and "docs/00000.jsonl.zst" in outputs["local"]
