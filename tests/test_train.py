@@ -309,19 +309,32 @@ def test_pinned_windows_equal_plain_windows_on_cuda():
         assert x.device.type == "cuda" and torch.equal(x.cpu(), rx) and torch.equal(y.cpu(), ry)
 
 
-def test_lagged_log_reads_keep_every_step_in_order(tmp_path):
+def test_lagged_log_reads_keep_every_step_in_order(tmp_path, monkeypatch):
     """The loop logs steps LOG_EVERY behind (so a GPU is never drained to log); the history still has every step,
-    in order, and dvclive's curve as many rows: reads come later, never fewer."""
+    in order, and dvclive's curve as many rows: reads come later, never fewer. The progress bar's loss says which
+    step it is from."""
+    import tqdm
+
     from pipeline.lm.train import LOG_EVERY
 
+    shown = []
+
+    class Bar(tqdm.tqdm):
+        def set_postfix(self, **kw):
+            shown.append((kw["of_step"], kw["loss"]))
+            return super().set_postfix(**kw)
+
+    monkeypatch.setattr(tqdm, "tqdm", Bar)
     data = tmp_path / "data"
     _write_tokens(data, np.tile(np.arange(50), 40), np.tile(np.arange(50), 4), 64, 63)
     mcfg = ModelConfig(preset="tiny", n_layer=1, n_head=2, n_embd=32, block_size=16)
     tcfg = TrainConfig(max_steps=37, batch_size=4, eval_interval=30, eval_batches=1, warmup_steps=3)
     assert tcfg.eval_interval > 2 * LOG_EVERY  # two lagged flushes (steps 10, 20) before the first drain
-    train(data, tmp_path / "out", tmp_path / "live", mcfg, tcfg, seed=1, threads=1, progress=False)
+    train(data, tmp_path / "out", tmp_path / "live", mcfg, tcfg, seed=1, threads=1, progress=True)
     _, ckpt = load_checkpoint(tmp_path / "out" / "ckpt.pt")
     steps = [row for row in ckpt["train_state"]["history"] if "train_loss" in row]
+    # warm-up steps 1-2 drained; at step 20 the steps up to 10 are read; evaluation (30) and the end drain
+    assert shown == [(s, f"{steps[s - 1]['train_loss']:.3f}") for s in (1, 2, 10, 30, 37)]
     assert [row["lr"] for row in steps] == [lr_at(s, tcfg) for s in range(37)]
     assert [i for i, row in enumerate(steps) if "val_loss" in row] == [29, 36]  # evals stay on their steps
     tsv = (tmp_path / "live" / "plots" / "metrics" / "train_loss.tsv").read_text().splitlines()

@@ -19,10 +19,9 @@ and checkpoints hold whole tensors whatever the strategy. On CUDA the step runs 
 
 Resume: at every eval (nanoGPT saves there too) rank 0 writes `resume.pt` into
 io.work_dir("train", <fingerprint>) -- outside DVC's outs, which DVC deletes before a rerun. It holds
-model, optimiser, step, tokens seen, the data sampler's generator state, torch/numpy/python (and CUDA)
-RNG states and the logged curves. `train` resumes from it, or from `<out>/ckpt.pt`, when the
-fingerprint (params that change the result + the data's meta.json) matches; on CPU a resumed run is
-bit-identical to an uninterrupted one.
+model, optimiser, step, tokens seen, the data sampler's generator state, torch/numpy/python (and CUDA) RNG states
+and the logged curves. `train` resumes from it, or from `<out>/ckpt.pt`, when the fingerprint (params that change
+the result + the data's meta.json) matches; on CPU a resumed run is bit-identical to an uninterrupted one.
 """
 from __future__ import annotations
 
@@ -276,19 +275,20 @@ def _train(data_dir: Path, out_dir: Path, live_dir: Path, mcfg: ModelConfig, tcf
     loss_f = float("nan")
     clock = Throughput(on_gpu, WARMUP_STEPS)
     pinned = PinnedWindows(micro, block, device) if on_gpu else None  # CPU: plain tensors, nothing to overlap
-    pending: list[tuple] = []  # (lr, batch, (loss, grad norm) copied to the host, its CUDA event or None)
+    pending: list[tuple] = []  # (step, lr, batch, (loss, grad norm) copied to the host, its CUDA event or None)
     lap_tokens = 0  # tokens trained since the clock's last lap
 
     def flush(drain: bool, eval_now: bool = False) -> None:
         """Log pending steps: all if `drain` (a host sync: evaluation, warm-up, end), else those older than LOG_EVERY
-        steps, whose copies finished long ago: the GPU never runs dry while the host logs. Same history either way."""
+        steps (their copies finished long ago: the GPU never runs dry while the host logs); same history either way.
+        So the bar's loss trails the step counter by up to 2 x LOG_EVERY steps; its `of_step` says by how many."""
         nonlocal loss_f, val_loss, lap_tokens
         clock.lap(lap_tokens)
         lap_tokens = 0
         ready = pending[:] if drain else pending[:max(0, len(pending) - LOG_EVERY)]
         del pending[:len(ready)]
         rows = []
-        for lr_k, batch_k, host_k, done_k in ready:
+        for _, lr_k, batch_k, host_k, done_k in ready:
             if done_k is not None:
                 done_k.synchronize()
             loss_k, norm_k = host_k.tolist()
@@ -301,7 +301,7 @@ def _train(data_dir: Path, out_dir: Path, live_dir: Path, mcfg: ModelConfig, tcf
             return
         loss_f = rows[-1]["train_loss"]
         history.extend(rows)
-        bar.set_postfix(loss=f"{loss_f:.3f}", lr=f"{rows[-1]['lr']:.2e}", refresh=False)
+        bar.set_postfix(loss=f"{loss_f:.3f}", lr=f"{rows[-1]['lr']:.2e}", of_step=ready[-1][0], refresh=False)
         if live:
             tps = clock.interval_tps
             for i, row in enumerate(rows):
@@ -344,9 +344,9 @@ def _train(data_dir: Path, out_dir: Path, live_dir: Path, mcfg: ModelConfig, tcf
         lap_tokens += batch * block
         # loss and grad norm leave the device by an async copy (pinned memory on CUDA), read at a later flush
         host = torch.stack([loss_t, local_scalar(grad_norm.detach()).double()]).to("cpu", non_blocking=on_gpu)
-        pending.append((lr, batch, host, torch.cuda.Event() if on_gpu else None))
+        pending.append((step, lr, batch, host, torch.cuda.Event() if on_gpu else None))
         if on_gpu:
-            pending[-1][3].record()  # the copy is done once the GPU passes this event
+            pending[-1][4].record()  # the copy is done once the GPU passes this event
         eval_now = step % tcfg.eval_interval == 0 or step == tcfg.max_steps
         stopping = stop_after is not None and step >= stop_after
         if eval_now or stopping or step <= start + WARMUP_STEPS:
