@@ -1,4 +1,4 @@
-"""Power tables for polynomial hashes mod 2**64 (dedup's word shingles, contamination's n-grams).
+"""Power tables and the finaliser for polynomial hashes mod 2**64 (dedup's word shingles, contamination's n-grams).
 
 A polynomial hash of a span is a difference of prefix sums scaled by a power of the base; numpy computes those
 with uint64 arithmetic, which wraps mod 2**64 exactly as the hash is defined.
@@ -21,3 +21,14 @@ def powers(base: int, n: int) -> np.ndarray:
         with np.errstate(over="ignore"):
             _CACHE[base] = have = np.cumprod(out, dtype=np.uint64)  # wraps mod 2**64, as wanted
     return have[:n]
+
+
+def mix64(x: np.ndarray) -> np.ndarray:
+    """splitmix64's finaliser, in place on a uint64 array (returned): spreads the weak low-order bits of a
+    polynomial hash over all 64, so any slice of the bits (an LSH band, a bucket) is well mixed."""
+    x ^= x >> np.uint64(30)
+    x *= np.uint64(0xBF58476D1CE4E5B9)
+    x ^= x >> np.uint64(27)
+    x *= np.uint64(0x94D049BB133111EB)
+    x ^= x >> np.uint64(31)
+    return x

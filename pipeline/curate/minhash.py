@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.core import records
-from pipeline.core.powers import powers
+from pipeline.core.powers import mix64, powers
 
 
 @dataclasses.dataclass(frozen=True)
@@ -30,17 +30,6 @@ class DedupConfig:
 
 
 # --- hashing: bytes -> words -> shingles, all numpy --------------------------------------------
-def _mix64(x: np.ndarray) -> np.ndarray:
-    """splitmix64 finaliser: spreads the weak low-order structure of polynomial hashes over 64 bits."""
-    x = x.copy()
-    x ^= x >> np.uint64(30)
-    x *= np.uint64(0xBF58476D1CE4E5B9)
-    x ^= x >> np.uint64(27)
-    x *= np.uint64(0x94D049BB133111EB)
-    x ^= x >> np.uint64(31)
-    return x
-
-
 _WORD_P = 0x100000001B3  # odd, so invertible mod 2**64: lets a prefix sum give any substring's hash
 _WORD_R = pow(_WORD_P, -1, 1 << 64)
 _SHINGLE_Q = np.uint64(0x9E3779B97F4A7C15)
@@ -88,7 +77,7 @@ def _word_hashes(blob: bytes, doc_start: np.ndarray) -> tuple[np.ndarray, np.nda
     with np.errstate(over="ignore"):
         np.cumsum(lb * powers(_WORD_R, len(lb)), out=pre[1:])  # wraps mod 2**64, as wanted
         h = (pre[ends] - pre[starts]) * powers(_WORD_P, len(lb))[starts] + (ends - starts).astype(np.uint64)
-    return _mix64(h), np.searchsorted(starts, doc_start)
+    return mix64(h), np.searchsorted(starts, doc_start)
 
 
 def _shingles(blob: bytes, doc_start: np.ndarray, ngram: int) -> tuple[np.ndarray, np.ndarray]:
@@ -120,7 +109,7 @@ def _shingles(blob: bytes, doc_start: np.ndarray, ngram: int) -> tuple[np.ndarra
             for k in range(ngram):
                 h = h * _SHINGLE_Q + np.where(k < nw[short], w[np.minimum(woff[short] + k, len(w) - 1)], np.uint64(0))
             out[out_off[short]] = h
-    return _mix64(out), out_off
+    return mix64(out), out_off
 
 
 def shingle_set(text: str, ngram: int) -> np.ndarray:
@@ -273,7 +262,7 @@ def band_hashes(sig: np.ndarray, bands: int, rows: int) -> np.ndarray:
     with np.errstate(over="ignore"):
         for r in range(rows):
             h = h * _SHINGLE_Q + sig[:, r::rows][:, :bands].T.astype(np.uint64)
-    return _mix64(h.ravel()).reshape(bands, len(sig))
+    return mix64(h.ravel()).reshape(bands, len(sig))
 
 
 def sorted_bands(sig: np.ndarray, bands: int, rows: int) -> tuple[np.ndarray, np.ndarray]:

@@ -17,7 +17,7 @@ from typing import Iterable
 
 import numpy as np
 
-from pipeline.core.powers import powers
+from pipeline.core.powers import mix64, powers
 
 WORD = re.compile(r"[^\W_]+")  # letters and digits; every other character separates words
 PRIME = np.uint64(0x100000001B3)  # FNV-1a 64-bit prime: odd, so multiplication is a bijection mod 2**64
@@ -74,16 +74,6 @@ def _lower_table() -> np.ndarray:
     return np.array([ord(c.lower()[0]) if c.isalnum() else 0 for c in map(chr, range(0x10000))], dtype=np.uint64)
 
 
-def _mix64(x: np.ndarray) -> np.ndarray:
-    """splitmix64 finaliser, in place: spreads the polynomial's weak low bits over all 64."""
-    x ^= x >> np.uint64(30)
-    x *= np.uint64(0xBF58476D1CE4E5B9)
-    x ^= x >> np.uint64(27)
-    x *= np.uint64(0x94D049BB133111EB)
-    x ^= x >> np.uint64(31)
-    return x
-
-
 def _span_hashes(chars: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
     """Hash of each word chars[s:e] (lower-cased code points as uint64): mix(len + sum_k c_k R**(k-s)).
 
@@ -110,7 +100,7 @@ def _piece_hashes(chars: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np
         h -= pre[starts]
         h *= powers(_CHAR_P, len(chars))[starts]
         h += (ends - starts).astype(np.uint64)
-    return _mix64(h)
+    return mix64(h)
 
 
 def word_hashes(words: list[str]) -> np.ndarray:
