@@ -7,10 +7,14 @@ Parts, in order, each a subprocess with its own time limit, skipped when the cal
           bench/train_speed.py at the same shape in the same call: steady tokens/s ratio (goal >= 0.97x)
   mfu     bench/train_speed.py --compile at gpt2-small: B64 with the fused LM-head loss, autotuned matmuls,
           B128 fused, CUDA graphs (goal: ours >= 50% MFU with the nanoGPT-design reference beside it)
+  profile bench/step_profile.py at gpt2-small B64 (compiled, as `mfu`'s rows): the step's kernel time by kind
+          (matmul, attention, inductor's fused kernels, optimizer, copies): what the next MFU idea could shorten
   steps   bench/banded_attention.py, whole gpt3-small step: dense vs alternating banded at T=2,048 and 8,192
   fsdp    bench/gpu_fsdp_check.py: strategy fsdp vs ddp, train.deterministic's cost, memory estimate vs peak
 Usage (device machine, wheels as bench/gpu_train_check.py says): python3 bench/gpu_issue12.py [--budget 480]
           [--only layers stage]
+Next call (the MFU goal first; `profile` says where the rest of the step goes; then the FSDP and determinism
+figures): python3 bench/gpu_issue12.py --only mfu profile fsdp --budget 560
 
 Measured 2026-11-26, one H200, torch 2.11 (two calls: all but `steps` with --budget 500, then --only steps; 900 s of
 device time in all, start-up included): layers 43 s: flex 2.82x the mask at T=2,048 (0.88x at 1,024, 19.3x at
@@ -48,6 +52,7 @@ PARTS = {  # name: [(label, argv, expected seconds)]
                 ("b64_autotune", 64, ["--compile-mode", "max-autotune-no-cudagraphs"], 120),
                 ("b128_fused", 128, ["--fused-loss"], 80),
                 ("b64_cudagraphs", 64, ["--compile-mode", "reduce-overhead"], 90))],
+    "profile": [("profile", [PY, "bench/step_profile.py", "--batch", "64"], 50)],
     "steps": [("steps", [PY, "bench/banded_attention.py", "--lengths", "--step-lengths", "2048", "8192",
                          "--out", str(WORK / "steps.json")], 150)],
     "fsdp": [("fsdp", [PY, "bench/gpu_fsdp_check.py", "--steps", "40", "--batch", "8"], 200)],
