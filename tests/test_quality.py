@@ -189,6 +189,18 @@ def test_train_separates_and_filter_keeps_by_score(corpus, in_tmp_cwd):
         assert saw == (set(vocab) - {scorer} if doc_id in train_ids else set()), doc_id
 
 
+def test_loading_models_prints_no_fasttext_notice(corpus, in_tmp_cwd, capsys):
+    """fasttext 0.9.2 prints a stale "load_model does not return WordVectorModel..." line on every load; with a
+    scorer per task and per worker it filled `make repro`'s log. The loaders keep it out; errors still surface."""
+    quality.run_train(quality.QualityConfig(epoch=2, folds=2), 1337, [corpus["webtext"], corpus["books"]],
+                      [corpus["cc"]], "models/quality")
+    scores = quality.Scorer("models/quality/model.bin")(["a plain sentence about the weather"])
+    assert 0.0 <= scores[0] <= 1.0
+    assert "load_model" not in capsys.readouterr().err
+    with pytest.raises(ValueError):
+        quality.Scorer("models/quality/train_ids.txt")(["not a model"])
+
+
 def test_truth_by_class_counts_kept_and_scores():
     rows = [{"metadata": {records.URL: u, records.QUALITY_SCORE: s, records.KEPT: k}}
             for u, s, k in [("g1", 0.9, True), ("g2", 0.7, False), ("j1", 0.1, False), ("x", 0.5, True)]]

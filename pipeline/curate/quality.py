@@ -23,10 +23,12 @@ out-of-fold predictions over all training documents.
 """
 from __future__ import annotations
 
+import contextlib
 import re
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from io import StringIO
 from operator import itemgetter
 from pathlib import Path
 
@@ -242,7 +244,8 @@ class Scorer:
         if self._model is None:
             import fasttext
 
-            self._model = fasttext.load_model(self.model_path)
+            with contextlib.redirect_stderr(StringIO()):  # 0.9.2 prints a stale API notice on every load
+                self._model = fasttext.load_model(self.model_path)
         if not lines:
             return np.zeros(0)
         # FastText.predict on a list checks each text for a newline and appends one, then calls

@@ -6,8 +6,10 @@ fastText LID file for a user who has one.
 """
 from __future__ import annotations
 
+import contextlib
 import re
 from collections import Counter
+from io import StringIO
 from pathlib import Path
 
 from datatrove.data import Document
@@ -87,7 +89,8 @@ class LanguageFilter(BaseFilter):
 
             if not Path(self.lang_model).exists():
                 raise FileNotFoundError(f"cc.lang_model {self.lang_model} does not exist (nothing is downloaded)")
-            self._model = fasttext.load_model(self.lang_model)
+            with contextlib.redirect_stderr(StringIO()):  # 0.9.2 prints a stale API notice on every load
+                self._model = fasttext.load_model(self.lang_model)
         # a LIST of strings: fasttext 0.9.2 + numpy 2 fails on a single string (ANCHORS.md)
         labels, probs = self._model.predict([" ".join(text.split())], k=1)
         return labels[0][0].replace("__label__", ""), round(float(probs[0][0]), 4)
