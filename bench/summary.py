@@ -78,6 +78,8 @@ BENCHES = {
     "dedup_speed": ("dedup_speed.json", dedup_speed, "datasketch MinHash (xxh32) + MinHashLSH, per core", "issue 14"),
     "dedup_scale": ("dedup_scale.json", dedup_scale, "4 GB memory ceiling at 1M documents", "issue 14"),
     "contamination_index": ("contamination_index.json", top_ratio(3.0), "plain Python set of 13-gram tuples", "issue 14"),
+    "decontaminate_speed": ("decontaminate_speed.json", top_ratio(1.0), "plain Python set of n-gram tuples, 2 passes",
+                            "reference"),
     "quality_speed": ("quality_speed.json", top_ratio(0.8), "bare fastText predict, 1 thread", "issue 14"),
     "tokenize_speed": ("tokenize_speed.json", tokenize_speed, "tiktoken, same merges, 1 thread", "reference"),
     "train_speed": ("train_speed.json", top_ratio(1.0), "nanoGPT-design step, same shapes", "reference"),

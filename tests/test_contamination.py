@@ -313,6 +313,47 @@ def test_decontamination_removes_planted_leak(tmp_path):
     assert con.audit({"lambada": task}, corpus, con.ContaminationConfig())["tasks"]["lambada"]["dirty"] == 0
 
 
+def test_decontamination_in_batches_equals_one_document_at_a_time(tmp_path, monkeypatch):
+    """Documents are hashed together in batches (BATCH_CHARS); a 13-gram straddling two neighbours belongs to
+    neither, and every output and count equals the one-document-at-a-time run (batch size 1)."""
+    task = _lambada(tmp_path, _evals())
+    filler = FILLER * 8
+    words = LEAK.split()
+    docs = [Document(text=filler + " " + " ".join(words[:9]), id="a", metadata={}),  # the leak cut across a and b
+            Document(text=" ".join(words[9:]) + " " + filler, id="b", metadata={}),
+            Document(text=filler + "ΣΟΦΙΑ " + LEAK + " " + filler, id="c", metadata={}),  # context-lowered letters
+            Document(text="", id="d", metadata={}), Document(text=None, id="e", metadata={}),
+            Document(text=filler + LEAK.upper() + " " + filler, id="f", metadata={})] * 3
+    runs = {}
+    for size in (1, 64, 1 << 16):
+        monkeypatch.setattr(dec, "BATCH_CHARS", size)
+        counts: dict[str, int] = {}
+        out = [(d.id, d.text, reason) for d, reason in dec.decontaminate(lambda: docs, {"lambada": task},
+                                                                          con.ContaminationConfig(), counts)]
+        runs[size] = (out, counts)
+    assert runs[1] == runs[64] == runs[1 << 16]
+    bad = {n: dec.SortedHashes(b) for n, b in dec.eval_ngrams({"lambada": task}, con.ContaminationConfig()).items()}
+    assert all(not len(text) for text, _ in dec._batch_hits([docs[0].text, docs[1].text], bad).values())
+    assert {int(t) for text, _ in dec._batch_hits([docs[0].text, docs[5].text], bad).values() for t in text} == {1}
+    out, counts = runs[1 << 16]
+    assert {i for i, _, _ in out} == {"a", "b", "c#decon0", "c#decon1", "d", "f#decon0", "f#decon1"}
+    assert counts["docs_in"] == 15 and counts["docs_split"] == 6 and counts["docs_clean"] == 9
+
+
+def test_sorted_hashes_membership_equals_isin():
+    import numpy as np
+
+    from pipeline.core.powers import mix64
+
+    rng = np.random.default_rng(0)
+    b = np.unique(mix64(rng.integers(0, 1 << 40, 20000, dtype=np.uint64)))
+    near = b[:50] + np.uint64(1)  # same bucket, not present: the binary search must say no
+    h = np.concatenate([mix64(rng.integers(0, 1 << 40, 3000, dtype=np.uint64)), b[:50], b[-1:], near, b[5:7]])
+    assert np.array_equal(dec.SortedHashes(b).contains(h), np.isin(h, b))
+    assert dec.SortedHashes(b).contains(h).sum() == 53
+    assert not dec.SortedHashes(b[:0]).contains(h).any() and len(dec.SortedHashes(b).contains(h[:0])) == 0
+
+
 def test_decontaminate_cli_writes_a_clean_mix(in_tmp_cwd):
     import shutil
 

@@ -20,7 +20,8 @@ import numpy as np
 
 from pipeline.core import records
 from pipeline.evaluation import tasks
-from pipeline.evaluation.ngrams import ContaminationConfig, choose_n, ngram_hashes, normalize, normalize_words, word_hashes
+from pipeline.evaluation.ngrams import (ContaminationConfig, choose_n, ngram_hashes, normalize, normalize_words,
+                                       text_word_hashes, word_hashes)
 
 log = logging.getLogger(__name__)
 
@@ -37,14 +38,67 @@ def eval_ngrams(task_map: dict[str, tasks.Task], cfg: ContaminationConfig) -> di
     return {n: np.unique(np.concatenate(parts)) if parts else np.zeros(0, np.uint64) for n, parts in by_n.items()}
 
 
-def _colliding(wh: np.ndarray, bad: dict[int, np.ndarray]) -> list[tuple[int, int]]:
+class SortedHashes:
+    """Membership in a sorted array of unique n-gram hashes, fast for the common case of a miss.
+
+    A table of which 2**22 top-bit buckets hold any hash (4 MB; ~1M benchmark n-grams fill ~20% of them) turns
+    most training n-grams away with one lookup; the rest take a binary search, needles sorted so the search walks
+    the array in order. (np.isin re-sorted the benchmarks' ~1M n-grams on every call: 0.65 s a document, which made
+    a real mix take hours.) The hashes are mix64-finalised, so their top bits are uniform."""
+
+    BITS = 22
+
+    def __init__(self, hashes: np.ndarray):
+        self.hashes = hashes
+        self.buckets = np.zeros(1 << self.BITS, dtype=bool)
+        self.buckets[(hashes >> np.uint64(64 - self.BITS)).astype(np.intp)] = True
+
+    def contains(self, h: np.ndarray) -> np.ndarray:
+        found = np.zeros(len(h), dtype=bool)
+        maybe = np.flatnonzero(self.buckets[(h >> np.uint64(64 - self.BITS)).astype(np.intp)]) if len(h) else h
+        if len(maybe) and len(self.hashes):
+            order = maybe[np.argsort(h[maybe])]
+            at = np.minimum(np.searchsorted(self.hashes, h[order]), len(self.hashes) - 1)
+            found[order] = self.hashes[at] == h[order]
+        return found
+
+
+def _colliding(wh: np.ndarray, bad: dict[int, SortedHashes]) -> list[tuple[int, int]]:
     """(n, start word) of every training n-gram that is also a benchmark n-gram."""
     out = []
     for n, b in sorted(bad.items()):
+        out += [(n, int(i)) for i in np.flatnonzero(b.contains(ngram_hashes(wh, n)))]
+    return out
+
+
+BATCH_CHARS = 1 << 16  # characters hashed in one numpy pass: per-document calls cost more than the hashing
+
+
+def _batches(docs: Iterable[Any]) -> Iterator[list[Any]]:
+    """The documents with text, in order, in runs of about BATCH_CHARS characters."""
+    batch, size = [], 0
+    for doc in docs:
+        if isinstance(doc.text, str):
+            batch.append(doc)
+            size += len(doc.text)
+            if size >= BATCH_CHARS:
+                yield batch
+                batch, size = [], 0
+    if batch:
+        yield batch
+
+
+def _batch_hits(texts: list[str], bad: dict[int, SortedHashes]) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+    """Per n: (text index, hash) of every benchmark n-gram in the texts, hashed together (text_word_hashes gives
+    each text's word_hashes(normalize_words(text))); a window spanning two texts is no n-gram of either."""
+    wh, counts = text_word_hashes(texts)
+    text_of = np.repeat(np.arange(len(texts)), counts)
+    out = {}
+    for n, b in bad.items():
         h = ngram_hashes(wh, n)
-        if len(h) and len(b):
-            pos = np.minimum(np.searchsorted(b, h), len(b) - 1)
-            out += [(n, int(i)) for i in np.nonzero(b[pos] == h)[0]]
+        at = np.flatnonzero(b.contains(h))
+        at = at[text_of[at] == text_of[at + n - 1]]
+        out[n] = (text_of[at], h[at])
     return out
 
 
@@ -88,32 +142,39 @@ def decontaminate(docs: Callable[[], Iterable[Any]], task_map: dict[str, tasks.T
         (document, None) for each kept document or piece (pieces get id "<id>#decon<k>" and
         metadata decontam_piece = k), (original document, reason) for each dropped one.
     """
-    from datatrove.data import Document
-
-    bad = eval_ngrams(task_map, cfg)
+    bad = {n: SortedHashes(b) for n, b in eval_ngrams(task_map, cfg).items()}
     df: dict[int, dict[int, int]] = {n: {} for n in bad}
     seen: set[str] = set()
-    for doc in docs():  # pass 1: training document frequency of the benchmark n-grams, repeats counted once
-        if doc.id in seen or not isinstance(doc.text, str):
-            continue
-        seen.add(doc.id)
-        wh = word_hashes(normalize_words(doc.text))
-        for n, b in bad.items():
-            h = np.unique(ngram_hashes(wh, n))
-            for x in h[np.isin(h, b)].tolist():
-                df[n][x] = df[n].get(x, 0) + 1
+    for batch in _batches(docs()):  # pass 1: training document frequency of the benchmark n-grams, repeats once
+        fresh = [d for d in batch if d.id not in seen and not seen.add(d.id)]
+        for n, (text, h) in _batch_hits([d.text for d in fresh], bad).items():
+            o = np.lexsort((h, text))
+            first = np.ones(len(o), dtype=bool)  # each (document, n-gram) once
+            first[1:] = (text[o][1:] != text[o][:-1]) | (h[o][1:] != h[o][:-1])
+            for x, c in zip(*(a.tolist() for a in np.unique(h[o][first], return_counts=True))):
+                df[n][x] = df[n].get(x, 0) + c
     frequent = {n: np.array(sorted(x for x, c in d.items() if c > cfg.max_doc_frequency), np.uint64) for n, d in df.items()}
     counts["ignored_frequent_ngrams"] = int(sum(len(f) for f in frequent.values()))
-    bad = {n: np.setdiff1d(b, frequent[n]) for n, b in bad.items()}
+    bad = {n: SortedHashes(np.setdiff1d(b.hashes, frequent[n], assume_unique=True)) if len(frequent[n]) else b
+           for n, b in bad.items()}
     for key in ("docs_in", "docs_clean", "docs_split", "docs_dropped_too_many_pieces", "docs_dropped_all_short",
                 "pieces_out", "pieces_dropped_short", "collisions", "chars_in", "chars_out"):
         counts.setdefault(key, 0)
-    for doc in docs():  # pass 2: cut
-        if not isinstance(doc.text, str):
-            continue
+    for batch in _batches(docs()):  # pass 2: cut (most documents hold no benchmark n-gram: batched test first)
+        found = [text for text, _ in _batch_hits([d.text for d in batch], bad).values()]
+        dirty = set(np.concatenate([np.zeros(0, np.int64), *found]).tolist())
+        yield from _cut(batch, dirty, bad, cfg, counts)
+
+
+def _cut(batch: list[Any], dirty: set[int], bad: dict[int, SortedHashes], cfg: ContaminationConfig,
+         counts: dict[str, int]) -> Iterator[tuple[Any, str | None]]:
+    """decontaminate's pass 2 on one batch; `dirty`: the indices of its documents holding a benchmark n-gram."""
+    from datatrove.data import Document
+
+    for at, doc in enumerate(batch):
         counts["docs_in"] += 1
         counts["chars_in"] += len(doc.text)
-        hits = _colliding(word_hashes(normalize_words(doc.text)), bad)
+        hits = _colliding(word_hashes(normalize_words(doc.text)), bad) if at in dirty else []
         if not hits:
             counts["docs_clean"] += 1
             counts["chars_out"] += len(doc.text)
