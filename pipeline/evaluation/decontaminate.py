@@ -55,11 +55,12 @@ class SortedHashes:
 
     def contains(self, h: np.ndarray) -> np.ndarray:
         found = np.zeros(len(h), dtype=bool)
-        maybe = np.flatnonzero(self.buckets[(h >> np.uint64(64 - self.BITS)).astype(np.intp)]) if len(h) else h
-        if len(maybe) and len(self.hashes):
-            order = maybe[np.argsort(h[maybe])]
-            at = np.minimum(np.searchsorted(self.hashes, h[order]), len(self.hashes) - 1)
-            found[order] = self.hashes[at] == h[order]
+        if not len(h) or not len(self.hashes):
+            return found
+        maybe = np.flatnonzero(self.buckets[(h >> np.uint64(64 - self.BITS)).astype(np.intp)])
+        order = maybe[np.argsort(h[maybe])]
+        at = np.minimum(np.searchsorted(self.hashes, h[order]), len(self.hashes) - 1)
+        found[order] = self.hashes[at] == h[order]
         return found
 
 

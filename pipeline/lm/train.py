@@ -281,7 +281,7 @@ def _train(data_dir: Path, out_dir: Path, live_dir: Path, mcfg: ModelConfig, tcf
     def flush(drain: bool, eval_now: bool = False) -> None:
         """Log pending steps: all if `drain` (a host sync: evaluation, warm-up, end), else those older than LOG_EVERY
         steps (their copies finished long ago: the GPU never runs dry while the host logs); same history either way.
-        So the bar's loss trails the step counter by up to 2 x LOG_EVERY steps; its `of_step` says by how many."""
+        So the bar's loss trails the step counter by up to 2 x LOG_EVERY steps; its `of_step` names the loss's step."""
         nonlocal loss_f, val_loss, lap_tokens
         clock.lap(lap_tokens)
         lap_tokens = 0
