@@ -128,6 +128,27 @@ def test_stopword_language():
     assert language.stopword_language("") == ("unknown", 0.0)
 
 
+def test_a_local_fasttext_lid_model_labels_and_filters(tmp_path, capsys):
+    """`cc.lang_model`: a local fastText LID file (lid.176.bin's label format) replaces the stopword heuristic;
+    its labels and scores land in the metadata, other languages are dropped, a missing file fails clearly."""
+    import fasttext
+    from datatrove.data import Document
+
+    r = random.Random(0)
+    lines = [f"__label__{lang} " + " ".join(r.sample(text.split(), 12)) for _ in range(200) for lang, text in
+             (("en", EN), ("de", DE))]
+    (tmp_path / "lid.txt").write_text("\n".join(lines) + "\n")
+    model = fasttext.train_supervised(str(tmp_path / "lid.txt"), epoch=5, thread=1, seed=1, verbose=0)
+    model.save_model(str(tmp_path / "lid.bin"))
+    lid = language.LanguageFilter(("en",), str(tmp_path / "lid.bin"))
+    en, de = Document(EN, "a"), Document(DE, "b")
+    assert lid.filter(en) is True and en.metadata[records.LANG] == "en" and 0.5 < en.metadata[records.LANG_SCORE] <= 1
+    assert lid.filter(de) == (False, "wrong_language") and de.metadata[records.LANG] == "de"
+    assert "load_model" not in capsys.readouterr().err  # fasttext's stale notice stays out of the logs
+    with pytest.raises(FileNotFoundError, match="nothing is downloaded"):
+        language.LanguageFilter(("en",), str(tmp_path / "missing.bin")).filter(Document(EN, "c"))
+
+
 def test_stage_end_to_end_with_truth_wet_and_errors(tmp_path, in_tmp_cwd):
     src = tmp_path / "warcs"
     src.mkdir()
