@@ -128,18 +128,23 @@ def test_stopword_language():
     assert language.stopword_language("") == ("unknown", 0.0)
 
 
-def test_a_local_fasttext_lid_model_labels_and_filters(tmp_path, capsys):
-    """`cc.lang_model`: a local fastText LID file (lid.176.bin's label format) replaces the stopword heuristic;
-    its labels and scores land in the metadata, other languages are dropped, a missing file fails clearly."""
+def _lid_model(path: Path, labels: tuple[str, str] = ("en", "de")) -> None:
+    """A tiny fastText LID model in lid.176.bin's label format: EN-like text -> labels[0], DE-like -> labels[1]."""
     import fasttext
-    from datatrove.data import Document
 
     r = random.Random(0)
     lines = [f"__label__{lang} " + " ".join(r.sample(text.split(), 12)) for _ in range(200) for lang, text in
-             (("en", EN), ("de", DE))]
-    (tmp_path / "lid.txt").write_text("\n".join(lines) + "\n")
-    model = fasttext.train_supervised(str(tmp_path / "lid.txt"), epoch=5, thread=1, seed=1, verbose=0)
-    model.save_model(str(tmp_path / "lid.bin"))
+             zip(labels, (EN, DE))]
+    path.with_suffix(".txt").write_text("\n".join(lines) + "\n")
+    fasttext.train_supervised(str(path.with_suffix(".txt")), epoch=5, thread=1, seed=1, verbose=0).save_model(str(path))
+
+
+def test_a_local_fasttext_lid_model_labels_and_filters(tmp_path, capsys):
+    """`cc.lang_model`: a local fastText LID file (lid.176.bin's label format) replaces the stopword heuristic;
+    its labels and scores land in the metadata, other languages are dropped, a missing file fails clearly."""
+    from datatrove.data import Document
+
+    _lid_model(tmp_path / "lid.bin")
     lid = language.LanguageFilter(("en",), str(tmp_path / "lid.bin"))
     en, de = Document(EN, "a"), Document(DE, "b")
     assert lid.filter(en) is True and en.metadata[records.LANG] == "en" and 0.5 < en.metadata[records.LANG_SCORE] <= 1
@@ -147,6 +152,22 @@ def test_a_local_fasttext_lid_model_labels_and_filters(tmp_path, capsys):
     assert "load_model" not in capsys.readouterr().err  # fasttext's stale notice stays out of the logs
     with pytest.raises(FileNotFoundError, match="nothing is downloaded"):
         language.LanguageFilter(("en",), str(tmp_path / "missing.bin")).filter(Document(EN, "c"))
+
+
+def test_a_replaced_lid_model_is_not_served_from_the_old_run(tmp_path, in_tmp_cwd):
+    """The LID model's bytes key the resume folder: the same path with another model reruns the filter."""
+    src = tmp_path / "warcs"
+    src.mkdir()
+    write_warc(src / "CC-A.warc.gz")
+    model = tmp_path / "lid.bin"
+    cfg = dataclasses.replace(cc.CCConfig(), lang_model=str(model))
+    kept = []
+    for labels in (("en", "de"), ("de", "en")):  # the second model swaps the labels: the German page passes
+        _lid_model(model, labels)
+        cc.run(cfg, extract.ExtractConfig(), src, "out")
+        kept.append({d.metadata[records.URL] for d in io.iter_docs("out")})
+    assert "http://news.cc.test/bridge" in kept[0] - kept[1]
+    assert "http://de.cc.test/bruecke" in kept[1] - kept[0]
 
 
 def test_stage_end_to_end_with_truth_wet_and_errors(tmp_path, in_tmp_cwd):

@@ -291,7 +291,8 @@ def run(cfg: CCConfig, ecfg: extract.ExtractConfig, in_dir: str | Path, out_dir:
         logger.warning(f"no WARC/WET files ({', '.join(WARC_SUFFIXES)}) in {in_dir}")
     # the fingerprint covers params, input bytes and this code: DVC reruns the stage when the code
     # changes, and stale datatrove completions must not turn that rerun into a no-op
-    work = io.work_dir("cc", io.run_fingerprint(cfg, ecfg, inputs=files, code=[__file__, extract.__file__]))
+    model = [cfg.lang_model] if cfg.lang_model else []  # a replaced LID model must not reuse the old run's work
+    work = io.work_dir("cc", io.run_fingerprint(cfg, ecfg, inputs=files + model, code=[__file__, extract.__file__]))
     staged = work / "out"
     if files:
         executor.run(build_pipeline(cfg, ecfg, in_dir, staged), 1, work / "logs",
