@@ -27,7 +27,7 @@ import torch.nn.functional as F
 
 from pipeline.lm import banded
 from pipeline.lm.model import GPT, PRESETS
-from pipeline.lm.train import TrainConfig, make_optimizer
+from pipeline.lm.recipe import TrainConfig, make_optimizer
 
 TOKENS = 16384  # per batch, every length: the same work for the MLPs, only attention's share changes
 H, D, WINDOW = 12, 64, 256

@@ -22,7 +22,7 @@ import torch
 
 from bench.train_speed import make_step
 from pipeline.lm.model import GPT, GPTConfig
-from pipeline.lm.train import TrainConfig, make_optimizer
+from pipeline.lm.recipe import TrainConfig, make_optimizer
 
 # First match wins; names are lower-cased kernel names on CUDA, aten operator names on CPU.
 GROUPS = [

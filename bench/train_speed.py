@@ -4,7 +4,7 @@ Shape from ../shared/ANCHORS.md: 4 layers, 4 heads, 256 wide, T=256, B=8, vocab 
 (the tied LM head is ~79% of the FLOPs). The reference below is written with plain torch modules in
 the nanoGPT design (karpathy/nanoGPT model.py: fused qkv Linear, SDPA causal attention, tanh GELU,
 pre-LN, tied head, AdamW with torch's default foreach kernel, grad clip 1.0). Ours is
-pipeline.lm.model.GPT with pipeline.lm.train.make_optimizer (fused AdamW) and the same clip. On CPU steps
+pipeline.lm.model.GPT with pipeline.lm.recipe.make_optimizer (fused AdamW) and the same clip. On CPU steps
 alternate (who goes first alternates) so drift on a shared machine hits both; the ratio is the median of the
 per-pair ratios, beside each model's median step time. On CUDA each model runs rounds of --steps queued steps
 (no host sync inside a round, as a training loop runs), timed by CUDA events, alternating per round.
@@ -28,7 +28,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from pipeline.lm.model import GPT, GPTConfig
-from pipeline.lm.train import TrainConfig, make_optimizer
+from pipeline.lm.recipe import TrainConfig, make_optimizer
 
 ANCHOR_TOKENS_PER_S = {2: 1110, 1: 628}  # ../shared/ANCHORS.md, reference design, full shape
 
