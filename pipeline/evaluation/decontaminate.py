@@ -20,8 +20,9 @@ import numpy as np
 
 from pipeline.core import records
 from pipeline.evaluation import tasks
-from pipeline.evaluation.ngrams import (ContaminationConfig, choose_n, ngram_hashes, normalize, normalize_words,
-                                       text_word_hashes, word_hashes)
+from pipeline.evaluation.ngram_index import batch_ngrams
+from pipeline.evaluation.ngrams import (BATCH_CHARS, ContaminationConfig, choose_n, ngram_hashes, normalize,
+                                       normalize_words, text_word_hashes, word_hashes)
 
 log = logging.getLogger(__name__)
 
@@ -72,11 +73,9 @@ def _colliding(wh: np.ndarray, bad: dict[int, SortedHashes]) -> list[tuple[int, 
     return out
 
 
-BATCH_CHARS = 1 << 16  # characters hashed in one numpy pass: per-document calls cost more than the hashing
-
-
 def _batches(docs: Iterable[Any]) -> Iterator[list[Any]]:
-    """The documents with text, in order, in runs of about BATCH_CHARS characters."""
+    """The documents with text, in order, in runs of about BATCH_CHARS characters (hashed in one numpy pass:
+    per-document calls cost more than the hashing)."""
     batch, size = [], 0
     for doc in docs:
         if isinstance(doc.text, str):
@@ -93,13 +92,11 @@ def _batch_hits(texts: list[str], bad: dict[int, SortedHashes]) -> dict[int, tup
     """Per n: (text index, hash) of every benchmark n-gram in the texts, hashed together (text_word_hashes gives
     each text's word_hashes(normalize_words(text))); a window spanning two texts is no n-gram of either."""
     wh, counts = text_word_hashes(texts)
-    text_of = np.repeat(np.arange(len(texts)), counts)
     out = {}
     for n, b in bad.items():
-        h = ngram_hashes(wh, n)
-        at = np.flatnonzero(b.contains(h))
-        at = at[text_of[at] == text_of[at + n - 1]]
-        out[n] = (text_of[at], h[at])
+        h, text = batch_ngrams(wh, counts, n, 0)  # the audit's batching: no window across two texts
+        hit = b.contains(h)
+        out[n] = (text[hit], h[hit])
     return out
 
 

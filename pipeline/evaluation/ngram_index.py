@@ -43,7 +43,7 @@ def _hash_batch(docs: list) -> tuple[np.ndarray, np.ndarray]:
     return np.concatenate(words), np.fromiter(map(len, words), dtype=np.int64, count=len(words))
 
 
-def _batch_ngrams(wh: np.ndarray, counts: np.ndarray, n: int, first: int) -> tuple[np.ndarray, np.ndarray]:
+def batch_ngrams(wh: np.ndarray, counts: np.ndarray, n: int, first: int) -> tuple[np.ndarray, np.ndarray]:
     """Every n-gram of a batch's documents (none across two of them), with its doc ordinal, in doc order."""
     h = ngram_hashes(wh, n)  # over the whole batch; windows across a document boundary are dropped below
     doc = np.repeat(np.arange(first, first + len(counts), dtype=np.int64), counts)
@@ -117,7 +117,7 @@ class NgramIndex:
         self.n = n
         parts, first = [], 0
         for wh, counts in doc_batches(corpus.words):
-            parts.append(_batch_ngrams(wh, counts, n, first))
+            parts.append(batch_ngrams(wh, counts, n, first))
             first += len(counts)
         hashes = np.concatenate([p[0] for p in parts]) if parts else np.zeros(0, np.uint64)
         docs = np.concatenate([p[1] for p in parts]) if parts else np.zeros(0, np.int64)
@@ -160,7 +160,7 @@ class ShardedNgramIndex:
         buf: list[tuple[np.ndarray, np.ndarray]] = []
         buffered = first = 0
         for wh, counts in doc_batches(docs, batch_chars):
-            buf.append(_batch_ngrams(wh, counts, n, first))
+            buf.append(batch_ngrams(wh, counts, n, first))
             first += len(counts)
             buffered += len(buf[-1][0])
             if buffered >= spill_pairs:
