@@ -97,3 +97,21 @@ def test_a_task_without_its_completion_marker_fails_the_run(tmp_path, monkeypatc
     with pytest.raises(RuntimeError, match="2 of 2 tasks did not complete"):
         executor.run([], 2, "logs")
     assert built["dir"] == tmp_path / "logs"
+
+
+
+def test_a_stats_file_emptied_by_a_kill_is_rebuilt_on_the_rerun(tmp_path):
+    """A kill -9 while datatrove wrote the merged stats.json left it empty; the rerun found every task
+    complete, so datatrove skipped writing it and the stage reading it failed (seen in the e2e kill test).
+    run() now rebuilds it from the per-task stats each time, atomically."""
+    from datatrove.pipeline.filters import LambdaFilter
+
+    docs = [Document(text=f"doc {i}", id=str(i)) for i in range(10)]
+    pipe = [docs, LambdaFilter(lambda d: int(d.id) % 3 == 0)]
+    logs = tmp_path / "logs"
+    executor.run(pipe, 1, logs)
+    whole = (logs / "stats.json").read_bytes()
+    assert b'"dropped"' in whole
+    (logs / "stats.json").write_bytes(b"")  # what the kill left
+    executor.run(pipe, 1, logs)  # every task complete: datatrove itself writes nothing
+    assert (logs / "stats.json").read_bytes() == whole

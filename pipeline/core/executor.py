@@ -28,6 +28,8 @@ from pathlib import Path
 from datatrove.executor import LocalPipelineExecutor, SlurmPipelineExecutor
 from datatrove.utils.stats import PipelineStats
 
+from pipeline.core import io
+
 ROOT = Path(__file__).resolve().parents[2]
 KINDS = ("local", "ray", "slurm")
 
@@ -106,6 +108,20 @@ def run(pipeline: list, tasks: int, logging_dir: str | Path, cfg: ExecutorConfig
         _wait_slurm(executor, tasks, poll_s)
     else:
         _check_complete(executor, tasks, executor.logging_dir.path)
+    _merge_stats(executor, tasks)
+
+
+def _merge_stats(executor, tasks: int) -> None:
+    """Write stats.json from the per-task stats, atomically, on every run. datatrove writes it in place
+    and only when some task ran: a kill during that write left an empty stats.json that every rerun
+    ("all tasks already completed") kept, and the stage reading it failed. Each task's own stats file is
+    written before its completion marker, so after _check_complete all of them are whole."""
+    stats = PipelineStats()
+    for rank in range(tasks):
+        with executor.logging_dir.open(f"stats/{rank:05d}.json", "rt") as f:
+            stats += PipelineStats.from_json(json.load(f))
+    with io.atomic_path(Path(executor.logging_dir.path) / "stats.json") as tmp, open(tmp, "w") as f:
+        stats.save_to_disk(f)
 
 
 def _check_complete(executor, tasks: int, where: str) -> None:
@@ -119,7 +135,7 @@ def _check_complete(executor, tasks: int, where: str) -> None:
 
 def _wait_slurm(executor, tasks: int, poll_s: float) -> None:
     """Wait until the job array leaves the queue (polls every 1 s, slowing to `poll_s`), raise if a task
-    left no completion marker, then write stats.json from the per-task stats as LocalPipelineExecutor does."""
+    left no completion marker (run() then merges the per-task stats)."""
     job = str(executor.job_id)
     start = time.monotonic()
     while job != "-1":  # -1: every task had completed before, nothing was submitted
@@ -129,9 +145,3 @@ def _wait_slurm(executor, tasks: int, poll_s: float) -> None:
             break
         time.sleep(min(poll_s, 1 + (time.monotonic() - start) / 10))  # ~1 s for short jobs, 10% later on
     _check_complete(executor, tasks, f"slurm job {job}: {executor.slurm_logs_folder}")
-    stats = PipelineStats()
-    for rank in range(tasks):
-        with executor.logging_dir.open(f"stats/{rank:05d}.json", "rt") as f:
-            stats += PipelineStats.from_json(json.load(f))
-    with executor.logging_dir.open("stats.json", "wt") as f:
-        stats.save_to_disk(f)
