@@ -170,6 +170,17 @@ def test_a_replaced_lid_model_is_not_served_from_the_old_run(tmp_path, in_tmp_cw
     assert "http://de.cc.test/bruecke" in kept[1] - kept[0]
 
 
+def test_only_a_lid_model_outside_models_lid_is_unversioned(in_tmp_cwd):
+    """DVC versions models/lid/ by content (a cc dep in dvc.yaml); a model elsewhere only by its path,
+    which the stage warns about."""
+    assert not cc.unversioned_lid_model("")  # no model: the stopword heuristic, nothing to version
+    assert not cc.unversioned_lid_model("models/lid/lid.176.bin")
+    assert not cc.unversioned_lid_model(str(in_tmp_cwd / "models" / "lid" / "sub" / "lid.bin"))
+    assert cc.unversioned_lid_model("/opt/lid.176.bin")
+    assert cc.unversioned_lid_model("models/lid.176.bin")
+    assert cc.unversioned_lid_model("models/lid")  # the folder itself is no model file
+
+
 def test_stage_end_to_end_with_truth_wet_and_errors(tmp_path, in_tmp_cwd):
     src = tmp_path / "warcs"
     src.mkdir()

@@ -143,6 +143,14 @@ def test_data_and_model_outputs_rebuild_byte_identical(project):
     assert lock_hashes(project, DATA_STAGES + ["train"]) == before
 
 
+def stale_stages(project: Path) -> set[str]:
+    """The stages `dvc status` reports as changed."""
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+    proc = subprocess.run(["dvc", "status", "--json"], cwd=project, env=env, capture_output=True, text=True,
+                          timeout=300, check=True)
+    return set(json.loads(proc.stdout or "{}"))
+
+
 def changed_stages(project: Path, key: str, value) -> set[str]:
     """Stages `dvc status` reports after setting params.yaml `key` (dotted) to `value`; params restored after."""
     path = project / "params.yaml"
@@ -152,13 +160,9 @@ def changed_stages(project: Path, key: str, value) -> set[str]:
     params[section][name] = value
     path.write_text(yaml.safe_dump(params, sort_keys=False))
     try:
-        env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
-        proc = subprocess.run(["dvc", "status", "--json"], cwd=project, env=env, capture_output=True, text=True,
-                              timeout=300, check=True)
-        status = json.loads(proc.stdout or "{}")
+        return stale_stages(project)
     finally:
         path.write_text(original)
-    return set(status)
 
 
 @pytest.mark.slow
@@ -169,6 +173,19 @@ def test_alpha_touches_only_quality_filter_and_executor_touches_nothing(project)
     assert before <= {"summary"}, before
     assert changed_stages(project, "quality.alpha", 5.0) - before == {"quality_filter"}
     assert changed_stages(project, "executor.workers", 2) - before == set()
+
+
+@pytest.mark.slow
+def test_a_lid_model_replaced_in_models_lid_makes_cc_stale(project):
+    """models/lid/ is a cc dep: DVC sees a LID model's bytes there, not only cc.lang_model's path."""
+    model = project / "models" / "lid" / "lid.bin"
+    before = stale_stages(project)
+    try:
+        model.write_bytes(b"model one")
+        assert stale_stages(project) - before == {"cc"}
+    finally:
+        model.unlink()
+    assert stale_stages(project) == before
 
 
 @pytest.mark.slow

@@ -39,6 +39,7 @@ from pipeline.sources.language import LanguageFilter, RegexWordTokenizer
 
 WARC_SUFFIXES = (".warc.gz", ".warc", ".warc.wet.gz", ".wet.gz", ".wet")
 HTML_TYPES = ("text/html", "application/xhtml+xml")
+LID_FOLDER = Path("models/lid")  # a dvc.yaml dep of this stage: a LID model here is versioned by its bytes
 WARC_TYPE = "warc_type"  # metadata: response (HTML, extracted here) or conversion (WET, text already)
 WARC_DATE = "warc_date"
 
@@ -274,6 +275,11 @@ def build_pipeline(cfg: CCConfig, ecfg: extract.ExtractConfig, in_dir: str | Pat
 # --- the stage -------------------------------------------------------------------------------
 
 
+def unversioned_lid_model(lang_model: str) -> bool:
+    """True for a LID model outside models/lid/, whose bytes DVC does not see (only the param's path)."""
+    return bool(lang_model) and LID_FOLDER.resolve() not in Path(lang_model).resolve().parents
+
+
 def run(cfg: CCConfig, ecfg: extract.ExtractConfig, in_dir: str | Path, out_dir: str | Path,
         truth_path: str | Path | None = None, exec_cfg=None):
     """Run the cc stage: WARC/WET files in `in_dir` -> document folder `out_dir`.
@@ -292,6 +298,9 @@ def run(cfg: CCConfig, ecfg: extract.ExtractConfig, in_dir: str | Path, out_dir:
     # the fingerprint covers params, input bytes and this code: DVC reruns the stage when the code
     # changes, and stale datatrove completions must not turn that rerun into a no-op
     model = [cfg.lang_model] if cfg.lang_model else []  # a replaced LID model must not reuse the old run's work
+    if unversioned_lid_model(cfg.lang_model):
+        logger.warning(f"cc.lang_model {cfg.lang_model} is outside {LID_FOLDER}/: DVC sees "
+                       "only its path, so a model replaced in place will not rerun this stage")
     work = io.work_dir("cc", io.run_fingerprint(cfg, ecfg, inputs=files + model, code=[__file__, extract.__file__]))
     staged = work / "out"
     if files:
