@@ -84,9 +84,7 @@ def main() -> None:
     mb = sum(len(d.text.encode()) for d in docs) / 1e6
     task_map = tasks.load_all(DATA / "eval")
     ref_bad = reference_tables(task_map, cfg)
-    ours_bad = dec.eval_ngrams(task_map, cfg)
-    real_eval_ngrams = dec.eval_ngrams
-    dec.eval_ngrams = lambda *_: ours_bad  # built once, outside the timed passes, as the reference's sets
+    ours_bad = dec.eval_ngrams(task_map, cfg)  # built once, outside the timed passes, as the reference's sets
     times: dict[str, list[float]] = {"reference": [], "ours": []}
     for r in range(args.repeats):
         for name in (("reference", "ours") if r % 2 else ("ours", "reference")):  # alternate who goes first
@@ -94,10 +92,9 @@ def main() -> None:
             if name == "reference":
                 ref_dirty = reference(docs, ref_bad, cfg)
             else:
-                out = list(dec.decontaminate(lambda: docs, task_map, cfg, {}))
+                out = list(dec.decontaminate(lambda: docs, task_map, cfg, {}, eval_hashes=ours_bad))
                 ours_dirty = {d.id.split("#decon")[0] for d, reason in out if reason or "#decon" in d.id}
             times[name].append(time.perf_counter() - t0)
-    dec.eval_ngrams = real_eval_ngrams
     assert ours_dirty == ref_dirty, (sorted(ours_dirty ^ ref_dirty)[:5], len(ours_dirty), len(ref_dirty))
     rows = {k: {"s": round(statistics.median(v), 3), "mb_per_s": round(mb / statistics.median(v), 2)}
             for k, v in times.items()}

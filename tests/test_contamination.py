@@ -332,7 +332,12 @@ def test_decontamination_in_batches_equals_one_document_at_a_time(tmp_path, monk
                                                                           con.ContaminationConfig(), counts)]
         runs[size] = (out, counts)
     assert runs[1] == runs[64] == runs[1 << 16]
-    bad = {n: dec.SortedHashes(b) for n, b in dec.eval_ngrams({"lambada": task}, con.ContaminationConfig()).items()}
+    hashes = dec.eval_ngrams({"lambada": task}, con.ContaminationConfig())
+    counts = {}
+    prebuilt = [(d.id, d.text, reason) for d, reason in dec.decontaminate(
+        lambda: docs, {"lambada": task}, con.ContaminationConfig(), counts, eval_hashes=hashes)]
+    assert (prebuilt, counts) == runs[1 << 16]  # benchmark n-grams built by the caller: the same cut
+    bad = {n: dec.SortedHashes(b) for n, b in hashes.items()}
     assert all(not len(text) for text, _ in dec._batch_hits([docs[0].text, docs[1].text], bad).values())
     assert {int(t) for text, _ in dec._batch_hits([docs[0].text, docs[5].text], bad).values() for t in text} == {1}
     out, counts = runs[1 << 16]

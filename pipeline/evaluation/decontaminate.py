@@ -120,7 +120,8 @@ def split_text(text: str, cuts: list[tuple[int, int]], cfg: ContaminationConfig)
 
 
 def decontaminate(docs: Callable[[], Iterable[Any]], task_map: dict[str, tasks.Task], cfg: ContaminationConfig,
-                  counts: dict[str, int]) -> Iterator[tuple[Any, str | None]]:
+                  counts: dict[str, int], eval_hashes: dict[int, np.ndarray] | None = None
+                  ) -> Iterator[tuple[Any, str | None]]:
     """GPT-3 appendix C: remove benchmark n-grams from training documents.
 
     Each training n-gram that collides with a benchmark n-gram (the benchmark's n, choose_n) is
@@ -135,12 +136,13 @@ def decontaminate(docs: Callable[[], Iterable[Any]], task_map: dict[str, tasks.T
             frequencies first, then the cut).
         counts: filled with docs_in, docs_clean, docs_split, docs_dropped_too_many_pieces,
             docs_dropped_all_short, pieces_out, pieces_dropped_short, collisions, chars_in, chars_out.
+        eval_hashes: `eval_ngrams(task_map, cfg)` when the caller has built it already (None: built here).
 
     Yields:
         (document, None) for each kept document or piece (pieces get id "<id>#decon<k>" and
         metadata decontam_piece = k), (original document, reason) for each dropped one.
     """
-    bad = {n: SortedHashes(b) for n, b in eval_ngrams(task_map, cfg).items()}
+    bad = {n: SortedHashes(b) for n, b in (eval_hashes or eval_ngrams(task_map, cfg)).items()}
     df: dict[int, dict[int, int]] = {n: {} for n in bad}
     seen: set[str] = set()
     for batch in _batches(docs()):  # pass 1: training document frequency of the benchmark n-grams, repeats once
