@@ -153,7 +153,15 @@ def test_stage_end_to_end(in_tmp_cwd):
     assert len(clusters) == 8 and sum(r["kept"] for r in clusters) == 4
     near = [r for r in clusters if r["reason"] == dedup.NEAR]
     assert all(abs(r["est_jaccard_to_kept"] - r["true_jaccard_to_kept"]) < 0.15 for r in near)
+    # the true Jaccard (from the filter pass's shingle sets) is that of the two texts' shingle sets, exactly
+    texts = {d.id: d.text for docs in corpus().values() for d in docs}
+    for r in clusters:
+        a, b = (minhash.shingle_set(texts[r[k]], CFG.ngram) for k in ("doc_id", "cluster_id"))
+        assert r["true_jaccard_to_kept"] == round(minhash.jaccard(a, b), 4), r
+    assert {r["true_jaccard_to_kept"] == 1.0 for r in clusters} == {True, False}
     assert rep["examples"][0]["reason"] == dedup.NEAR and len(rep["examples"]) == 4
+    for e in rep["examples"]:
+        assert (e["removed_text"], e["kept_text"]) == (texts[e["removed_id"]][:200], texts[e["kept_id"]][:200])
     first = {p: io.sha256_file(p) for p in sorted((in_tmp_cwd / "out").rglob("*")) if p.is_file()}
     dedup.run(CFG, 1337, inputs, "out", truth_path="truth.json")  # a rerun (resumed work dir) gives byte-identical outputs
     assert first == {p: io.sha256_file(p) for p in sorted((in_tmp_cwd / "out").rglob("*")) if p.is_file()}
@@ -199,3 +207,24 @@ def test_missing_source_is_an_error_not_a_crash(in_tmp_cwd):
     rep = dedup.run(CFG, 1, {"books": "in/books", "cc": "in/nowhere"}, "out").to_dict()
     assert rep["errors"] == {"missing_input": 1} and rep["docs_out"] == 3
     assert sorted(p.name for p in (in_tmp_cwd / "out").iterdir()) == ["_manifest.json", "books", "clusters.parquet"]
+
+
+def test_shingle_sets_refuse_a_shard_that_changed_since_the_signature_pass(tmp_path):
+    """The filter pass's ShingleSets maps documents to the signature pass's rows by position: a shard whose
+    documents differ (changed under a running stage) fails loudly instead of misplacing sets."""
+    import pyarrow as pa
+
+    from pipeline.curate.dedup_steps import ShingleSets
+
+    (tmp_path / "dec").mkdir()
+    pq.write_table(pa.table({"id": ["a", "b"], "cluster_size": pa.array([2, 1], pa.int64())}),
+                   tmp_path / "dec" / "00000.parquet")
+    step = ShingleSets(tmp_path / "dec", tmp_path / "sets", CFG.ngram)
+    docs = [Document(text="one two three four five six", id="a"), Document(text="x y z", id="b")]
+    assert [d.id for d in step.run(iter(docs))] == ["a", "b"]
+    index = pq.read_table(tmp_path / "sets" / "00000.sets.parquet").to_pylist()
+    assert [(r["row"], r["start"], r["head"]) for r in index] == [(0, 0, docs[0].text)]  # only the clustered one
+    sets = np.fromfile(tmp_path / "sets" / "00000.sets.bin", dtype=np.uint64)
+    assert np.array_equal(sets, minhash.shingle_set(docs[0].text, CFG.ngram)) and index[0]["length"] == len(sets)
+    with pytest.raises(RuntimeError, match="inputs changed"):
+        list(step.run(iter(docs[::-1])))

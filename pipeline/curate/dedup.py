@@ -16,7 +16,8 @@ executor params.yaml `executor` picks: local, Ray or Slurm, see executor.py):
      arrays, keep rule; decisions written per input shard. Deterministic numpy: datatrove's Rust cluster step
      is not (datatrove#106). It holds ~40 bytes per document in arrays plus the ids as one Arrow string
      array, never signatures (512 bytes per document at 128 permutations) nor all candidate pairs.
-  4. `DedupFilter` x2 with exclusion writers, one task per input shard: removed/exact_duplicate, removed/duplicate.
+  4. `ShingleSets` then `DedupFilter` x2 with exclusion writers, one task per input shard: the shingle sets
+     of clustered documents (for the report), removed/exact_duplicate, removed/duplicate.
      Then `dedup_report`: counts, clusters.parquet with each clustered document's true Jaccard, examples.
 Bands and rows come from the threshold as datasketch picks them (`optimal_bands`).
 """
@@ -32,7 +33,7 @@ import numpy as np
 
 from pipeline.core import executor, io, params, records, report, truth
 from pipeline.curate import dedup_cluster, dedup_report, dedup_steps, minhash
-from pipeline.curate.dedup_steps import BandStep, DedupFilter, SignatureStep
+from pipeline.curate.dedup_steps import BandStep, DedupFilter, ShingleSets, SignatureStep
 from pipeline.curate.minhash import DedupConfig, SigStore, optimal_bands
 
 log = logging.getLogger(__name__)
@@ -209,9 +210,11 @@ def run(cfg: DedupConfig, seed: int, inputs: dict[str, str | Path], out: str | P
     staging = work / "out"
     if staging.exists():
         shutil.rmtree(staging)
+    shutil.rmtree(work / "sets", ignore_errors=True)
     for source in present:
         dst = staging / source
         pipe = [io.doc_reader(inputs[source]),
+                ShingleSets(work / "decisions" / source, work / "sets" / source, cfg.ngram),
                 DedupFilter(work / "decisions" / source, EXACT, io.removed_writer(dst, EXACT)),
                 DedupFilter(work / "decisions" / source, NEAR, io.removed_writer(dst, NEAR)),
                 io.doc_writer(dst)]
@@ -222,7 +225,7 @@ def run(cfg: DedupConfig, seed: int, inputs: dict[str, str | Path], out: str | P
 
     clock.append(("filter", time.perf_counter()))
     truth_data = truth.load(truth_path)
-    clusters = dedup_report.summarise(rep, cfg, meta, cl, shards, present, truth_data, work)
+    clusters = dedup_report.summarise(rep, cfg, meta, cl, shards, present, truth_data, work / "sets")
     _write_clusters(staging / "clusters.parquet", clusters)
     sweep = threshold_sweep(cfg, meta, shards, store, truth_data) if meta["n"] else []
     rep.extra["sweep"] = sweep

@@ -2,12 +2,10 @@
 
 Nothing here holds a Python object per document: counts are bincounts, ids stay one Arrow string array,
 and the true Jaccard of each clustered document to its kept one (the check on the MinHash estimate) comes
-from the input shards read one at a time; the shingle sets go to a file on disk and are read back per pair.
+from the shingle sets the filter pass's tasks wrote (dedup_steps.ShingleSets), read back per pair.
 """
 from __future__ import annotations
 
-import io as _io
-import os
 from collections import Counter
 from pathlib import Path
 
@@ -18,7 +16,7 @@ import pyarrow.parquet as pq
 
 from pipeline.core import report, truth
 from pipeline.curate.dedup_cluster import EXACT_CODE, KEPT, NEAR_CODE, Clusters
-from pipeline.curate.minhash import DedupConfig, _join, _shingles, jaccard, optimal_bands
+from pipeline.curate.minhash import DedupConfig, jaccard, optimal_bands
 
 REASONS = {EXACT_CODE: "exact_duplicate", NEAR_CODE: "duplicate"}  # the names dedup.EXACT and dedup.NEAR
 SCHEMA = pa.schema([("cluster_id", pa.string()), ("doc_id", pa.string()), ("source", pa.string()),
@@ -46,80 +44,50 @@ class Shards:
         return out
 
 
-def _shard_texts(path: Path, wanted: dict[str, int]) -> dict[int, str]:
-    """Texts of the documents of one input shard whose id is in `wanted` (id -> row), streamed."""
-    import orjson
-    import zstandard
-
-    out = {}
-    with open(path, "rb") as fh:
-        for line in _io.BufferedReader(zstandard.ZstdDecompressor().stream_reader(fh)):
-            if line.strip():
-                rec = orjson.loads(line)
-                row = wanted.get(rec.get("id"))
-                if row is not None and rec.get("text"):
-                    out[row] = rec["text"]
-    return out
-
-
-def true_jaccards(ids: pa.Array, shards: Shards, cl: Clusters, rows: np.ndarray, ngram: int, work: Path,
+def true_jaccards(shards: Shards, cl: Clusters, rows: np.ndarray, sets_dir: Path,
                   keep_text: set[int]) -> tuple[np.ndarray, dict[int, str]]:
-    """True shingle Jaccard of each of `rows` (sorted) to its kept document, and the texts of `keep_text` rows.
+    """True shingle Jaccard of each of `rows` (sorted) to its kept document, and the first characters of the
+    `keep_text` rows, from the shingle sets the filter pass wrote per shard (dedup_steps.ShingleSets).
 
-    Pass 1 streams the input shards and writes each row's distinct shingle hashes to a file; pass 2 reads
-    the two sets of each pair back (os.pread), so memory holds one shard and one pair, not every set.
+    Each shard's sets file is memory-mapped and read one pair at a time, so memory holds two sets, not all;
+    a row without a set (empty text) keeps a Jaccard of None (NaN here).
     """
     need = np.union1d(rows, cl.root[rows])
-    offset = np.zeros(len(need) + 1, dtype=np.int64)
-    found = np.zeros(len(need), dtype=bool)
-    texts: dict[int, str] = {}
-    path = work / "shingle_sets.bin"
-    with open(path, "wb") as out:
-        written = 0
-        for k, file in enumerate(shards.files):
-            lo, hi = shards.starts[k], shards.starts[k + 1]
-            mine = need[(need >= lo) & (need < hi)]
-            if not len(mine):
-                continue
-            got = _shard_texts(file, dict(zip(ids.take(pa.array(mine)).to_pylist(), mine.tolist())))
-            texts.update((r, t[:200]) for r, t in got.items() if r in keep_text)
-            order = sorted(got)
-            if not order:
-                continue
-            sh, off = _shingles(*_join([got[r] for r in order]), ngram)
-            doc = np.repeat(np.arange(len(order)), np.diff(off))
-            o = np.lexsort((sh, doc))
-            sh, doc = sh[o], doc[o]
-            first = np.ones(len(sh), dtype=bool)
-            first[1:] = (sh[1:] != sh[:-1]) | (doc[1:] != doc[:-1])
-            out.write(sh[first].tobytes())
-            at = np.searchsorted(need, order)
-            found[at] = True
-            offset[at + 1] = np.bincount(doc[first], minlength=len(order))
-            written += int(first.sum())
-    # offsets of each set (in hashes); a row whose text was not found has no set (its Jaccard stays None)
-    start = np.concatenate([[0], np.cumsum(offset[1:])])[:-1]
-    length = offset[1:]
-    result = np.full(len(rows), np.nan)
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        def read(i: int) -> np.ndarray:
-            return np.frombuffer(os.pread(fd, int(length[i]) * 8, int(start[i]) * 8), dtype=np.uint64)
+    shard = np.full(len(need), -1, dtype=np.int64)
+    start = np.zeros(len(need), dtype=np.int64)
+    length = np.zeros(len(need), dtype=np.int64)
+    maps, texts = [], {}
+    for k, meta in enumerate(shards.meta):
+        base = Path(sets_dir) / shards.sources[k] / Path(meta).name.split(".")[0]
+        index = Path(f"{base}.sets.parquet")
+        t = pq.read_table(index) if index.exists() else None
+        size = Path(f"{base}.sets.bin").stat().st_size if t is not None else 0
+        maps.append(np.memmap(f"{base}.sets.bin", dtype=np.uint64, mode="r") if size else np.zeros(0, np.uint64))
+        if t is None or not t.num_rows:
+            continue
+        g = shards.starts[k] + t["row"].to_numpy()
+        at = np.minimum(np.searchsorted(need, g), len(need) - 1)
+        ok = need[at] == g
+        shard[at[ok]], start[at[ok]], length[at[ok]] = k, t["start"].to_numpy()[ok], t["length"].to_numpy()[ok]
+        shown = [(r, h) for r, h in zip(g.tolist(), t["head"].to_pylist()) if r in keep_text] if keep_text else []
+        texts.update(shown)
 
-        a_at, b_at = np.searchsorted(need, rows), np.searchsorted(need, cl.root[rows])
-        for k, (i, j) in enumerate(zip(a_at.tolist(), b_at.tolist())):
-            if found[i] and found[j]:
-                result[k] = 1.0 if i == j else jaccard(read(i), read(j))
-    finally:
-        os.close(fd)
-        path.unlink()
+    def read(i: int) -> np.ndarray:
+        return np.asarray(maps[shard[i]][start[i]:start[i] + length[i]])
+
+    result = np.full(len(rows), np.nan)
+    a_at, b_at = np.searchsorted(need, rows), np.searchsorted(need, cl.root[rows])
+    for k, (i, j) in enumerate(zip(a_at.tolist(), b_at.tolist())):
+        if shard[i] >= 0 and shard[j] >= 0:
+            result[k] = 1.0 if i == j else jaccard(read(i), read(j))
     return result, texts
 
 
 def summarise(rep: report.StageReport, cfg: DedupConfig, meta: dict, cl: Clusters, shards: Shards,
-              present: list[str], truth_data: dict | None, work: Path) -> pa.Table:
+              present: list[str], truth_data: dict | None, sets_dir: Path) -> pa.Table:
     """Per-source counts, cross-source removals, cluster rows with true Jaccard, examples, truth P/R into
-    `rep`; returns the clusters.parquet table. `meta`: the driver's arrays (dedup._load_meta)."""
+    `rep`; returns the clusters.parquet table. `meta`: the driver's arrays (dedup._load_meta); `sets_dir`:
+    the filter pass's shingle sets of clustered documents (dedup_steps.ShingleSets)."""
     ids, n, nbytes, src, src_names = meta["ids"], meta["n"], meta["bytes"], meta["src"], meta["src_names"]
     removed = cl.reason != KEPT
     per_source = {s: Counter() for s in present}
@@ -154,7 +122,7 @@ def summarise(rep: report.StageReport, cfg: DedupConfig, meta: dict, cl: Cluster
     id_pos[meta["id_order"]] = np.arange(n)
     cand_est = est4[removed[multi]]
     pick = cand[np.lexsort((id_pos[cand], cand_est, src[cand] == src[cl.root[cand]], cl.reason[cand] != NEAR_CODE))][:10]
-    true_j, texts = true_jaccards(ids, shards, cl, multi, cfg.ngram, work, set(pick.tolist()) | set(cl.root[pick].tolist()))
+    true_j, texts = true_jaccards(shards, cl, multi, sets_dir, set(pick.tolist()) | set(cl.root[pick].tolist()))
     true4 = [None if np.isnan(t) else round(float(t), 4) for t in true_j]
     table = pa.table({"cluster_id": ids.take(pa.array(cl.root[multi])), "doc_id": ids.take(pa.array(multi)),
                       "removed": pa.array(removed[multi])})

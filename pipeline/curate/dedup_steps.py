@@ -14,7 +14,8 @@ from datatrove.pipeline.base import PipelineStep
 from datatrove.pipeline.filters.base_filter import BaseFilter
 
 from pipeline.core import io, records
-from pipeline.curate.minhash import DedupConfig, bucket_pairs, has_words, optimal_bands, signatures, sorted_bands
+from pipeline.curate.minhash import (DedupConfig, _join, _shingles, bucket_pairs, has_words, optimal_bands, signatures,
+                                     sorted_bands)
 
 
 class SignatureStep(PipelineStep):
@@ -104,6 +105,76 @@ class BandStep(PipelineStep):
                 with open(tmp, "wb") as fh:
                     np.save(fh, pairs)
         return iter(())
+
+
+class ShingleSets(PipelineStep):
+    """Pass-through step of the filter pass: for every document of a cluster (cluster_size > 1 in its
+    shard's decisions) it keeps the distinct shingle hashes, the report's true-Jaccard check on the MinHash
+    estimate. Task `rank` writes `<out_dir>/<rank>.sets.bin` (the sets, uint64, one after another) and
+    `<rank>.sets.parquet` (local row, start and length in hashes, first HEAD_CHARS characters), so the
+    report reads no input shard again and this work spreads over the executor with the filter."""
+
+    name = "🧮 shingle sets of clustered docs"
+    type = "🫂 - DEDUP"
+    HEAD_CHARS = 200  # what the report's examples show of a document
+    BATCH_CHARS = 4_000_000
+
+    def __init__(self, decisions_dir: str | Path, out_dir: str | Path, ngram: int):
+        super().__init__()
+        self.decisions_dir, self.out_dir, self.ngram = str(decisions_dir), str(out_dir), ngram
+
+    def run(self, data, rank: int = 0, world_size: int = 1):
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        path = Path(f"{self.decisions_dir}/{rank:05d}.parquet")
+        dec = pq.read_table(path, columns=["id", "cluster_size"]) if path.exists() else None
+        ids = dec["id"].to_pylist() if dec is not None else []
+        clustered = dec["cluster_size"].to_numpy() > 1 if dec is not None else np.zeros(0, bool)
+        out = Path(self.out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        cols = defaultdict(list)
+        batch: list[tuple[int, str]] = []
+        written = 0
+        with io.atomic_path(out / f"{rank:05d}.sets.bin") as tmp, open(tmp, "wb") as fh:
+            def flush():
+                nonlocal written
+                if not batch:
+                    return
+                with self.track_time():
+                    sh, off = _shingles(*_join([t for _, t in batch]), self.ngram)
+                    doc = np.repeat(np.arange(len(batch)), np.diff(off))
+                    o = np.lexsort((sh, doc))
+                    sh, doc = sh[o], doc[o]
+                    first = np.ones(len(sh), dtype=bool)
+                    first[1:] = (sh[1:] != sh[:-1]) | (doc[1:] != doc[:-1])
+                    fh.write(sh[first].tobytes())
+                    length = np.bincount(doc[first], minlength=len(batch))
+                cols["row"] += [r for r, _ in batch]
+                cols["start"] += (written + np.concatenate([[0], np.cumsum(length)[:-1]])).tolist()
+                cols["length"] += length.tolist()
+                cols["head"] += [t[:self.HEAD_CHARS] for _, t in batch]
+                written += int(length.sum())
+                batch.clear()
+
+            size = 0
+            for row, doc in enumerate(data):
+                if row >= len(ids) or ids[row] != doc.id:  # the signature pass saw these documents, in this order
+                    raise RuntimeError(f"dedup shard {rank}: document {row} ({doc.id}) is not the one the "
+                                       "signature pass saw: the inputs changed during the stage")
+                if clustered[row] and doc.text:
+                    self.stat_update("clustered_docs")
+                    batch.append((row, doc.text))
+                    size += len(doc.text)
+                    if size >= self.BATCH_CHARS:
+                        flush()
+                        size = 0
+                yield doc
+            flush()
+        table = pa.table({"row": pa.array(cols["row"], pa.int64()), "start": pa.array(cols["start"], pa.int64()),
+                          "length": pa.array(cols["length"], pa.int64()), "head": pa.array(cols["head"], pa.string())})
+        with io.atomic_path(out / f"{rank:05d}.sets.parquet") as tmp:
+            pq.write_table(table, tmp)
 
 
 @functools.lru_cache(maxsize=2)
