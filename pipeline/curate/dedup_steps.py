@@ -117,7 +117,7 @@ class ShingleSets(PipelineStep):
     name = "🧮 shingle sets of clustered docs"
     type = "🫂 - DEDUP"
     HEAD_CHARS = 200  # what the report's examples show of a document
-    BATCH_CHARS = 4_000_000
+    BATCH_CHARS = 1_000_000  # shingling peaks at ~60 bytes per character (tracemalloc): ~60 MB beside the writers
 
     def __init__(self, decisions_dir: str | Path, out_dir: str | Path, ngram: int):
         super().__init__()
