@@ -6,6 +6,7 @@ from the shingle sets the filter pass's tasks wrote (dedup_steps.ShingleSets), r
 """
 from __future__ import annotations
 
+import os
 from collections import Counter
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from pipeline.core import report, truth
 from pipeline.curate.dedup_cluster import EXACT_CODE, KEPT, NEAR_CODE, Clusters
 from pipeline.curate.minhash import DedupConfig, jaccard, optimal_bands
 
+OPEN_FILES = 256  # shard set files open at once while the pairs are read (well under the usual 1,024 fds)
 REASONS = {EXACT_CODE: "exact_duplicate", NEAR_CODE: "duplicate"}  # the names dedup.EXACT and dedup.NEAR
 SCHEMA = pa.schema([("cluster_id", pa.string()), ("doc_id", pa.string()), ("source", pa.string()),
                     ("kept", pa.bool_()), ("reason", pa.string()), ("est_jaccard_to_kept", pa.float64()),
@@ -49,37 +51,50 @@ def true_jaccards(shards: Shards, cl: Clusters, rows: np.ndarray, sets_dir: Path
     """True shingle Jaccard of each of `rows` (sorted) to its kept document, and the first characters of the
     `keep_text` rows, from the shingle sets the filter pass wrote per shard (dedup_steps.ShingleSets).
 
-    Each shard's sets file is memory-mapped and read one pair at a time, so memory holds two sets, not all;
-    a row without a set (empty text) keeps a Jaccard of None (NaN here).
+    Sets are read one pair at a time (os.pread: no mapped pages held, so the driver's RSS stays its own),
+    with at most OPEN_FILES shard files open; a row without a set (empty text) keeps a Jaccard of None (NaN).
     """
     need = np.union1d(rows, cl.root[rows])
     shard = np.full(len(need), -1, dtype=np.int64)
     start = np.zeros(len(need), dtype=np.int64)
     length = np.zeros(len(need), dtype=np.int64)
-    maps, texts = [], {}
+    bins, texts = [], {}
     for k, meta in enumerate(shards.meta):
         base = Path(sets_dir) / shards.sources[k] / Path(meta).name.split(".")[0]
+        bins.append(f"{base}.sets.bin")
         index = Path(f"{base}.sets.parquet")
         t = pq.read_table(index) if index.exists() else None
-        size = Path(f"{base}.sets.bin").stat().st_size if t is not None else 0
-        maps.append(np.memmap(f"{base}.sets.bin", dtype=np.uint64, mode="r") if size else np.zeros(0, np.uint64))
         if t is None or not t.num_rows:
             continue
         g = shards.starts[k] + t["row"].to_numpy()
         at = np.minimum(np.searchsorted(need, g), len(need) - 1)
         ok = need[at] == g
         shard[at[ok]], start[at[ok]], length[at[ok]] = k, t["start"].to_numpy()[ok], t["length"].to_numpy()[ok]
-        shown = [(r, h) for r, h in zip(g.tolist(), t["head"].to_pylist()) if r in keep_text] if keep_text else []
-        texts.update(shown)
+        wanted = [r for r in g.tolist() if r in keep_text]
+        if wanted:
+            texts.update(zip(wanted, t["head"].take(pa.array(np.flatnonzero(np.isin(g, wanted)))).to_pylist()))
+
+    fds: dict[int, int] = {}
 
     def read(i: int) -> np.ndarray:
-        return np.asarray(maps[shard[i]][start[i]:start[i] + length[i]])
+        k = int(shard[i])
+        if k not in fds:
+            if len(fds) >= OPEN_FILES:
+                for fd in fds.values():
+                    os.close(fd)
+                fds.clear()
+            fds[k] = os.open(bins[k], os.O_RDONLY)
+        return np.frombuffer(os.pread(fds[k], int(length[i]) * 8, int(start[i]) * 8), dtype=np.uint64)
 
     result = np.full(len(rows), np.nan)
     a_at, b_at = np.searchsorted(need, rows), np.searchsorted(need, cl.root[rows])
-    for k, (i, j) in enumerate(zip(a_at.tolist(), b_at.tolist())):
-        if shard[i] >= 0 and shard[j] >= 0:
-            result[k] = 1.0 if i == j else jaccard(read(i), read(j))
+    try:
+        for k, (i, j) in enumerate(zip(a_at.tolist(), b_at.tolist())):
+            if shard[i] >= 0 and shard[j] >= 0:
+                result[k] = 1.0 if i == j else jaccard(read(i), read(j))
+    finally:
+        for fd in fds.values():
+            os.close(fd)
     return result, texts
 
 
