@@ -3,7 +3,9 @@
 For every stage named (default: the long ones), in a project where `dvc repro` has run:
   1. reference: delete the stage's outputs (as DVC does before a rerun) and its resume state, run its
      dvc.yaml cmd to the end, hash every output file;
-  2. for each of N kill points, at a seeded fraction of the reference duration: delete the outputs and the
+  2. for each of N kill points, at a seeded fraction of the reference duration (every other point late, at
+     80-105%, where a stage publishes and writes its last files: a kill while datatrove wrote its merged
+     stats.json once broke the rerun there, and early points never reach it): delete the outputs and the
      resume state, start the cmd in its own process group, SIGKILL the group at that moment, check that
      no output is half-written (an output that exists is whole: equal to the reference; no temp or staging
      leftovers beside it), then rerun the cmd to the end (it resumes from the resume state the killed run left)
@@ -120,7 +122,8 @@ def soak_stage(project: Path, name: str, points: int, rng: random.Random, log=pr
     reference = hashes(outs)
     results = []
     for k in range(points):
-        fraction = rng.uniform(0.05, 0.95)
+        late = k % 2 == 1
+        fraction = rng.uniform(0.8, 1.05) if late else rng.uniform(0.05, 0.95)
         clear(outs)  # DVC deletes outputs before it reruns a stage
         shutil.rmtree(project / "data" / "resume" / name, ignore_errors=True)  # a fresh run, killed ...
         killed = kill_at(argv, project, fraction * duration)
@@ -128,7 +131,7 @@ def soak_stage(project: Path, name: str, points: int, rng: random.Random, log=pr
         stray = leftovers(outs)
         run(argv, project)  # ... and the rerun resumes from what the killed run left in data/resume/<stage>
         after = hashes(outs)
-        row = {"stage": name, "point": k, "at_s": round(fraction * duration, 2), "killed": killed,
+        row = {"stage": name, "point": k, "late": late, "at_s": round(fraction * duration, 2), "killed": killed,
                "outputs_whole_after_kill": whole, "leftovers": stray, "identical_after_rerun": after == reference}
         if after != reference:  # which files, so that a rare failure (a CI run) says where to look
             row["differing"] = sorted(os.path.relpath(p, project) for p in set(after) | set(reference)

@@ -190,7 +190,8 @@ def test_a_lid_model_replaced_in_models_lid_makes_cc_stale(project):
 
 @pytest.mark.slow
 def test_kill_9_anywhere_then_rerun_gives_the_same_bytes(project):
-    """bench/kill_soak.py at two seeded points per long stage (the script itself runs many): SIGKILL, nothing
+    """bench/kill_soak.py at two seeded points per long stage, one of them late (80-105% of the run, where a stage
+    publishes; the script itself runs many): SIGKILL, nothing
     half-written, the rerun resumes and matches an uninterrupted run byte for byte; then a whole `dvc repro`
     killed mid-way, after which `dvc repro` finishes and `dvc status` is clean."""
     import importlib.util
@@ -201,7 +202,9 @@ def test_kill_9_anywhere_then_rerun_gives_the_same_bytes(project):
     spec.loader.exec_module(soak)
     rng = random.Random(1337)
     rows = [row for name in soak.LONG_STAGES for row in soak.soak_stage(project, name, 2, rng, log=lambda _: None)]
-    assert sum(r["killed"] for r in rows) >= len(rows) - 2, rows  # almost every point hit a running stage
+    early = [r for r in rows if not r["late"]]  # a late point (80-105% of the run) may find the stage done
+    assert len(early) == len(soak.LONG_STAGES) and sum(r["killed"] for r in early) >= len(early) - 2, rows
+    assert any(r["killed"] for r in rows if r["late"]), rows
     for row in rows:
         assert row["outputs_whole_after_kill"] and not row["leftovers"] and row["identical_after_rerun"], row
     repro = soak.soak_dvc_repro(project, rng, log=lambda _: None)
