@@ -230,3 +230,13 @@ def test_shingle_sets_refuse_a_shard_that_changed_since_the_signature_pass(tmp_p
     assert np.array_equal(sets, minhash.shingle_set(docs[0].text, CFG.ngram)) and index[0]["length"] == len(sets)
     with pytest.raises(RuntimeError, match="inputs changed"):
         list(step.run(iter(docs[::-1])))
+
+
+def test_inputs_without_documents_give_an_empty_output(in_tmp_cwd):
+    """No source holds a document (an empty folder, a missing one): no filter task runs, so no shingle sets
+    exist; the stage still publishes an empty result and reports the missing input."""
+    (in_tmp_cwd / "in" / "cc").mkdir(parents=True)
+    rep = dedup.run(CFG, 1337, {records.CC: in_tmp_cwd / "in" / "cc", records.BOOKS: in_tmp_cwd / "absent"},
+                    "out").to_dict()
+    assert (rep["docs_in"], rep["docs_out"], rep["errors"]) == (0, 0, {"missing_input": 1})
+    assert pq.read_table("out/clusters.parquet").num_rows == 0

@@ -226,7 +226,7 @@ def run(cfg: DedupConfig, seed: int, inputs: dict[str, str | Path], out: str | P
     clock.append(("filter", time.perf_counter()))
     truth_data = truth.load(truth_path)
     clusters = dedup_report.summarise(rep, cfg, meta, cl, shards, present, truth_data, work / "sets")
-    shutil.rmtree(work / "sets")  # read once; the filter pass, which writes them, reruns every time
+    shutil.rmtree(work / "sets", ignore_errors=True)  # read once (none without inputs); the filter pass reruns each time
     _write_clusters(staging / "clusters.parquet", clusters)
     sweep = threshold_sweep(cfg, meta, shards, store, truth_data) if meta["n"] else []
     rep.extra["sweep"] = sweep
