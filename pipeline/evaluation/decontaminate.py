@@ -22,7 +22,7 @@ from pipeline.core import records
 from pipeline.evaluation import tasks
 from pipeline.evaluation.ngram_index import batch_ngrams
 from pipeline.evaluation.ngrams import (BATCH_CHARS, ContaminationConfig, choose_n, ngram_hashes, normalize,
-                                       normalize_words, text_word_hashes, word_hashes)
+                                       normalize_words, runs, text_word_hashes, word_hashes)
 
 log = logging.getLogger(__name__)
 
@@ -76,16 +76,7 @@ def _colliding(wh: np.ndarray, bad: dict[int, SortedHashes]) -> list[tuple[int, 
 def _batches(docs: Iterable[Any]) -> Iterator[list[Any]]:
     """The documents with text, in order, in runs of about BATCH_CHARS characters (hashed in one numpy pass:
     per-document calls cost more than the hashing)."""
-    batch, size = [], 0
-    for doc in docs:
-        if isinstance(doc.text, str):
-            batch.append(doc)
-            size += len(doc.text)
-            if size >= BATCH_CHARS:
-                yield batch
-                batch, size = [], 0
-    if batch:
-        yield batch
+    return runs((d for d in docs if isinstance(d.text, str)), BATCH_CHARS, lambda d: len(d.text))
 
 
 def _batch_hits(texts: list[str], bad: dict[int, SortedHashes]) -> dict[int, tuple[np.ndarray, np.ndarray]]:

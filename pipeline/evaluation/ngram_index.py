@@ -16,7 +16,7 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
-from pipeline.evaluation.ngrams import BATCH_CHARS, ngram_hashes, normalize, text_word_hashes, word_hashes
+from pipeline.evaluation.ngrams import BATCH_CHARS, ngram_hashes, normalize, runs, text_word_hashes, word_hashes
 from pipeline.evaluation.train_corpus import TrainCorpus
 
 
@@ -24,16 +24,8 @@ from pipeline.evaluation.train_corpus import TrainCorpus
 def doc_batches(docs: Iterable[str | np.ndarray], batch_chars: int = BATCH_CHARS) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """(word hashes, words per document) for consecutive runs of documents, each given as its text
     (hashed here, a batch at a time) or as its word hashes already (TrainCorpus.words)."""
-    pending: list = []
-    size = 0
-    for doc in docs:
-        pending.append(doc)
-        size += len(doc)
-        if size >= batch_chars:
-            yield _hash_batch(pending)
-            pending, size = [], 0
-    if pending:
-        yield _hash_batch(pending)
+    for run in runs(docs, batch_chars):
+        yield _hash_batch(run)
 
 
 def _hash_batch(docs: list) -> tuple[np.ndarray, np.ndarray]:
