@@ -3,12 +3,15 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from pipeline.core import io, params, records, report, rng, truth
 from pipeline.lm import tokens
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 # --- params ---------------------------------------------------------------------------------
@@ -125,6 +128,29 @@ def test_publish_replaces_destination(tmp_path):
     (tmp_path / "dst" / "old").write_text("old")
     io.publish(tmp_path / "src", tmp_path / "dst")
     assert sorted(p.name for p in (tmp_path / "dst").iterdir()) == ["f"]
+
+
+def test_a_write_killed_in_a_staging_folder_is_neither_published_nor_listed(tmp_path):
+    """A SIGKILL inside atomic_path leaves its temp in the staging folder (a kill while quality_filter wrote
+    scores.parquet did, and the rerun published the temp): the manifest and the published copy leave it out."""
+    import subprocess
+    import sys
+
+    staged = tmp_path / "staged"
+    (staged / "docs").mkdir(parents=True)
+    (staged / "docs" / "00000.jsonl.zst").write_bytes(b"shard")
+    code = ("import os, sys; sys.path.insert(0, sys.argv[1]); from pipeline.core import io\n"
+            "with io.atomic_path(sys.argv[2]) as tmp:\n    tmp.write_bytes(b'half'); os.kill(os.getpid(), 9)")
+    proc = subprocess.run([sys.executable, "-c", code, str(ROOT), str(staged / "scores.parquet")])
+    assert proc.returncode == -9
+    [left] = [p.name for p in staged.iterdir() if p.is_file()]
+    assert io.PARTIAL_WRITE.match(left), left  # what the kill left, as a real killed write names it
+    manifest = io.write_manifest(staged, "demo", {})
+    assert sorted(manifest["files"]) == ["docs/00000.jsonl.zst"]
+    (staged / left).write_bytes(b"half")  # left again (by a kill after the manifest): publish drops it too
+    io.publish(staged, tmp_path / "out")
+    assert sorted(str(p.relative_to(tmp_path / "out")) for p in (tmp_path / "out").rglob("*")) == [
+        "_manifest.json", "docs", "docs/00000.jsonl.zst"]
 
 
 # --- report ---------------------------------------------------------------------------------

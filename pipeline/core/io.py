@@ -14,6 +14,7 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -25,6 +26,8 @@ SHARD_NAME = "${rank}.jsonl.zst"
 SHARD_GLOB = "*.jsonl.zst"
 MANIFEST = "_manifest.json"
 WORK_ROOT = Path("data/resume")  # resume state: outside every DVC out, so `dvc repro` never deletes it
+# atomic_path's temp names: "." + target name + "." + mkstemp's 8 random characters + ".tmp"
+PARTIAL_WRITE = re.compile(r"^\..+\.[a-z0-9_]{8}\.tmp$")
 
 
 # --- atomic writes ---------------------------------------------------------------------------
@@ -44,6 +47,20 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def drop_partial_writes(folder: str | Path) -> list[Path]:
+    """Delete the temp files that killed atomic_path writes left anywhere under `folder`; returns them.
+
+    A SIGKILL skips atomic_path's cleanup, so a stage killed while writing into its staging folder leaves
+    a temp beside the target. The rerun writes the target again, but the temp would be published (and
+    listed in the manifest) with it: publish and write_manifest call this first. Only for folders that no
+    other process is writing into."""
+    folder = Path(folder)
+    found = sorted(p for p in folder.rglob(".*.tmp") if p.is_file() and PARTIAL_WRITE.match(p.name))
+    for path in found:
+        path.unlink()
+    return found
 
 
 def write_json(path: str | Path, obj: Any) -> None:
@@ -102,8 +119,10 @@ def run_fingerprint(*configs: Any, inputs: Iterable[str | Path] = (), code: Iter
 
 
 def publish(src: str | Path, dst: str | Path) -> None:
-    """Replace folder `dst` by a copy of `src` (copy to a temp sibling, then rename)."""
+    """Replace folder `dst` by a copy of `src` (copy to a temp sibling, then rename), without the temps of
+    writes into `src` that a kill interrupted (drop_partial_writes)."""
     src, dst = Path(src), Path(dst)
+    drop_partial_writes(src)
     dst.parent.mkdir(parents=True, exist_ok=True)
     tmp = dst.with_name(f".{dst.name}.publish")
     if tmp.exists():
@@ -182,6 +201,7 @@ def write_manifest(folder: str | Path, stage: str, params: Any, inputs: dict[str
     It makes lineage readable without DVC (and is itself deterministic: no times, no hosts).
     """
     folder = Path(folder)
+    drop_partial_writes(folder)
     files = {}
     for path in sorted(p for p in folder.rglob("*") if p.is_file() and p.name != MANIFEST):
         files[str(path.relative_to(folder))] = {"sha256": sha256_file(path), "bytes": path.stat().st_size}
