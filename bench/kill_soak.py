@@ -38,7 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from pipeline.core.params import interpolate  # noqa: E402
 
 LONG_STAGES = ("scrape", "cc", "quality_filter", "dedup", "tokenize", "train", "contamination")
-LEFTOVER = re.compile(r"(\.publish$|\.tmp|\.staging$|^tmp[\w-]{6,}$)")  # io.publish / atomic_path names
+LEFTOVER = re.compile(r"(\.publish$|\.replaced$|\.tmp|\.staging$|^tmp[\w-]{6,}$)")  # io.publish / atomic_path names
 def stage_spec(project: Path, name: str) -> tuple[list[str], list[Path]]:
     """(argv, data/model outputs) of a dvc.yaml stage, templates resolved from params.yaml."""
     params = yaml.safe_load((project / "params.yaml").read_text())

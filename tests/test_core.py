@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -151,6 +153,57 @@ def test_a_write_killed_in_a_staging_folder_is_neither_published_nor_listed(tmp_
     io.publish(staged, tmp_path / "out")
     assert sorted(str(p.relative_to(tmp_path / "out")) for p in (tmp_path / "out").rglob("*")) == [
         "_manifest.json", "docs", "docs/00000.jsonl.zst"]
+
+
+def test_publish_killed_at_any_moment_leaves_the_destination_old_new_or_absent(tmp_path):
+    """SIGKILL a real publish (64 MB, over an older copy) at moments across its run: the destination is always
+    the old folder, the new one or absent, never a mix, and nothing is left beside it (the half-made copy
+    stays in the scratch folder beside the source, which the next publish clears)."""
+    import hashlib
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    def tree(folder):
+        return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+                for p in sorted(folder.rglob("*")) if p.is_file()}
+
+    src, outs = tmp_path / "work" / "out", tmp_path / "data"
+    (src / "docs").mkdir(parents=True)
+    for i in range(64):
+        (src / "docs" / f"{i:05d}.bin").write_bytes(os.urandom(1 << 20))
+    new = tree(src)
+    code = "import sys; sys.path.insert(0, sys.argv[1]); from pipeline.core import io; io.publish(sys.argv[2], sys.argv[3])"
+    argv = [sys.executable, "-c", code, str(ROOT), str(src), str(outs / "cc")]
+
+    def old_version():
+        shutil.rmtree(outs, ignore_errors=True)
+        (outs / "cc").mkdir(parents=True)
+        (outs / "cc" / "stale.txt").write_text("old")
+        return tree(outs / "cc")
+
+    old = old_version()
+    t0 = time.monotonic()
+    subprocess.run(argv, check=True)
+    duration = time.monotonic() - t0
+    seen = set()
+    for k in range(12):
+        old_version()
+        proc = subprocess.Popen(argv)
+        time.sleep(duration * k / 8)  # up to 1.4x: the last ones find it done
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        assert [p.name for p in outs.iterdir()] in ([], ["cc"])  # nothing beside the destination
+        if (outs / "cc").exists():
+            got = tree(outs / "cc")
+            assert got in (old, new), k
+            seen.add("new" if got == new else "old")
+        else:
+            seen.add("absent")
+    assert "old" in seen and "new" in seen  # the kills landed before and after the swap
+    io.publish(src, outs / "cc")  # the next publish clears what the killed ones left in the scratch folder
+    assert tree(outs / "cc") == new and sorted(p.name for p in src.parent.iterdir()) == ["out"]
 
 
 # --- report ---------------------------------------------------------------------------------

@@ -119,18 +119,27 @@ def run_fingerprint(*configs: Any, inputs: Iterable[str | Path] = (), code: Iter
 
 
 def publish(src: str | Path, dst: str | Path) -> None:
-    """Replace folder `dst` by a copy of `src` (copy to a temp sibling, then rename), without the temps of
-    writes into `src` that a kill interrupted (drop_partial_writes)."""
+    """Replace folder `dst` by a copy of `src`, without the temps of writes into `src` that a kill interrupted
+    (drop_partial_writes). A kill at any moment leaves `dst` whole (old or new) or absent, never partial.
+
+    The copy is made beside `src` (scratch space, where a half-made copy bothers nobody; the next publish
+    removes it) and renamed over `dst`; beside `dst` only where the two are on different file systems. An
+    old `dst` is renamed aside before it is deleted: deleted in place, a kill would leave it half-gone."""
     src, dst = Path(src), Path(dst)
     drop_partial_writes(src)
     dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dst.with_name(f".{dst.name}.publish")
-    if tmp.exists():
-        shutil.rmtree(tmp)
+    scratch = src.resolve().parent
+    if scratch.stat().st_dev != dst.parent.stat().st_dev:  # os.replace cannot cross file systems
+        scratch = dst.parent
+    tmp, old = scratch / f".{dst.name}.publish", scratch / f".{dst.name}.replaced"
+    for leftover in (tmp, old):
+        if leftover.exists():
+            shutil.rmtree(leftover)
     shutil.copytree(src, tmp)
     if dst.exists():
-        shutil.rmtree(dst)
+        os.replace(dst, old)
     os.replace(tmp, dst)
+    shutil.rmtree(old, ignore_errors=True)
 
 
 # --- datatrove readers and writers --------------------------------------------------------
