@@ -200,6 +200,14 @@ def test_killed_run_resumes_to_the_same_bits(tmp_path, in_tmp_cwd):
     # A rerun finds models/b/ckpt.pt finished: nothing to train, same figures.
     again = train(data, "models/b", "reports/b", mcfg, cfg, seed=3, threads=1, progress=False).to_dict()
     assert again["resumed_from_step"] == 12 and again["final_val_loss"] == full["final_val_loss"]
+    # The final checkpoint is written in the work folder and renamed into models/: a kill between the two finds
+    # it there (what the kill left is made here by moving it back); the rerun takes it and trains nothing.
+    final = resume_ckpt.with_name("ckpt.pt")
+    assert not final.exists()
+    Path("models/b/ckpt.pt").rename(final)
+    moved = train(data, "models/b", "reports/b", mcfg, cfg, seed=3, threads=1, progress=False).to_dict()
+    assert moved["resumed_from_step"] == 12 and not final.exists()
+    assert io.sha256_file("models/a/ckpt.pt") == io.sha256_file("models/b/ckpt.pt")
     # Another seed is another run: no resume.
     other = train(data, "models/c", "reports/c", mcfg, dataclasses.replace(cfg, max_steps=4), seed=4,
                   threads=1, progress=False).to_dict()

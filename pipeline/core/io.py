@@ -11,6 +11,7 @@ byte-identical across runs, and byte-identical outputs are a promise of this pro
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -97,6 +98,16 @@ def work_dir(stage: str, fingerprint: str) -> Path:
     return path
 
 
+def staging_dir(stage: str) -> Path:
+    """An empty folder in the stage's work area to build a whole output in before io.publish, for stages with
+    nothing to resume (a kill restarts them): written into in place, their output folder would be left half
+    made by a kill (a model without its fold models, a tokenizer without its meta)."""
+    path = work_dir(stage, "staging")
+    shutil.rmtree(path)
+    path.mkdir()
+    return path
+
+
 def run_fingerprint(*configs: Any, inputs: Iterable[str | Path] = (), code: Iterable[str | Path] = ()) -> str:
     """Key of a resumable run: params, input bytes and code together (names the work dir).
 
@@ -140,6 +151,21 @@ def publish(src: str | Path, dst: str | Path) -> None:
         os.replace(dst, old)
     os.replace(tmp, dst)
     shutil.rmtree(old, ignore_errors=True)
+
+
+def publish_file(src: str | Path, dst: str | Path) -> None:
+    """Move finished file `src` over `dst` in one rename (across file systems: copied to a temp beside `dst`,
+    then renamed), so that `dst` is the old file, the new one or absent whenever a kill lands."""
+    src, dst = Path(src), Path(dst)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.replace(src, dst)
+    except OSError as exc:
+        if exc.errno != errno.EXDEV:
+            raise
+        with atomic_path(dst) as tmp:
+            shutil.copyfile(src, tmp)
+        src.unlink()
 
 
 # --- datatrove readers and writers --------------------------------------------------------

@@ -358,33 +358,32 @@ def run_train(cfg: QualityConfig, seed: int, positives: list, negatives: list, o
     for k in range(cfg.folds):  # every fold model needs both classes too
         if not all(_by_label([e for e, f in zip(train, fold) if f != k]).values()):
             raise ValueError(f"cannot train two-class fold model {k} from {counts}: both classes need documents")
-    out_dir = Path(out_dir)
-    for stale in out_dir.glob("fold_*.bin"):  # left by an earlier run with more folds
-        stale.unlink()
-    model_path = out_dir / "model.bin"
+    build = io.staging_dir("quality_train")  # the output is built there and published whole at the end
+    model_path = build / "model.bin"
     train_model(train, cfg, seed, model_path)
     oof = np.zeros(len(train))
     for k in tqdm(range(cfg.folds), desc="fold models"):
-        fold_path = out_dir / f"fold_{k}.bin"
+        fold_path = build / f"fold_{k}.bin"
         train_model([e for e, f in zip(train, fold) if f != k], cfg, seed, fold_path)
         idx = np.flatnonzero(fold == k)
         oof[idx] = Scorer(fold_path)([train[i][3] for i in idx])
-    with io.atomic_path(out_dir / TRAIN_IDS) as tmp:
+    with io.atomic_path(build / TRAIN_IDS) as tmp:
         tmp.write_text("".join(f"{i}\n" for i in sorted({e[1] for e in train})), encoding="utf-8")
     labels = np.array([e[2] == POSITIVE for e in train], bool)
     metrics = {**precision_recall(labels, oof), "roc_auc": round(roc_auc(labels, oof), 4),
                "examples": len(train), "method": "out_of_fold", "folds": cfg.folds}
     calib = calibration(labels, oof)
     rep.bytes_in = sum(len(e[3].encode()) for e in train)
-    rep.bytes_out = sum(p.stat().st_size for p in out_dir.glob("*.bin"))
+    rep.bytes_out = sum(p.stat().st_size for p in build.glob("*.bin"))
     rep.extra.update({"heldout": metrics, "counts": counts, "calibration": calib})
-    io.write_json(out_dir / "model.json", {
+    io.write_json(build / "model.json", {
         "labels": {"positive": POSITIVE, "negative": NEGATIVE}, "params": params.as_dict(cfg), "seed": seed,
         "folds": cfg.folds, "fold_rule": 'int(rng.uniform(seed, doc_id, "quality_fold") * folds)',
         "train_ids": TRAIN_IDS, "counts": counts, "heldout": metrics, "model_sha256": io.sha256_file(model_path),
-        "fold_sha256": [io.sha256_file(out_dir / f"fold_{k}.bin") for k in range(cfg.folds)],
+        "fold_sha256": [io.sha256_file(build / f"fold_{k}.bin") for k in range(cfg.folds)],
         "fasttext": getattr(fasttext, "__version__", "0.9.2"), "normalise": "lowercase; whitespace collapsed",
         "chunk_words": [CHUNK_MIN_WORDS, CHUNK_MAX_WORDS],
     })
     report.write_plot("quality_train", "calibration", [r for r in calib if r["docs"]])
+    io.publish(build, out_dir)
     return rep

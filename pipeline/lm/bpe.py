@@ -237,9 +237,10 @@ def run(in_dir: str | Path, out: str | Path, cfg: TokenizerConfig, report) -> di
     report.docs_out = report.docs_in
     if report.docs_in == 0:
         raise ValueError(f"no training documents under {Path(in_dir) / 'train'}: cannot train a tokenizer")
-    meta = save(tok, out)
-    io.write_manifest(out, "tokenizer", dataclasses.asdict(cfg), {"mix": in_dir})
-    report.bytes_out = Path(out, TOKENIZER_JSON).stat().st_size
+    build = io.staging_dir("tokenizer")  # published whole at the end
+    meta = save(tok, build)
+    io.write_manifest(build, "tokenizer", dataclasses.asdict(cfg), {"mix": in_dir})
+    report.bytes_out = Path(build, TOKENIZER_JSON).stat().st_size
 
     # Compression on held-out text: GPT-2's 50k vocabulary gives ~4 bytes/token on English web text.
     val = [d.text for d in io.iter_docs(Path(in_dir) / "val") if d.text]
@@ -257,4 +258,5 @@ def run(in_dir: str | Path, out: str | Path, cfg: TokenizerConfig, report) -> di
         "val_bytes_per_token": round(val_bytes / val_tokens, 4) if val_tokens else None,
         "rayon_num_threads": os.environ.get("RAYON_NUM_THREADS", "default"),
     })
+    io.publish(build, out)
     return meta

@@ -97,9 +97,7 @@ def export_hf(ckpt_path: str | Path, out_dir: str | Path, tokenizer_dir: str | P
 
     model, ckpt = load_checkpoint(ckpt_path)
     out_dir = Path(out_dir)
-    build = out_dir.with_name(f".{out_dir.name}.build")
-    shutil.rmtree(build, ignore_errors=True)
-    build.mkdir(parents=True)
+    build = io.staging_dir("export")  # published whole: a kill leaves the old export, the new one or none
     with io.atomic_path(build / "model.safetensors") as tmp:  # bytes, not save_file: that one writes mode 0600
         tmp.write_bytes(save(hf_state_dict(model), metadata={"format": "pt"}))
     io.write_json(build / "config.json", hf_config(model, ckpt.get("eot_id")))
@@ -109,8 +107,7 @@ def export_hf(ckpt_path: str | Path, out_dir: str | Path, tokenizer_dir: str | P
         io.write_json(build / "tokenizer_config.json", tok_config)
         io.write_json(build / "special_tokens_map.json",  # older transformers read special tokens here
                       {k: tok_config[k] for k in ("bos_token", "eos_token", "unk_token")})
-    shutil.rmtree(out_dir, ignore_errors=True)
-    build.rename(out_dir)
+    io.publish(build, out_dir)
     return out_dir
 
 
@@ -162,9 +159,9 @@ def run(ckpt_path: str | Path, out_dir: str | Path, tokenizer_dir: str | Path | 
                                                                            "block_size", "vocab_size", "ln", "attn")}}
     problem = export_problem(model)
     if problem:
-        shutil.rmtree(out_dir, ignore_errors=True)
-        out_dir.mkdir(parents=True)
-        (out_dir / "NOT_EXPORTED.txt").write_text(f"Not exported: {problem}\n", encoding="utf-8")
+        build = io.staging_dir("export")
+        (build / "NOT_EXPORTED.txt").write_text(f"Not exported: {problem}\n", encoding="utf-8")
+        io.publish(build, out_dir)
         res.update(exported=False, reason=problem)
     else:
         export_hf(ckpt_path, out_dir, tokenizer_dir)

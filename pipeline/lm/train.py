@@ -152,7 +152,7 @@ def _train(data_dir: Path, out_dir: Path, live_dir: Path, mcfg: ModelConfig, tcf
     fingerprint = run_fingerprint(mcfg, tcfg, seed, data_dir)
     work = io.work_dir("train", fingerprint) if master else io.WORK_ROOT / "train" / fingerprint
     start, tokens_seen, history = 0, 0, []
-    ckpt = find_resume([work / RESUME_NAME, out_dir / CKPT_NAME], fingerprint)
+    ckpt = find_resume([work / RESUME_NAME, work / CKPT_NAME, out_dir / CKPT_NAME], fingerprint)
     if ckpt is not None:  # every rank reads the same file: all resume from the same step
         load_states(raw_model, optimizer, ckpt)  # FSDP: each rank cuts its shards out of the whole tensors
         state = ckpt["train_state"]
@@ -316,8 +316,10 @@ def _train(data_dir: Path, out_dir: Path, live_dir: Path, mcfg: ModelConfig, tcf
                                        "from": "params train.peak_tflops" if tcfg.peak_tflops > 0 else "device table"}
     if world > 1 and not sharded:
         report.extra["ddp_max_param_divergence"] = divergence
-    checkpoint(out_dir / CKPT_NAME, tcfg.max_steps, val_loss)
+    # written in the work folder, then renamed into out_dir: a kill mid-write leaves nothing in the output
+    checkpoint(work / CKPT_NAME, tcfg.max_steps, val_loss)
     if master:
+        io.publish_file(work / CKPT_NAME, out_dir / CKPT_NAME)
         (work / RESUME_NAME).unlink(missing_ok=True)  # the final checkpoint resumes too
     report.bytes_out = (out_dir / CKPT_NAME).stat().st_size if master else 0
     return report
