@@ -204,6 +204,9 @@ def test_publish_killed_at_any_moment_leaves_the_destination_old_new_or_absent(t
     assert "old" in seen and "new" in seen  # the kills landed before and after the swap
     io.publish(src, outs / "cc")  # the next publish clears what the killed ones left in the scratch folder
     assert tree(outs / "cc") == new and sorted(p.name for p in src.parent.iterdir()) == ["out"]
+    old_version()
+    io.publish(src, outs / "cc", move=True)  # a staging folder is renamed, not copied, and is gone after
+    assert tree(outs / "cc") == new and list(src.parent.iterdir()) == []
 
 
 # --- report ---------------------------------------------------------------------------------

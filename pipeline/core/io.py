@@ -99,9 +99,9 @@ def work_dir(stage: str, fingerprint: str) -> Path:
 
 
 def staging_dir(stage: str) -> Path:
-    """An empty folder in the stage's work area to build a whole output in before io.publish, for stages with
-    nothing to resume (a kill restarts them): written into in place, their output folder would be left half
-    made by a kill (a model without its fold models, a tokenizer without its meta)."""
+    """An empty folder in the stage's work area to build a whole output in, then io.publish(..., move=True) it:
+    for stages with nothing to resume (a kill restarts them). Written into in place, their output folder would
+    be left half made by a kill (a model without its fold models, a tokenizer without its meta)."""
     path = work_dir(stage, "staging")
     shutil.rmtree(path)
     path.mkdir()
@@ -129,28 +129,35 @@ def run_fingerprint(*configs: Any, inputs: Iterable[str | Path] = (), code: Iter
     return h.hexdigest()[:12]
 
 
-def publish(src: str | Path, dst: str | Path) -> None:
+def publish(src: str | Path, dst: str | Path, move: bool = False) -> None:
     """Replace folder `dst` by a copy of `src`, without the temps of writes into `src` that a kill interrupted
     (drop_partial_writes). A kill at any moment leaves `dst` whole (old or new) or absent, never partial.
 
     The copy is made beside `src` (scratch space, where a half-made copy bothers nobody; the next publish
     removes it) and renamed over `dst`; beside `dst` only where the two are on different file systems. An
-    old `dst` is renamed aside before it is deleted: deleted in place, a kill would leave it half-gone."""
+    old `dst` is renamed aside before it is deleted: deleted in place, a kill would leave it half-gone.
+    `move`: `src` is not kept (a staging_dir, nothing to resume from), so it is renamed instead of copied."""
     src, dst = Path(src), Path(dst)
     drop_partial_writes(src)
     dst.parent.mkdir(parents=True, exist_ok=True)
     scratch = src.resolve().parent
-    if scratch.stat().st_dev != dst.parent.stat().st_dev:  # os.replace cannot cross file systems
+    same_fs = scratch.stat().st_dev == dst.parent.stat().st_dev
+    if not same_fs:  # os.replace cannot cross file systems
         scratch = dst.parent
     tmp, old = scratch / f".{dst.name}.publish", scratch / f".{dst.name}.replaced"
     for leftover in (tmp, old):
         if leftover.exists():
             shutil.rmtree(leftover)
-    shutil.copytree(src, tmp)
+    if move and same_fs:
+        os.replace(src, tmp)
+    else:
+        shutil.copytree(src, tmp)
     if dst.exists():
         os.replace(dst, old)
     os.replace(tmp, dst)
     shutil.rmtree(old, ignore_errors=True)
+    if move:
+        shutil.rmtree(src, ignore_errors=True)
 
 
 def publish_file(src: str | Path, dst: str | Path) -> None:

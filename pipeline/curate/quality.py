@@ -385,5 +385,5 @@ def run_train(cfg: QualityConfig, seed: int, positives: list, negatives: list, o
         "chunk_words": [CHUNK_MIN_WORDS, CHUNK_MAX_WORDS],
     })
     report.write_plot("quality_train", "calibration", [r for r in calib if r["docs"]])
-    io.publish(build, out_dir)
+    io.publish(build, out_dir, move=True)
     return rep

@@ -258,5 +258,5 @@ def run(in_dir: str | Path, out: str | Path, cfg: TokenizerConfig, report) -> di
         "val_bytes_per_token": round(val_bytes / val_tokens, 4) if val_tokens else None,
         "rayon_num_threads": os.environ.get("RAYON_NUM_THREADS", "default"),
     })
-    io.publish(build, out)
+    io.publish(build, out, move=True)
     return meta

@@ -107,7 +107,7 @@ def export_hf(ckpt_path: str | Path, out_dir: str | Path, tokenizer_dir: str | P
         io.write_json(build / "tokenizer_config.json", tok_config)
         io.write_json(build / "special_tokens_map.json",  # older transformers read special tokens here
                       {k: tok_config[k] for k in ("bos_token", "eos_token", "unk_token")})
-    io.publish(build, out_dir)
+    io.publish(build, out_dir, move=True)
     return out_dir
 
 
@@ -161,7 +161,7 @@ def run(ckpt_path: str | Path, out_dir: str | Path, tokenizer_dir: str | Path | 
     if problem:
         build = io.staging_dir("export")
         (build / "NOT_EXPORTED.txt").write_text(f"Not exported: {problem}\n", encoding="utf-8")
-        io.publish(build, out_dir)
+        io.publish(build, out_dir, move=True)
         res.update(exported=False, reason=problem)
     else:
         export_hf(ckpt_path, out_dir, tokenizer_dir)
