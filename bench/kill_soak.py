@@ -37,7 +37,10 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from pipeline.core.params import interpolate  # noqa: E402
 
-LONG_STAGES = ("scrape", "cc", "quality_filter", "dedup", "tokenize", "train", "contamination")
+# the stages long enough at scale for a kill to matter; quality_train builds six fastText models into one folder
+LONG_STAGES = ("scrape", "cc", "quality_train", "quality_filter", "dedup", "tokenize", "train", "contamination")
+# short on the sample, also built whole then published: `--stages` takes them too
+OTHER_STAGES = ("books", "reddit_urls", "mix", "tokenizer", "export")
 LEFTOVER = re.compile(r"(\.publish$|\.replaced$|\.tmp|\.staging$|^tmp[\w-]{6,}$)")  # io.publish / atomic_path names
 def stage_spec(project: Path, name: str) -> tuple[list[str], list[Path]]:
     """(argv, data/model outputs) of a dvc.yaml stage, templates resolved from params.yaml."""
@@ -161,7 +164,8 @@ def main() -> None:
     ap.add_argument("--project", type=Path, help="a project copy where `dvc repro` has run")
     ap.add_argument("--points", type=int, default=5, help="kill points per stage")
     ap.add_argument("--seed", type=int, default=1337)
-    ap.add_argument("--stages", default=",".join(LONG_STAGES))
+    ap.add_argument("--stages", default=",".join(LONG_STAGES),
+                    help=f"comma-separated dvc.yaml stages (default: the long ones; also: {','.join(OTHER_STAGES)})")
     ap.add_argument("--dvc-repro", action="store_true", help="also kill a whole `dvc repro` mid-way")
     args = ap.parse_args()
     if args.project is None:  # `make bench` runs every script bare: this one needs a built project copy
