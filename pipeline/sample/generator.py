@@ -18,9 +18,7 @@ Text comes from pipeline.sample.textgen; everything is seeded and byte-identical
 from __future__ import annotations
 
 import json
-import os
 import random
-import shutil
 import string
 import dataclasses
 from dataclasses import dataclass
@@ -337,11 +335,10 @@ def truth(seed: int, books: list, pages: list, cc: list, reddit: dict, leaks: li
 
 # --- driver ---------------------------------------------------------------------------------
 def build(cfg: SampleConfig, seed: int, out: str | Path) -> dict:
-    """Build the whole sample into `out` (built beside it, then renamed in). Returns planted counts."""
+    """Build the whole sample into `out` (built in a staging folder, then moved into place by io.publish: a kill
+    leaves the old sample, the new one or none). Returns planted counts."""
     out = Path(out)
-    tmp = out.with_name(f".{out.name}.building")
-    if tmp.exists():
-        shutil.rmtree(tmp)
+    tmp = io.staging_dir("sample")
     lex = textgen.Lexicon(seed)
     books = make_books(cfg, lex, seed)
     kept_txt = [b for b in books if b["kind"] == "book" and b["file"].endswith(".txt")]
@@ -369,7 +366,5 @@ def build(cfg: SampleConfig, seed: int, out: str | Path) -> dict:
     counts["docs"] = sum(v for k, v in counts.items() if k.startswith(("books_", "site_", "cc_"))) + len(posts)
     counts["bytes"] = sum(p.stat().st_size for p in tmp.rglob("*") if p.is_file())
     io.write_manifest(tmp, "sample", {"seed": seed, "sample": dataclasses.asdict(cfg)})
-    if out.exists():
-        shutil.rmtree(out)
-    os.replace(tmp, out)
+    io.publish(tmp, out, move=True)
     return counts
