@@ -42,6 +42,8 @@ LONG_STAGES = ("scrape", "cc", "quality_train", "quality_filter", "dedup", "toke
 # short on the sample, also built whole then published: `--stages` takes them too
 OTHER_STAGES = ("books", "reddit_urls", "mix", "tokenizer", "export")
 LEFTOVER = re.compile(r"(\.publish$|\.replaced$|\.tmp|\.staging$|^tmp[\w-]{6,}$)")  # io.publish / atomic_path names
+
+
 def stage_spec(project: Path, name: str) -> tuple[list[str], list[Path]]:
     """(argv, data/model outputs) of a dvc.yaml stage, templates resolved from params.yaml."""
     params = yaml.safe_load((project / "params.yaml").read_text())
