@@ -10,8 +10,8 @@ For every stage named (default: the long ones), in a project where `dvc repro` h
      no output is half-written (an output that exists is whole: equal to the reference; no temp or staging
      leftovers beside it), then rerun the cmd to the end (it resumes from the resume state the killed run left)
      and require the reference hashes.
-`--dvc-repro` also kills a whole forced `dvc repro` mid-way: the next `dvc repro` must finish and
-`dvc status` must be clean. Reports (wall times) are not compared.
+`--dvc-repro` also kills a whole forced `dvc repro` inside a stage picked at random: the next `dvc repro` must
+finish and `dvc status` must be clean. Reports (wall times) are not compared.
 
 Usage: python bench/kill_soak.py --project DIR [--points 5] [--seed 1337] [--stages scrape,train] [--dvc-repro]
 DIR is a copy of the project after `dvc repro` (tests/test_e2e.py makes one with its tiny profile).
@@ -146,17 +146,42 @@ def soak_stage(project: Path, name: str, points: int, rng: random.Random, log=pr
     return results
 
 
+def kill_after_line(argv: list[str], project: Path, pattern: str, count: int, delay: float) -> bool:
+    """Start argv in its own process group and SIGKILL the group `delay` seconds after the `count`-th line of
+    its output that matches `pattern`; True if it was still running then."""
+    proc = subprocess.Popen(argv, cwd=project, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True, env=_env())
+    seen = 0
+    for line in proc.stdout:
+        seen += bool(re.search(pattern, line))
+        if seen == count:
+            break
+    else:  # it ended first
+        proc.wait()
+        return False
+    try:
+        proc.wait(timeout=delay)  # the pipe is not read meanwhile: `delay` is short, dvc's output small
+        return False
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        return True
+    finally:
+        proc.stdout.close()
+
+
 def soak_dvc_repro(project: Path, rng: random.Random, log=print) -> dict:
-    """Kill a forced `dvc repro` mid-way; the next `dvc repro` must finish and leave `dvc status` clean."""
+    """Kill a forced `dvc repro` inside a stage picked at random (0-2 s after dvc says it runs it); the next
+    `dvc repro` must finish and leave `dvc status` clean. Stages, not seconds, place the kill: no reference
+    run is needed to time it (a forced repro reuses data/resume, so a first run's timing would not fit)."""
     dvc = [str(Path(sys.executable).parent / "dvc")]
-    t0 = time.monotonic()
-    run(dvc + ["repro", "--force"], project)
-    duration = time.monotonic() - t0
-    at = rng.uniform(0.2, 0.8) * duration
-    killed = kill_at(dvc + ["repro", "--force"], project, at)
+    stages = list(yaml.safe_load((project / "dvc.yaml").read_text())["stages"])
+    count, delay = rng.randint(2, len(stages) - 3), rng.uniform(0.0, 2.0)  # 3 stages left: it is still running
+    killed = kill_after_line(dvc + ["repro", "--force"], project, r"^Running stage '", count, delay)
     run(dvc + ["repro"], project)
     status = subprocess.run(dvc + ["status"], cwd=project, capture_output=True, text=True, env=_env()).stdout
-    row = {"stage": "dvc repro", "at_s": round(at, 1), "killed": killed, "status_clean": "up to date" in status}
+    row = {"stage": "dvc repro", "killed_in_stage": count, "delay_s": round(delay, 2), "killed": killed,
+           "status_clean": "up to date" in status}
     log(json.dumps(row))
     return row
 
