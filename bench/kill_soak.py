@@ -110,6 +110,11 @@ def kill_at(argv: list[str], project: Path, seconds: float) -> bool:
     """Start argv in its own process group and SIGKILL the group after `seconds`; True if it was still running."""
     proc = subprocess.Popen(argv, cwd=project, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True, env=_env())
+    return _kill_group_after(proc, seconds)
+
+
+def _kill_group_after(proc: subprocess.Popen, seconds: float) -> bool:
+    """SIGKILL proc's process group after `seconds` unless it ends first; True if it was still running."""
     try:
         proc.wait(timeout=seconds)
         return False
@@ -160,12 +165,7 @@ def kill_after_line(argv: list[str], project: Path, pattern: str, count: int, de
         proc.wait()
         return False
     try:
-        proc.wait(timeout=delay)  # the pipe is not read meanwhile: `delay` is short, dvc's output small
-        return False
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-        return True
+        return _kill_group_after(proc, delay)  # the pipe is not read meanwhile: `delay` is short, dvc's output small
     finally:
         proc.stdout.close()
 

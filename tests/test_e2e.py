@@ -191,9 +191,9 @@ def test_a_lid_model_replaced_in_models_lid_makes_cc_stale(project):
 @pytest.mark.slow
 def test_kill_9_anywhere_then_rerun_gives_the_same_bytes(project):
     """bench/kill_soak.py at two seeded points per long stage, one of them late (80-105% of the run, where a stage
-    publishes; the script itself runs many): SIGKILL, nothing
-    half-written, the rerun resumes and matches an uninterrupted run byte for byte; then a whole `dvc repro`
-    killed inside a seeded stage, after which `dvc repro` finishes and `dvc status` is clean."""
+    publishes; the script itself runs many): SIGKILL, nothing half-written, the rerun resumes and matches an
+    uninterrupted run byte for byte; then a whole `dvc repro` killed inside a seeded stage, after which
+    `dvc repro` finishes and `dvc status` is clean."""
     import importlib.util
     import random
 
