@@ -5,8 +5,9 @@ Parts, in order, each a subprocess with its own time limit, skipped when the cal
   layers  bench/banded_attention.py, per-layer table: flex vs mask vs dense flash, T = 1,024..16,384
   stage   bench/gpu_train_check.py: stages/train.py under torchrun (gpt2-small, B16, compile) and
           bench/train_speed.py at the same shape in the same call: steady tokens/s ratio (goal >= 0.97x)
-  mfu     bench/train_speed.py --compile at gpt2-small: B64 with the fused LM-head loss, autotuned matmuls,
-          B128 fused, CUDA graphs (goal: ours >= 50% MFU with the nanoGPT-design reference beside it)
+  mfu     bench/train_speed.py --compile at gpt2-small: B64 and B128 with the fused LM-head loss
+          (goal: ours >= 50% MFU with the nanoGPT-design reference beside it)
+  autotune the same with inductor's autotuned matmul templates (max_autotune_gemm, both models): B64, B128 fused
   profile bench/step_profile.py at gpt2-small B64 (compiled, as `mfu`'s rows): the step's kernel time by kind
           (matmul, attention, inductor's fused kernels, optimizer, copies): what the next MFU idea could shorten
   steps   bench/banded_attention.py, whole gpt3-small step: dense vs alternating banded at T=2,048 and 8,192
@@ -14,7 +15,8 @@ Parts, in order, each a subprocess with its own time limit, skipped when the cal
 Usage (device machine, wheels as bench/gpu_train_check.py says): python3 bench/gpu_issue12.py [--budget 480]
           [--only layers stage]
 Next call (the MFU goal first; `profile` says where the rest of the step goes; then the FSDP and determinism
-figures): python3 bench/gpu_issue12.py --only mfu profile fsdp --budget 560
+figures; the autotuned matmuls last, their compile time unknown):
+          python3 bench/gpu_issue12.py --only mfu profile fsdp autotune --budget 560
 
 Measured 2026-11-26, one H200, torch 2.11 (two calls: all but `steps` with --budget 500, then --only steps; 900 s of
 device time in all, start-up included): layers 43 s: flex 2.82x the mask at T=2,048 (0.88x at 1,024, 19.3x at
@@ -40,18 +42,23 @@ PARTS = {  # name: [(label, argv, expected seconds)]
     "layers": [("layers", [PY, "bench/banded_attention.py", "--step-lengths", "--out", str(WORK / "layers.json")],
                 60)],
     "stage": [("stage", [PY, "bench/gpu_train_check.py", "--steps", "150", "--batch", "16"], 150)],
-    # measured 2026-11-26: cuDNN attention gave nothing at T=1,024 and coordinate-descent tuning did not finish
-    # compiling in 198 s; ours and the reference were both 45.7% at B64. Left to try, likeliest first: the fused
-    # (chunked) LM-head loss, autotuned matmul templates, a larger micro-batch the fused loss makes room for, and
-    # CUDA graphs (little expected at B64: the step is GPU-bound)
+    # measured 2026-11-26: cuDNN attention gave nothing at T=1,024; mode max-autotune(-no-cudagraphs) turns on
+    # coordinate_descent_tuning too (torch._inductor.list_mode_options), which did not finish compiling in 198 s.
+    # Left to try: the fused (chunked) LM-head loss and the larger micro-batch it makes room for (part mfu), then
+    # autotuned matmul templates alone (inductor max_autotune_gemm, both models: part autotune, last since its
+    # compile time is the least known)
     "mfu": [(f"mfu_{name}",
              [PY, "bench/train_speed.py", *GPT2, "--batch", str(b), "--steps", "8", "--blocks", "6", *extra,
               "--out", str(WORK / f"mfu_{name}.json")], expected)
             for name, b, extra, expected in (
                 ("b64_fused", 64, ["--fused-loss"], 60),
-                ("b64_autotune", 64, ["--compile-mode", "max-autotune-no-cudagraphs"], 120),
-                ("b128_fused", 128, ["--fused-loss"], 80),
-                ("b64_cudagraphs", 64, ["--compile-mode", "reduce-overhead"], 90))],
+                ("b128_fused", 128, ["--fused-loss"], 80))],
+    "autotune": [(f"mfu_{name}",
+                  [PY, "bench/train_speed.py", *GPT2, "--batch", str(b), "--steps", "8", "--blocks", "6", *extra,
+                   "--inductor", "max_autotune_gemm=1", "--out", str(WORK / f"mfu_{name}.json")], expected)
+                 for name, b, extra, expected in (
+                     ("b64_gemm_autotune", 64, [], 150),
+                     ("b128_fused_gemm_autotune", 128, ["--fused-loss"], 90))],
     "profile": [("profile", [PY, "bench/step_profile.py", "--batch", "64"], 50)],
     "steps": [("steps", [PY, "bench/banded_attention.py", "--lengths", "--step-lengths", "2048", "8192",
                          "--out", str(WORK / "steps.json")], 150)],
