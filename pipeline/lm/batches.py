@@ -92,14 +92,18 @@ def mean_loss(model: torch.nn.Module, batches: list[tuple[torch.Tensor, torch.Te
     model.eval()
     ddp = torch.distributed.is_initialized()
     rank, world = (torch.distributed.get_rank(), torch.distributed.get_world_size()) if ddp else (0, 1)
-    total = torch.zeros(2, dtype=torch.float64)  # (sum of losses x rows, rows)
+    # (sum of losses x rows, rows), kept on the model's device: NCCL reduces CUDA tensors only (a CPU tensor
+    # there fails with "No backend type associated with device type cpu"), and no host sync per batch
+    total = torch.zeros(2, dtype=torch.float64, device=device)
     for x, y in batches:
         step = chunk or len(x)
         for n, i in enumerate(range(0, len(x), step)):
             if n % world == rank:
                 with autocast(device):
                     loss = model(x[i:i + step].to(device), y[i:i + step].to(device))[1]
-                total += torch.tensor([loss.item() * len(x[i:i + step]), len(x[i:i + step])], dtype=torch.float64)
+                rows = len(x[i:i + step])
+                total[0] += loss.double() * rows
+                total[1] += rows
     if ddp:
         torch.distributed.all_reduce(total)
     model.train(was_training)
