@@ -5,18 +5,21 @@ Parts, in order, each a subprocess with its own time limit, skipped when the cal
   layers  bench/banded_attention.py, per-layer table: flex vs mask vs dense flash, T = 1,024..16,384
   stage   bench/gpu_train_check.py: stages/train.py under torchrun (gpt2-small, B16, compile) and
           bench/train_speed.py at the same shape in the same call: steady tokens/s ratio (goal >= 0.97x)
-  mfu     bench/train_speed.py --compile at gpt2-small: B64 and B128 with the fused LM-head loss
-          (goal: ours >= 50% MFU with the nanoGPT-design reference beside it)
+  mfu     bench/train_speed.py --compile at gpt2-small, B64: the LM head's loss through the one-pass Triton kernel
+          (pipeline/lm/triton_loss.py), alone and with FA2 forced (goal: ours >= 50% MFU, the nanoGPT-design
+          reference beside it in the same process)
   autotune the same with inductor's autotuned matmul templates (max_autotune_gemm, both models): B64, B128 fused
   profile bench/step_profile.py at gpt2-small B64 (compiled, as `mfu`'s rows): the step's kernel time by kind
-          (matmul, attention, inductor's fused kernels, optimizer, copies): what the next MFU idea could shorten
+          (matmul, attention, inductor's fused kernels, loss, optimizer, copies), the 40 costliest kernels
+  profile_triton  the same with the Triton loss kernel
   steps   bench/banded_attention.py, whole gpt3-small step: dense vs alternating banded at T=2,048 and 8,192
-  fsdp    bench/gpu_fsdp_check.py: strategy fsdp vs ddp, train.deterministic's cost, memory estimate vs peak
+  fsdp    bench/gpu_fsdp_check.py: strategy fsdp vs ddp, train.deterministic's cost, memory estimate vs peak (B8)
+  fsdp_b32  fsdp vs ddp again at B32, where one GPU's step is long enough to hide FSDP's host work
 Usage (device machine, wheels as bench/gpu_train_check.py says): python3 bench/gpu_issue12.py [--budget 480]
           [--only layers stage]
-Next call (the MFU goal first; `profile` says where the rest of the step goes; then the FSDP and determinism
-figures; the autotuned matmuls last, their compile time unknown):
-          python3 bench/gpu_issue12.py --only mfu profile fsdp autotune --budget 560
+Next call (the MFU goal first; the profile with the kernel says where the rest goes; FSDP at a GPU-bound batch;
+the autotuned matmuls last, their compile time unknown):
+          python3 bench/gpu_issue12.py --only mfu profile_triton fsdp_b32 autotune --budget 545
 
 Measured 2026-11-26, one H200, torch 2.11 (two calls: all but `steps` with --budget 500, then --only steps; 900 s of
 device time in all, start-up included): layers 43 s: flex 2.82x the mask at T=2,048 (0.88x at 1,024, 19.3x at
@@ -24,6 +27,15 @@ device time in all, start-up included): layers 43 s: flex 2.82x the mask at T=2,
 mfu: B32 43.7% (reference 43.1%), B32 cuDNN 43.6%, B64 cuDNN 45.7% (reference 45.7%); B64 with inductor's
 coordinate_descent_tuning did not finish compiling in 198 s; steps 179 s: banded/dense 0.970 at T=2,048, 0.864 at
 8,192; fsdp not reached (budget). README has the tables.
+Measured 2026-11-27, one H200, torch 2.11 (`--only mfu profile fsdp autotune --budget 545` with the chunked loss as
+part mfu, 31 s start-up, 542 s run; then gpu_fsdp_check --only ddp fsdp after a fix, 118 s): chunked loss B64 ours
+43.7% vs reference 44.6%, B128 44.1% vs 44.9% (not kept); profile B64 126 ms of kernels a step: matmul 68.4 (54%),
+inductor's fused kernels 23.9, attention 15.6 (cuDNN: backward 11.6), loss 10.2, other 5.0, AdamW 2.6; fsdp:
+every run but fsdp passed (its evaluation all-reduced a CPU tensor under NCCL: fixed in batches.mean_loss, then
+fsdp passed: val loss 10.779 vs ddp 10.796, checkpoint loads, 0.27x ddp's tokens/s at B8, peak memory 9.05 GB vs
+9.96 estimated; ddp 7.14 vs 10.28); train.deterministic 0.678x the default's steady tokens/s compiled, 0.66x eager,
+its reruns byte-identical (the default's eager reruns were not); autotune: the B64 row was skipped (79 s left),
+B128 fused + max_autotune_gemm did not compile in 74 s.
 """
 import pathlib, sys; sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # noqa: E401,E702
 
@@ -44,15 +56,16 @@ PARTS = {  # name: [(label, argv, expected seconds)]
     "stage": [("stage", [PY, "bench/gpu_train_check.py", "--steps", "150", "--batch", "16"], 150)],
     # measured 2026-11-26: cuDNN attention gave nothing at T=1,024; mode max-autotune(-no-cudagraphs) turns on
     # coordinate_descent_tuning too (torch._inductor.list_mode_options), which did not finish compiling in 198 s.
-    # Left to try: the fused (chunked) LM-head loss and the larger micro-batch it makes room for (part mfu), then
-    # autotuned matmul templates alone (inductor max_autotune_gemm, both models: part autotune, last since its
-    # compile time is the least known)
+    # 2026-11-27: the chunked LM-head loss was slower on the GPU (0.98x the reference at B64 and B128); the profile
+    # gave inductor's two loss kernels 10.2 ms of 126. Next: the one-pass Triton loss kernel, alone and with FA2
+    # (torch's choice at T=1,024 is cuDNN, whose backward took 11.6 ms), then autotuned matmul templates alone
+    # (inductor max_autotune_gemm, both models: part autotune, last since its compile time is the least known)
     "mfu": [(f"mfu_{name}",
              [PY, "bench/train_speed.py", *GPT2, "--batch", str(b), "--steps", "8", "--blocks", "6", *extra,
               "--out", str(WORK / f"mfu_{name}.json")], expected)
             for name, b, extra, expected in (
-                ("b64_fused", 64, ["--fused-loss"], 60),
-                ("b128_fused", 128, ["--fused-loss"], 80))],
+                ("b64_triton_loss", 64, ["--loss-kernel", "triton"], 85),
+                ("b64_triton_loss_fa2", 64, ["--loss-kernel", "triton", "--sdpa", "flash"], 60))],
     "autotune": [(f"mfu_{name}",
                   [PY, "bench/train_speed.py", *GPT2, "--batch", str(b), "--steps", "8", "--blocks", "6", *extra,
                    "--inductor", "max_autotune_gemm=1", "--out", str(WORK / f"mfu_{name}.json")], expected)
@@ -60,9 +73,14 @@ PARTS = {  # name: [(label, argv, expected seconds)]
                      ("b64_gemm_autotune", 64, [], 150),
                      ("b128_fused_gemm_autotune", 128, ["--fused-loss"], 90))],
     "profile": [("profile", [PY, "bench/step_profile.py", "--batch", "64"], 50)],
+    "profile_triton": [("profile_triton", [PY, "bench/step_profile.py", "--batch", "64", "--loss-kernel", "triton"],
+                        45)],
     "steps": [("steps", [PY, "bench/banded_attention.py", "--lengths", "--step-lengths", "2048", "8192",
                          "--out", str(WORK / "steps.json")], 150)],
-    "fsdp": [("fsdp", [PY, "bench/gpu_fsdp_check.py", "--steps", "40", "--batch", "8"], 200)],
+    "fsdp": [("fsdp", [PY, "bench/gpu_fsdp_check.py", "--steps", "40", "--batch", "8"], 240)],
+    # FSDP on one rank at B8 was host-bound (0.27x DDP): the same two runs at a batch where the GPU leads
+    "fsdp_b32": [("fsdp_b32", [PY, "bench/gpu_fsdp_check.py", "--steps", "40", "--batch", "32", "--only", "ddp",
+                               "fsdp"], 130)],
 }
 
 

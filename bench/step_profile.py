@@ -5,10 +5,11 @@ part of the step it could shorten: the matmuls (cuBLAS / CUTLASS), attention (fl
 Triton kernels (LayerNorm, GELU, residual adds, the softmax of the loss), the optimizer, copies. The model and step
 are bench/train_speed.py's "ours" (pipeline.lm.model.GPT, fused AdamW, bf16 autocast, torch.compile).
 
-Usage (GPU): python3 bench/step_profile.py [--batch 64] [--fused-loss] [--compile-mode max-autotune-no-cudagraphs]
+Usage (GPU): python3 bench/step_profile.py [--batch 64] [--fused-loss | --loss-kernel triton] [--sdpa flash]
+                                          [--compile-mode max-autotune-no-cudagraphs]
        (CPU smoke test of the script: python bench/step_profile.py --allow-cpu --small)
 Prints a table and writes $OUT/step_profile.json (else bench/out/step_profile.json): per group the milliseconds per
-step and the share of the profiled device time, the MFU the step reached, and the 15 costliest kernels.
+step and the share of the profiled device time, the MFU the step reached, and the --top (40) costliest kernels.
 On CPU the same groups are formed from aten operators' own CPU time (no kernels there).
 """
 import pathlib, sys; sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # noqa: E401,E702
@@ -29,7 +30,7 @@ GROUPS = [
     ("attention", r"flash|fmha|attention|sdpa|scaled_dot_product|cudnn_generated"),
     ("matmul", r"gemm|cutlass|xmma|nvjet|cublas|sm\d+_|^triton_tem_|aten::(mm|addmm|bmm|matmul|linear)_?\b"),
     ("optimizer", r"adam|multi_tensor|foreach"),
-    ("loss", r"nll|log_softmax|cross_entropy|logsumexp"),
+    ("loss", r"nll|log_softmax|cross_entropy|logsumexp|loss_and_grad_in_place"),
     ("fused (inductor)", r"^triton_|cpp_fused|graph_\d+_cpp"),
     ("copy / fill", r"memcpy|memset|copy_|fill_|aten::(to|_to_copy|copy_|zero_|clone)\b"),
 ]
@@ -57,7 +58,7 @@ def device_rows(prof, on_gpu: bool) -> list[tuple[str, float]]:
     return rows
 
 
-def summarise(rows: list[tuple[str, float]], steps: int) -> dict:
+def summarise(rows: list[tuple[str, float]], steps: int, top: int = 15) -> dict:
     total = sum(us for _, us in rows) or 1.0
     groups: dict[str, float] = {}
     for name, us in rows:
@@ -66,7 +67,7 @@ def summarise(rows: list[tuple[str, float]], steps: int) -> dict:
             "groups": {g: {"ms_per_step": round(us / steps / 1000, 3), "share": round(us / total, 4)}
                        for g, us in sorted(groups.items(), key=lambda kv: -kv[1])},
             "top_kernels": [{"name": n[:160], "group": group_of(n), "ms_per_step": round(us / steps / 1000, 3),
-                             "share": round(us / total, 4)} for n, us in sorted(rows, key=lambda r: -r[1])[:15]]}
+                             "share": round(us / total, 4)} for n, us in sorted(rows, key=lambda r: -r[1])[:top]]}
 
 
 def main() -> None:
@@ -74,6 +75,9 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--steps", type=int, default=5, help="profiled steps (after 3 warm-up steps)")
     ap.add_argument("--fused-loss", action="store_true", help="the chunked LM-head loss (model.lm_head_loss)")
+    ap.add_argument("--loss-kernel", choices=("triton",), default=None, help="pipeline/lm/triton_loss.py")
+    ap.add_argument("--sdpa", choices=("flash", "cudnn", "efficient", "math"), default=None, help="force one SDPA backend")
+    ap.add_argument("--top", type=int, default=40, help="kernels listed in the JSON (costliest first)")
     ap.add_argument("--compile-mode", default=None, help="torch.compile mode (e.g. max-autotune-no-cudagraphs)")
     ap.add_argument("--no-compile", action="store_true")
     ap.add_argument("--peak-tflops", type=float, default=989.0, help="for the MFU line (H100/H200 bf16 dense)")
@@ -91,10 +95,12 @@ def main() -> None:
     opt = make_optimizer(model, TrainConfig(lr=3e-4))
     if args.fused_loss:
         model.fused_head_loss = True
+    if args.loss_kernel:
+        model.triton_head_loss = True
     flops_tok = model.flops_per_token(T)
     if not args.no_compile:
         model = torch.compile(model, mode=args.compile_mode)
-    step = make_step(model, opt, device)
+    step = make_step(model, opt, device, args.sdpa)
     g = torch.Generator().manual_seed(0)
     x, y = (torch.randint(V, (args.batch, T), generator=g).to(device) for _ in range(2))
     for _ in range(3):  # compilation, autotuning, allocator
@@ -107,10 +113,11 @@ def main() -> None:
             loss = step(x, y)
         if on_gpu:
             torch.cuda.synchronize()
-    out = summarise(device_rows(prof, on_gpu), args.steps)
+    out = summarise(device_rows(prof, on_gpu), args.steps, args.top)
     out.update({"device": torch.cuda.get_device_name() if on_gpu else "cpu", "torch": torch.__version__,
                 "shape": f"L{L} H{H} D{D} T{T} B{args.batch} V{V}", "fused_loss": args.fused_loss,
-                "compile": not args.no_compile, "compile_mode": args.compile_mode, "loss": float(loss)})
+                "loss_kernel": args.loss_kernel, "sdpa": args.sdpa, "compile": not args.no_compile,
+                "compile_mode": args.compile_mode, "loss": float(loss)})
     if on_gpu:  # device time summed over kernels: a step with idle gaps is longer, so this MFU is an upper bound
         out["mfu_of_kernel_time"] = round(flops_tok * args.batch * T / (out["ms_per_step"] / 1000)
                                           / (args.peak_tflops * 1e12), 4)

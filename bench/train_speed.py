@@ -11,7 +11,8 @@ per-pair ratios, beside each model's median step time. On CUDA each model runs r
 
 Usage: python bench/train_speed.py [--small] [--steps 6] [--threads 2]
        python bench/train_speed.py --compile --layers 12 --width 768 --heads 12 --block 1024 --batch 32 --steps 10
-              [--sdpa cudnn] [--compile-mode max-autotune-no-cudagraphs] [--fused-loss]   (GPU: gpt2-small, MFU)
+              [--sdpa cudnn] [--compile-mode max-autotune-no-cudagraphs] [--fused-loss | --loss-kernel triton]
+              (GPU: gpt2-small, MFU)
 Writes bench/out/train_speed.json (--out). On CUDA it also reports MFU (bf16 autocast) against --peak-tflops.
 """
 import pathlib, sys; sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # noqa: E401,E702
@@ -134,6 +135,8 @@ def main() -> None:
     ap.add_argument("--compile-mode", default=None, help="torch.compile mode for ours (e.g. max-autotune-no-cudagraphs)")
     ap.add_argument("--fused-loss", action="store_true",
                     help="CUDA: ours computes the LM head's loss in chunks (model.lm_head_loss; CPU does by default)")
+    ap.add_argument("--loss-kernel", choices=("triton",), default=None,
+                    help="ours computes the LM head's loss and gradient in one Triton kernel (pipeline/lm/triton_loss.py)")
     ap.add_argument("--sdpa", choices=("flash", "cudnn", "efficient", "math"), default=None,
                     help="CUDA: force this SDPA backend in ours (default: torch's choice, as the reference)")
     ap.add_argument("--inductor", nargs="*", default=[], metavar="KEY=VALUE",
@@ -152,6 +155,8 @@ def main() -> None:
     ours_opt = make_optimizer(ours, TrainConfig(lr=3e-4))
     if args.fused_loss:
         ours.fused_head_loss = True
+    if args.loss_kernel:
+        ours.triton_head_loss = True
     assert sum(p.numel() for p in ref.parameters()) == ours.num_params(), "shapes differ"
     for setting in args.inductor:
         import torch._inductor.config as inductor_config
@@ -200,7 +205,7 @@ def main() -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"shape": shape, "device": device, "threads": args.threads, "steps": args.steps,
                                "compile": args.compile, "compile_mode": args.compile_mode, "sdpa": args.sdpa,
-                               "fused_loss": args.fused_loss,
+                               "fused_loss": args.fused_loss, "loss_kernel": args.loss_kernel,
                                "inductor": args.inductor,
                                "results": rows, "ratio": round(ratio, 3), "anchor_tokens_per_s": anchor}, indent=2))
 

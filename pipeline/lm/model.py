@@ -263,6 +263,9 @@ class GPT(nn.Module):
     """
 
     fused_head_loss: bool | None = None  # None: the chunked loss on CPU only, where it measured faster
+    # True: LM head + loss through pipeline/lm/triton_loss.py (needs triton: CUDA, or its CPU interpreter); off
+    # until a GPU measures it faster than the compiled plain path (bench/train_speed.py --loss-kernel triton)
+    triton_head_loss: bool = False
 
     def __init__(self, cfg: GPTConfig):
         super().__init__()
@@ -327,6 +330,11 @@ class GPT(nn.Module):
 
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None):
         x = self.features(idx)
+        if targets is not None and self.training and self.triton_head_loss and torch.is_grad_enabled():
+            from pipeline.lm.triton_loss import triton_head_loss  # triton is imported only where it is asked for
+
+            return None, triton_head_loss(x.reshape(-1, x.size(-1)), self.lm_head.weight, targets.reshape(-1),
+                                          self.config.vocab_size)
         fused = self.fused_head_loss if self.fused_head_loss is not None else x.device.type == "cpu"
         if targets is not None and self.training and fused and torch.is_grad_enabled():
             # CPU training: the tied LM head is ~80% of the FLOPs at GPT-2's vocabulary; computing it

@@ -1,0 +1,69 @@
+"""pipeline/lm/triton_loss.py: the fused loss-and-gradient kernel against F.cross_entropy and autograd.
+
+Runs where triton is installed: on a GPU as compiled, on the CPU through triton's interpreter (TRITON_INTERPRET=1,
+set here before the kernel module is imported). The CPU wheel of torch does not bring triton, so a plain checkout
+skips these; `pip install triton` runs them on the CPU (a few seconds).
+"""
+import importlib.util
+import os
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+if importlib.util.find_spec("triton") is None:
+    pytest.skip("triton is not installed (CUDA builds of torch bring it; `pip install triton` runs these on CPU "
+                "through its interpreter)", allow_module_level=True)
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+if DEVICE == "cpu":
+    os.environ["TRITON_INTERPRET"] = "1"  # read when the kernel is decorated, i.e. when triton_loss is imported
+
+from pipeline.lm import triton_loss  # noqa: E402
+from pipeline.lm.model import GPT, GPTConfig  # noqa: E402
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_kernel_gives_the_loss_and_its_gradient_over_the_real_columns(dtype):
+    g = torch.Generator().manual_seed(0)
+    rows, n_cols, width = 37, 257, 384  # 384 - 257 padding columns, as model.padded_vocab leaves them
+    logits = (torch.randn(rows, width, generator=g) * 3).to(dtype)
+    logits[:, n_cols:] = 1e4  # the padding must neither count in the softmax nor get a gradient
+    targets = torch.randint(n_cols, (rows,), generator=g)
+    targets[[3, 20]] = -1  # ignored rows: no loss, no gradient, not in the mean's count
+    ref_in = logits[:, :n_cols].float().requires_grad_()
+    ref = F.cross_entropy(ref_in, targets, ignore_index=-1)
+    ref.backward()
+    work = logits.clone().to(DEVICE)
+    loss = triton_loss.loss_and_grad_in_place(work, targets.to(DEVICE), n_cols, block=64)  # 5 blocks a row
+    tol = 1e-5 if dtype == torch.float32 else 1e-2
+    assert float(loss) == pytest.approx(ref.item(), rel=tol)
+    grad = work.float().cpu()
+    assert torch.allclose(grad[:, :n_cols], ref_in.grad, atol=tol * 0.05, rtol=tol)
+    assert torch.count_nonzero(grad[:, n_cols:]) == 0
+    assert torch.count_nonzero(grad[[3, 20]]) == 0
+
+
+def test_model_trains_the_same_through_the_kernel():
+    """The GPT's loss and every parameter's gradient match the plain path (padded vocabulary, a scaled dloss)."""
+    cfg = GPTConfig(vocab_size=203, block_size=16, n_layer=2, n_head=2, n_embd=32)  # padded to 256 rows
+    torch.manual_seed(0)
+    plain = GPT(cfg).to(DEVICE)
+    kernel = GPT(cfg).to(DEVICE)
+    kernel.load_state_dict(plain.state_dict())
+    plain.fused_head_loss, kernel.triton_head_loss = False, True
+    idx = torch.randint(cfg.vocab_size, (3, 16), device=DEVICE)
+    targets = torch.randint(cfg.vocab_size, (3, 16), device=DEVICE)
+    targets[0, :4] = -1
+    losses = {}
+    for name, model in (("plain", plain), ("kernel", kernel)):
+        logits, loss = model(idx, targets)
+        (loss / 2).backward()  # a dloss other than 1, as accumulation over 2 micro-batches gives
+        losses[name] = (logits, float(loss.detach()))
+    assert losses["kernel"][0] is None  # the kernel path never materialises logits for the caller
+    assert losses["kernel"][1] == pytest.approx(losses["plain"][1], rel=1e-5)
+    for (name, p), q in zip(plain.named_parameters(), kernel.parameters()):
+        assert torch.allclose(p.grad, q.grad, atol=1e-6, rtol=1e-4), name
+    kernel.eval()
+    with torch.no_grad():  # evaluation keeps the plain path: real logits out
+        logits, _ = kernel(idx, targets)
+    assert logits.shape == (3, 16, cfg.vocab_size)
