@@ -5,6 +5,7 @@ Parts, in order, each a subprocess with its own time limit, skipped when the cal
   layers  bench/banded_attention.py, per-layer table: flex vs mask vs dense flash, T = 1,024..16,384
   stage   bench/gpu_train_check.py: stages/train.py under torchrun (gpt2-small, B16, compile) and
           bench/train_speed.py at the same shape in the same call: steady tokens/s ratio (goal >= 0.97x)
+  kernel_test  tests/test_triton_loss.py on the GPU: the Triton loss kernel against F.cross_entropy and autograd
   mfu     bench/train_speed.py --compile at gpt2-small, B64: the LM head's loss through the one-pass Triton kernel
           (pipeline/lm/triton_loss.py), alone and with FA2 forced (goal: ours >= 50% MFU, the nanoGPT-design
           reference beside it in the same process)
@@ -19,7 +20,7 @@ Usage (device machine, wheels as bench/gpu_train_check.py says): python3 bench/g
           [--only layers stage]
 Next call (the MFU goal first; the profile with the kernel says where the rest goes; FSDP at a GPU-bound batch;
 the autotuned matmuls last, their compile time unknown):
-          python3 bench/gpu_issue12.py --only mfu profile_triton fsdp_b32 autotune --budget 545
+          python3 bench/gpu_issue12.py --only kernel_test mfu profile_triton fsdp_b32 autotune --budget 545
 
 Measured 2026-11-26, one H200, torch 2.11 (two calls: all but `steps` with --budget 500, then --only steps; 900 s of
 device time in all, start-up included): layers 43 s: flex 2.82x the mask at T=2,048 (0.88x at 1,024, 19.3x at
@@ -60,6 +61,9 @@ PARTS = {  # name: [(label, argv, expected seconds)]
     # gave inductor's two loss kernels 10.2 ms of 126. Next: the one-pass Triton loss kernel, alone and with FA2
     # (torch's choice at T=1,024 is cuDNN, whose backward took 11.6 ms), then autotuned matmul templates alone
     # (inductor max_autotune_gemm, both models: part autotune, last since its compile time is the least known)
+    # the kernel against F.cross_entropy and autograd on the GPU itself, before it is timed
+    "kernel_test": [("kernel_test", [PY, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_triton_loss.py"],
+                     30)],
     "mfu": [(f"mfu_{name}",
              [PY, "bench/train_speed.py", *GPT2, "--batch", str(b), "--steps", "8", "--blocks", "6", *extra,
               "--out", str(WORK / f"mfu_{name}.json")], expected)
