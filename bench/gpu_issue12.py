@@ -13,14 +13,16 @@ Parts, in order, each a subprocess with its own time limit, skipped when the cal
   profile bench/step_profile.py at gpt2-small B64 (compiled, as `mfu`'s rows): the step's kernel time by kind
           (matmul, attention, inductor's fused kernels, loss, optimizer, copies), the 40 costliest kernels
   profile_triton  the same with the Triton loss kernel
+  stage_triton  the stage check with train.loss_kernel: triton at B64, against the bench step with the kernel
   steps   bench/banded_attention.py, whole gpt3-small step: dense vs alternating banded at T=2,048 and 8,192
   fsdp    bench/gpu_fsdp_check.py: strategy fsdp vs ddp, train.deterministic's cost, memory estimate vs peak (B8)
   fsdp_b32  fsdp vs ddp again at B32, where one GPU's step is long enough to hide FSDP's host work
 Usage (device machine, wheels as bench/gpu_train_check.py says): python3 bench/gpu_issue12.py [--budget 480]
           [--only layers stage]
-Next call (the MFU goal first; the profile with the kernel says where the rest goes; FSDP at a GPU-bound batch;
-the autotuned matmuls last, their compile time unknown):
-          python3 bench/gpu_issue12.py --only kernel_test mfu profile_triton fsdp_b32 autotune --budget 545
+Next call (the kernel's tests on the GPU, then the MFU goal; the profile with the kernel says where the rest goes;
+the stage with the kernel; FSDP at a GPU-bound batch; the autotuned matmuls last, their compile time unknown; parts
+the budget cannot reach are skipped and listed):
+          python3 bench/gpu_issue12.py --only kernel_test mfu profile_triton stage_triton fsdp_b32 autotune --budget 545
 
 Measured 2026-11-26, one H200, torch 2.11 (two calls: all but `steps` with --budget 500, then --only steps; 900 s of
 device time in all, start-up included): layers 43 s: flex 2.82x the mask at T=2,048 (0.88x at 1,024, 19.3x at
@@ -55,6 +57,9 @@ PARTS = {  # name: [(label, argv, expected seconds)]
     "layers": [("layers", [PY, "bench/banded_attention.py", "--step-lengths", "--out", str(WORK / "layers.json")],
                 60)],
     "stage": [("stage", [PY, "bench/gpu_train_check.py", "--steps", "150", "--batch", "16"], 150)],
+    # the stage with train.loss_kernel: triton, against the bench step with the same kernel (B64: the MFU rows' batch)
+    "stage_triton": [("stage_triton", [PY, "bench/gpu_train_check.py", "--steps", "100", "--batch", "64",
+                                       "--loss-kernel", "triton"], 170)],
     # measured 2026-11-26: cuDNN attention gave nothing at T=1,024; mode max-autotune(-no-cudagraphs) turns on
     # coordinate_descent_tuning too (torch._inductor.list_mode_options), which did not finish compiling in 198 s.
     # 2026-11-27: the chunked LM-head loss was slower on the GPU (0.98x the reference at B64 and B128); the profile

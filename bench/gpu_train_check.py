@@ -7,7 +7,7 @@ What it checks, on one CUDA device (run it where one is at hand; it refuses to r
   - the loss falls on a learnable synthetic token stream (a fixed random bigram chain over GPT-2's vocabulary).
 Prints one JSON object (also written to $OUT/gpu_train_check.json when OUT is set) with the report's figures.
 
-Usage: python3 bench/gpu_train_check.py [--steps 150] [--batch 16] [--nproc 1]
+Usage: python3 bench/gpu_train_check.py [--steps 150] [--batch 16] [--nproc 1] [--loss-kernel triton]
 On a bare GPU image without dvclive, carry these wheels (cp312, --no-deps; 22 files, 8.7 MB) and put them on
 PYTHONPATH: dvclive dvc dvc-render dvc-studio-client dvc-data dvc-objects dvc-http scmrepo dulwich pygtrie sqltrie
 diskcache dpath flufl.lock atpublic zc.lockfile flatten-dict funcy ruamel.yaml voluptuous wcwidth zstandard, at the
@@ -64,6 +64,8 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--nproc", type=int, default=1)
     ap.add_argument("--no-compile", action="store_true")
+    ap.add_argument("--loss-kernel", choices=("auto", "triton"), default="auto",
+                    help="train.loss_kernel for the stage, and --loss-kernel for the bench step beside it")
     ap.add_argument("--no-bench", action="store_true", help="skip bench/train_speed.py at the same shape")
     ap.add_argument("--allow-cpu", action="store_true", help="smoke-test the script itself on CPU (checks will fail)")
     args = ap.parse_args()
@@ -84,7 +86,7 @@ def main() -> None:
     params["model"].update(preset="gpt2-small")
     params["train"].update(max_steps=args.steps, batch_size=args.batch, eval_interval=max(10, args.steps // 3),
                            eval_batches=2, warmup_steps=max(1, args.steps // 10), lr=6e-4,
-                           compile=not args.no_compile, peak_tflops=0.0)
+                           compile=not args.no_compile, peak_tflops=0.0, loss_kernel=args.loss_kernel)
     (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     # `torchrun` is `python -m torch.distributed.run`; the module form needs no PATH entry
     launch = f"{sys.executable} -m torch.distributed.run --standalone --nproc_per_node={args.nproc}"
@@ -111,7 +113,8 @@ def main() -> None:
         # the step alone, same shape, in the same run: the stage's steady state should match it (issue: >= 0.97x)
         bench = subprocess.run([sys.executable, str(ROOT / "bench/train_speed.py"), "--compile", "--layers", "12",
                                 "--width", "768", "--heads", "12", "--block", "1024", "--batch", str(args.batch),
-                                "--steps", "20", "--peak-tflops", str(result["detected_peak"] or 989.0)],
+                                "--steps", "20", "--peak-tflops", str(result["detected_peak"] or 989.0),
+                                *(["--loss-kernel", "triton"] if args.loss_kernel == "triton" else [])],
                                capture_output=True, text=True, timeout=600)
         if bench.returncode == 0:
             rows = json.loads((ROOT / "bench/out/train_speed.json").read_text())["results"]

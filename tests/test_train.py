@@ -368,3 +368,17 @@ def test_throughput_laps_exclude_paused_work():
     summary = clock.summary(flops_per_token=1, peak_tflops=None)
     assert summary["eval_and_checkpoint_s"] >= 0.2 and summary["wall_tokens_per_s"] < 2100 / 0.25
     assert summary["clock"] == "host perf_counter" and summary["warmup_steps"] == 1
+
+
+def test_loss_kernel_is_checked_before_training(tmp_path, in_tmp_cwd, monkeypatch):
+    """An unknown loss kernel, or triton where it cannot run, fails at once with the knob's name in the message."""
+    data = _repetitive(tmp_path)
+    with pytest.raises(ValueError, match="train.loss_kernel must be one of"):
+        train(data, "models/gpt", "reports/train", TINY, dataclasses.replace(FAST, loss_kernel="liger"), seed=1,
+              threads=1, progress=False)
+    if not torch.cuda.is_available():  # no triton here, or triton without its interpreter on a CPU
+        monkeypatch.delenv("TRITON_INTERPRET", raising=False)  # tests/test_triton_loss.py sets it on CPU machines
+        with pytest.raises(ValueError, match="train.loss_kernel: triton"):
+            train(data, "models/gpt", "reports/train", TINY, dataclasses.replace(FAST, loss_kernel="triton"), seed=1,
+                  threads=1, progress=False)
+    assert not Path("models/gpt").exists()

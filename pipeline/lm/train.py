@@ -10,6 +10,7 @@ Distributed (distributed.py): torchrun's RANK / WORLD_SIZE / LOCAL_RANK; `strate
 DDP when WORLD_SIZE > 1, fsdp shards it with FSDP2 (gloo on CPU, nccl on GPU); rank 0 alone writes files,
 and checkpoints hold whole tensors whatever the strategy. On CUDA the step runs under bf16 autocast;
 `compile` wraps the model in torch.compile (FSDP: each block). `deterministic` makes GPU reruns bit-identical.
+`loss_kernel: triton` computes the LM head's loss and gradient in one Triton kernel (triton_loss.py).
 
 Resume: at every eval (nanoGPT saves there too) rank 0 writes `resume.pt` into
 io.work_dir("train", <fingerprint>) -- outside DVC's outs, which DVC deletes before a rerun. It holds
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import importlib.util
 import logging
 import os
 import random
@@ -48,7 +50,8 @@ RESUME_NAME = "resume.pt"
 NEUTRAL_KNOBS = ("compile", "peak_tflops")
 # Knobs added after the first published models: written into the checkpoint and the resume fingerprint only when
 # set away from their default, so a default run keeps its checkpoint bytes and an older run still resumes.
-LATE_KNOBS = {"strategy": "ddp", "deterministic": False}
+LATE_KNOBS = {"strategy": "ddp", "deterministic": False, "loss_kernel": "auto"}
+LOSS_KERNELS = ("auto", "triton")
 LOG_EVERY = 10  # steps between reads of the loss on the host (nanoGPT's log_interval); reads lag by as many
 WARMUP_STEPS = 2  # first steps of a run timed apart (compilation): throughput.py
 
@@ -61,6 +64,20 @@ class TrainingStopped(RuntimeError):
 def num_threads(threads: int | None = None) -> int:
     """Torch intra-op threads: the argument, else env GPT_REPRO_THREADS / OMP_NUM_THREADS, else 2."""
     return int(threads or os.environ.get("GPT_REPRO_THREADS") or os.environ.get("OMP_NUM_THREADS") or 2)
+
+
+def use_triton_loss(loss_kernel: str, device: str) -> bool:
+    """Whether the LM head's loss runs through pipeline/lm/triton_loss.py; a clear error where it cannot run."""
+    if loss_kernel not in LOSS_KERNELS:
+        raise ValueError(f"train.loss_kernel must be one of {LOSS_KERNELS}, got {loss_kernel!r}")
+    if loss_kernel == "auto":
+        return False
+    if importlib.util.find_spec("triton") is None:
+        raise ValueError("train.loss_kernel: triton needs the triton package, which CUDA builds of torch install")
+    if not device.startswith("cuda") and os.environ.get("TRITON_INTERPRET") != "1":
+        raise ValueError("train.loss_kernel: triton runs on a GPU (on a CPU only through triton's interpreter, "
+                         "TRITON_INTERPRET=1, which the tests use); set it back to auto here")
+    return True
 
 
 # --- resume state ----------------------------------------------------------------------------------
@@ -145,6 +162,7 @@ def _train(data_dir: Path, out_dir: Path, live_dir: Path, mcfg: ModelConfig, tcf
     np.random.seed(seed % 2**32)
     random.seed(seed)
     raw_model = GPT(gcfg).to(device)
+    raw_model.triton_head_loss = use_triton_loss(tcfg.loss_kernel, device)
     if sharded:  # before the optimizer: fully_shard swaps the parameters for this rank's DTensor shards
         shard(raw_model, device, compile_blocks=tcfg.compile)
     optimizer = make_optimizer(raw_model, tcfg)
