@@ -174,16 +174,19 @@ def test_fsdp_in_one_process_equals_the_plain_model(tmp_path, in_tmp_cwd):
 
 
 def test_new_knobs_leave_a_default_run_as_it_was(tmp_path):
-    """strategy and deterministic came after the first models: at their defaults the checkpoint's recorded params
-    and the resume fingerprint are what they were (the committed models/ keep their bytes); set, they count."""
-    before = {f.name for f in dataclasses.fields(TrainConfig)} - {"strategy", "deterministic"}
+    """strategy, deterministic and loss_kernel came after the first models: at their defaults the checkpoint's
+    recorded params and the resume fingerprint are what they were (the committed models/ keep their bytes); set,
+    they count."""
+    before = {f.name for f in dataclasses.fields(TrainConfig)} - {"strategy", "deterministic", "loss_kernel"}
     assert set(recorded(TrainConfig())) == before
     assert recorded(TrainConfig(strategy="fsdp"))["strategy"] == "fsdp"
     assert recorded(TrainConfig(deterministic=True))["deterministic"] is True
+    assert recorded(TrainConfig(loss_kernel="triton"))["loss_kernel"] == "triton"
     tokens.write_shard(tmp_path / "train_00000.bin", np.arange(50), 64, 63)
     prints = {run_fingerprint(ModelConfig(), cfg, 1, tmp_path) for cfg in
-              (TrainConfig(), TrainConfig(strategy="fsdp"), TrainConfig(deterministic=True))}
-    assert len(prints) == 3
+              (TrainConfig(), TrainConfig(strategy="fsdp"), TrainConfig(deterministic=True),
+               TrainConfig(loss_kernel="triton"))}
+    assert len(prints) == 4
 
 
 def test_deterministic_switch_sets_and_restores_the_cuda_settings(monkeypatch):
