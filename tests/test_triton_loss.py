@@ -2,11 +2,13 @@
 
 Runs where triton is installed: on a GPU as compiled, on the CPU through triton's interpreter (TRITON_INTERPRET=1,
 set here before the kernel module is imported). The CPU wheel of torch does not bring triton, so a plain checkout
-skips these; `pip install triton` runs them on the CPU (a few seconds).
+skips these; `pip install triton` runs them on the CPU (about 20 s).
 """
+import dataclasses
 import importlib.util
 import os
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -17,10 +19,6 @@ if importlib.util.find_spec("triton") is None:
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 if DEVICE == "cpu":
     os.environ["TRITON_INTERPRET"] = "1"  # read when the kernel is decorated, i.e. when triton_loss is imported
-
-import dataclasses  # noqa: E402
-
-import numpy as np  # noqa: E402
 
 from pipeline.lm import tokens, triton_loss  # noqa: E402
 from pipeline.lm.model import GPT, GPTConfig, ModelConfig  # noqa: E402
