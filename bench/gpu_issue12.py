@@ -53,6 +53,15 @@ OUT = pathlib.Path(os.environ.get("OUT") or ROOT / "bench" / "out")
 WORK = pathlib.Path("/tmp/gpu_issue12")  # the parts' own files; the device call brings back at most 8 from $OUT
 PY = sys.executable
 GPT2 = ["--compile", "--layers", "12", "--width", "768", "--heads", "12", "--block", "1024", "--peak-tflops", "989"]
+
+
+def speed_rows(rows: list[tuple[str, int, list[str], int]], *common: str) -> list[tuple[str, list[str], int]]:
+    """bench/train_speed.py at gpt2-small, one row per (name, batch, extra flags, expected seconds)."""
+    return [(f"mfu_{name}", [PY, "bench/train_speed.py", *GPT2, "--batch", str(batch), "--steps", "8", "--blocks",
+                             "6", *extra, *common, "--out", str(WORK / f"mfu_{name}.json")], expected)
+            for name, batch, extra, expected in rows]
+
+
 PARTS = {  # name: [(label, argv, expected seconds)]
     "layers": [("layers", [PY, "bench/banded_attention.py", "--step-lengths", "--out", str(WORK / "layers.json")],
                 60)],
@@ -60,30 +69,23 @@ PARTS = {  # name: [(label, argv, expected seconds)]
     # the stage with train.loss_kernel: triton, against the bench step with the same kernel (B64: the MFU rows' batch)
     "stage_triton": [("stage_triton", [PY, "bench/gpu_train_check.py", "--steps", "100", "--batch", "64",
                                        "--loss-kernel", "triton"], 170)],
+    # the kernel against F.cross_entropy and autograd on the GPU itself, before it is timed
+    "kernel_test": [("kernel_test", [PY, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_triton_loss.py"],
+                     30)],
     # measured 2026-11-26: cuDNN attention gave nothing at T=1,024; mode max-autotune(-no-cudagraphs) turns on
     # coordinate_descent_tuning too (torch._inductor.list_mode_options), which did not finish compiling in 198 s.
     # 2026-11-27: the chunked LM-head loss was slower on the GPU (0.98x the reference at B64 and B128); the profile
     # gave inductor's two loss kernels 10.2 ms of 126. Next: the one-pass Triton loss kernel, alone and with FA2
     # (torch's choice at T=1,024 is cuDNN, whose backward took 11.6 ms), then autotuned matmul templates alone
     # (inductor max_autotune_gemm, both models: part autotune, last since its compile time is the least known)
-    # the kernel against F.cross_entropy and autograd on the GPU itself, before it is timed
-    "kernel_test": [("kernel_test", [PY, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_triton_loss.py"],
-                     30)],
-    "mfu": [(f"mfu_{name}",
-             [PY, "bench/train_speed.py", *GPT2, "--batch", str(b), "--steps", "8", "--blocks", "6", *extra,
-              "--out", str(WORK / f"mfu_{name}.json")], expected)
-            for name, b, extra, expected in (
-                ("b64_triton_loss", 64, ["--loss-kernel", "triton"], 85),
-                ("b64_triton_loss_fa2", 64, ["--loss-kernel", "triton", "--sdpa", "flash"], 60),
-                # kernels alone came to 45.1% MFU, timed steps of that design to 44.6%: CUDA graphs may close the gaps
-                ("b64_triton_loss_cudagraphs", 64, ["--loss-kernel", "triton", "--compile-mode", "reduce-overhead"],
-                 80))],
-    "autotune": [(f"mfu_{name}",
-                  [PY, "bench/train_speed.py", *GPT2, "--batch", str(b), "--steps", "8", "--blocks", "6", *extra,
-                   "--inductor", "max_autotune_gemm=1", "--out", str(WORK / f"mfu_{name}.json")], expected)
-                 for name, b, extra, expected in (
-                     ("b64_gemm_autotune", 64, [], 150),
-                     ("b128_fused_gemm_autotune", 128, ["--fused-loss"], 90))],
+    "mfu": speed_rows([
+        ("b64_triton_loss", 64, ["--loss-kernel", "triton"], 85),
+        ("b64_triton_loss_fa2", 64, ["--loss-kernel", "triton", "--sdpa", "flash"], 60),
+        # kernels alone came to 45.1% MFU, timed steps of that design to 44.6%: CUDA graphs may close the gaps
+        ("b64_triton_loss_cudagraphs", 64, ["--loss-kernel", "triton", "--compile-mode", "reduce-overhead"], 80)]),
+    "autotune": speed_rows([("b64_gemm_autotune", 64, [], 150),
+                            ("b128_fused_gemm_autotune", 128, ["--fused-loss"], 90)],
+                           "--inductor", "max_autotune_gemm=1"),
     "profile": [("profile", [PY, "bench/step_profile.py", "--batch", "64"], 50)],
     "profile_triton": [("profile_triton", [PY, "bench/step_profile.py", "--batch", "64", "--loss-kernel", "triton"],
                         45)],

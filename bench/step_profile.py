@@ -21,7 +21,7 @@ import re
 
 import torch
 
-from bench.train_speed import make_step
+from bench.train_speed import add_variant_args, apply_variant, make_step
 from pipeline.lm.model import GPT, GPTConfig
 from pipeline.lm.recipe import TrainConfig, make_optimizer
 
@@ -74,11 +74,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--steps", type=int, default=5, help="profiled steps (after 3 warm-up steps)")
-    ap.add_argument("--fused-loss", action="store_true", help="the chunked LM-head loss (model.lm_head_loss)")
-    ap.add_argument("--loss-kernel", choices=("triton",), default=None, help="pipeline/lm/triton_loss.py")
-    ap.add_argument("--sdpa", choices=("flash", "cudnn", "efficient", "math"), default=None, help="force one SDPA backend")
+    add_variant_args(ap)
     ap.add_argument("--top", type=int, default=40, help="kernels listed in the JSON (costliest first)")
-    ap.add_argument("--compile-mode", default=None, help="torch.compile mode (e.g. max-autotune-no-cudagraphs)")
     ap.add_argument("--no-compile", action="store_true")
     ap.add_argument("--peak-tflops", type=float, default=989.0, help="for the MFU line (H100/H200 bf16 dense)")
     ap.add_argument("--small", action="store_true", help="L2 H2 D64 T64 V2048: the CPU smoke shape")
@@ -93,10 +90,7 @@ def main() -> None:
     torch.manual_seed(0)
     model = GPT(GPTConfig(vocab_size=V, block_size=T, n_layer=L, n_head=H, n_embd=D)).to(device)
     opt = make_optimizer(model, TrainConfig(lr=3e-4))
-    if args.fused_loss:
-        model.fused_head_loss = True
-    if args.loss_kernel:
-        model.triton_head_loss = True
+    apply_variant(model, args)
     flops_tok = model.flops_per_token(T)
     if not args.no_compile:
         model = torch.compile(model, mode=args.compile_mode)

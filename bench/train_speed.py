@@ -102,6 +102,27 @@ def make_step(model, opt, device, sdpa=None):
     return step
 
 
+def add_variant_args(ap: argparse.ArgumentParser) -> None:
+    """The variants of our step this bench and bench/step_profile.py time (the reference stays as nanoGPT runs)."""
+    ap.add_argument("--compile-mode", default=None,
+                    help="torch.compile mode for ours (e.g. max-autotune-no-cudagraphs)")
+    ap.add_argument("--fused-loss", action="store_true",
+                    help="CUDA: ours computes the LM head's loss in chunks (model.lm_head_loss; CPU does by default)")
+    ap.add_argument("--loss-kernel", choices=("triton",), default=None,
+                    help="ours computes the LM head's loss and gradient in one Triton kernel "
+                         "(pipeline/lm/triton_loss.py)")
+    ap.add_argument("--sdpa", choices=("flash", "cudnn", "efficient", "math"), default=None,
+                    help="CUDA: force this SDPA backend in ours (default: torch's choice, as the reference)")
+
+
+def apply_variant(model: GPT, args: argparse.Namespace) -> None:
+    """The LM-head loss path add_variant_args chose (compile mode and SDPA backend apply where the step is made)."""
+    if args.fused_loss:
+        model.fused_head_loss = True
+    if args.loss_kernel:
+        model.triton_head_loss = True
+
+
 def time_cuda(steps: dict, batches: list, blocks: int, per_block: int) -> dict:
     """Median seconds per step of each model: `blocks` rounds, each model running `per_block` queued steps timed by
     CUDA events (the order alternates per round, so clock and thermal drift hit both)."""
@@ -132,13 +153,7 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=8, help="batch B")
     ap.add_argument("--compile", action="store_true", help="torch.compile both models")
     ap.add_argument("--peak-tflops", type=float, default=312.0, help="GPU peak for MFU (A100 bf16: 312)")
-    ap.add_argument("--compile-mode", default=None, help="torch.compile mode for ours (e.g. max-autotune-no-cudagraphs)")
-    ap.add_argument("--fused-loss", action="store_true",
-                    help="CUDA: ours computes the LM head's loss in chunks (model.lm_head_loss; CPU does by default)")
-    ap.add_argument("--loss-kernel", choices=("triton",), default=None,
-                    help="ours computes the LM head's loss and gradient in one Triton kernel (pipeline/lm/triton_loss.py)")
-    ap.add_argument("--sdpa", choices=("flash", "cudnn", "efficient", "math"), default=None,
-                    help="CUDA: force this SDPA backend in ours (default: torch's choice, as the reference)")
+    add_variant_args(ap)
     ap.add_argument("--inductor", nargs="*", default=[], metavar="KEY=VALUE",
                     help="torch._inductor.config settings for both models (e.g. coordinate_descent_tuning=1)")
     ap.add_argument("--blocks", type=int, default=6, help="CUDA: timed rounds per model (--steps queued steps each)")
@@ -153,10 +168,7 @@ def main() -> None:
     ref_opt = torch.optim.AdamW(ref.parameters(), lr=3e-4, betas=(0.9, 0.95), weight_decay=0.1)
     ours = GPT(GPTConfig(vocab_size=V, block_size=T, n_layer=L, n_head=H, n_embd=D)).to(device)
     ours_opt = make_optimizer(ours, TrainConfig(lr=3e-4))
-    if args.fused_loss:
-        ours.fused_head_loss = True
-    if args.loss_kernel:
-        ours.triton_head_loss = True
+    apply_variant(ours, args)
     assert sum(p.numel() for p in ref.parameters()) == ours.num_params(), "shapes differ"
     for setting in args.inductor:
         import torch._inductor.config as inductor_config

@@ -330,13 +330,14 @@ class GPT(nn.Module):
 
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None):
         x = self.features(idx)
-        if targets is not None and self.training and self.triton_head_loss and torch.is_grad_enabled():
+        training_loss = targets is not None and self.training and torch.is_grad_enabled()
+        if training_loss and self.triton_head_loss:
             from pipeline.lm.triton_loss import triton_head_loss  # triton is imported only where it is asked for
 
             return None, triton_head_loss(x.reshape(-1, x.size(-1)), self.lm_head.weight, targets.reshape(-1),
                                           self.config.vocab_size)
         fused = self.fused_head_loss if self.fused_head_loss is not None else x.device.type == "cpu"
-        if targets is not None and self.training and fused and torch.is_grad_enabled():
+        if training_loss and fused:
             # CPU training: the tied LM head is ~80% of the FLOPs at GPT-2's vocabulary; computing it
             # with its loss and gradients chunk by chunk never materialises the (B*T, V) logits,
             # their softmax and their gradient (3 x 412 MB per step at B*T=2048, V=50,304).

@@ -33,13 +33,13 @@ IGNORE = -1  # the targets' ignore_index (the whole project's; F.cross_entropy(.
 
 @triton.jit
 def _loss_and_grad_in_place(logits_ptr, row_stride, targets_ptr, losses_ptr, n_valid_ptr,
-                            n_cols: tl.constexpr, row_width: tl.constexpr, BLOCK: tl.constexpr):
+                            n_cols: tl.constexpr, row_width: tl.constexpr, IGNORE: tl.constexpr, BLOCK: tl.constexpr):
     # the widths are compile-time constants: fixed per model, and loop bounds the compiler (and triton's CPU
     # interpreter, whose runtime scalars are 1-element arrays numpy 2 will not use as a range bound) can see
     row = tl.program_id(0).to(tl.int64)
     base = logits_ptr + row * row_stride
     target = tl.load(targets_ptr + row)
-    valid = target != -1
+    valid = target != IGNORE
     # pass 1: running max m and sum s of exp(x - m) over the real columns
     m = float("-inf")
     s = 0.0
@@ -74,7 +74,7 @@ def loss_and_grad_in_place(logits: torch.Tensor, targets: torch.Tensor, n_cols: 
     n_valid = (targets != IGNORE).sum().clamp(min=1).to(torch.float32)  # on the device: no host sync
     losses = torch.empty(rows, dtype=torch.float32, device=logits.device)
     _loss_and_grad_in_place[(rows,)](logits, logits.stride(0), targets, losses, n_valid, n_cols, logits.shape[1],
-                                     BLOCK=block, num_warps=WARPS)
+                                     IGNORE=IGNORE, BLOCK=block, num_warps=WARPS)
     return losses.sum() / n_valid
 
 
