@@ -9,7 +9,7 @@ Parts, in order, each a subprocess with its own time limit, skipped when the cal
   mfu     bench/train_speed.py --compile at gpt2-small, B64: the LM head's loss through the one-pass Triton kernel
           (pipeline/lm/triton_loss.py), alone, with FA2 forced, with CUDA graphs (goal: ours >= 50% MFU, the
           nanoGPT-design reference beside it in the same process)
-  autotune the same with inductor's autotuned matmul templates (max_autotune_gemm, both models): B64, B128 fused
+  autotune the same with inductor's autotuned matmul templates (max_autotune_gemm, both models): B64, Triton loss
   profile bench/step_profile.py at gpt2-small B64 (compiled, as `mfu`'s rows): the step's kernel time by kind
           (matmul, attention, inductor's fused kernels, loss, optimizer, copies), the 40 costliest kernels
   profile_triton  the same with the Triton loss kernel
@@ -22,7 +22,7 @@ Usage (device machine, wheels as bench/gpu_train_check.py says): python3 bench/g
 Next call (the kernel's tests on the GPU, then the MFU goal; the profile with the kernel says where the rest goes;
 the stage with the kernel; FSDP at a GPU-bound batch; the autotuned matmuls last, their compile time unknown; parts
 the budget cannot reach are skipped and listed):
-          python3 bench/gpu_issue12.py --only kernel_test mfu profile_triton stage_triton fsdp_b32 autotune --budget 545
+          python3 bench/gpu_issue12.py --only kernel_test mfu profile_triton stage_triton autotune fsdp_b32 --budget 540
 
 Measured 2026-11-26, one H200, torch 2.11 (two calls: all but `steps` with --budget 500, then --only steps; 900 s of
 device time in all, start-up included): layers 43 s: flex 2.82x the mask at T=2,048 (0.88x at 1,024, 19.3x at
@@ -83,8 +83,8 @@ PARTS = {  # name: [(label, argv, expected seconds)]
         ("b64_triton_loss_fa2", 64, ["--loss-kernel", "triton", "--sdpa", "flash"], 60),
         # kernels alone came to 45.1% MFU, timed steps of that design to 44.6%: CUDA graphs may close the gaps
         ("b64_triton_loss_cudagraphs", 64, ["--loss-kernel", "triton", "--compile-mode", "reduce-overhead"], 80)]),
-    "autotune": speed_rows([("b64_gemm_autotune", 64, [], 150),
-                            ("b128_fused_gemm_autotune", 128, ["--fused-loss"], 90)],
+    # the chunked loss measured slower (2026-11-27), so the autotuned rows take the Triton kernel's loss
+    "autotune": speed_rows([("b64_triton_gemm_autotune", 64, ["--loss-kernel", "triton"], 150)],
                            "--inductor", "max_autotune_gemm=1"),
     "profile": [("profile", [PY, "bench/step_profile.py", "--batch", "64"], 50)],
     "profile_triton": [("profile_triton", [PY, "bench/step_profile.py", "--batch", "64", "--loss-kernel", "triton"],
