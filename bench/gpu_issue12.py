@@ -89,6 +89,13 @@ PARTS = {  # name: [(label, argv, expected seconds)]
     "profile": [("profile", [PY, "bench/step_profile.py", "--batch", "64"], 50)],
     "profile_triton": [("profile_triton", [PY, "bench/step_profile.py", "--batch", "64", "--loss-kernel", "triton"],
                         45)],
+    # 2026-11-27 (second call): the FA2 row timed the same as torch's choice to the token; does the backend switch?
+    "profile_triton_fa2": [("profile_triton_fa2", [PY, "bench/step_profile.py", "--batch", "64", "--loss-kernel",
+                                                   "triton", "--sdpa", "flash"], 45)],
+    # a larger micro-batch with the kernel: the loss no longer grows with the batch beyond the logits themselves
+    "mfu_b128": speed_rows([("b128_triton_loss", 128, ["--loss-kernel", "triton"], 90),
+                            ("b128_triton_loss_cudagraphs", 128, ["--loss-kernel", "triton", "--compile-mode",
+                                                                  "reduce-overhead"], 70)]),
     "steps": [("steps", [PY, "bench/banded_attention.py", "--lengths", "--step-lengths", "2048", "8192",
                          "--out", str(WORK / "steps.json")], 150)],
     "fsdp": [("fsdp", [PY, "bench/gpu_fsdp_check.py", "--steps", "40", "--batch", "8"], 240)],
