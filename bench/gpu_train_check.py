@@ -7,7 +7,7 @@ What it checks, on one CUDA device (run it where one is at hand; it refuses to r
   - the loss falls on a learnable synthetic token stream (a fixed random bigram chain over GPT-2's vocabulary).
 Prints one JSON object (also written to $OUT/gpu_train_check.json when OUT is set) with the report's figures.
 
-Usage: python3 bench/gpu_train_check.py [--steps 150] [--batch 16] [--nproc 1] [--loss-kernel triton]
+Usage: python3 bench/gpu_train_check.py [--steps 150] [--batch 16] [--nproc 1] [--loss-kernel auto|torch|triton]
 On a bare GPU image without dvclive, carry these wheels (cp312, --no-deps; 22 files, 8.7 MB) and put them on
 PYTHONPATH: dvclive dvc dvc-render dvc-studio-client dvc-data dvc-objects dvc-http scmrepo dulwich pygtrie sqltrie
 diskcache dpath flufl.lock atpublic zc.lockfile flatten-dict funcy ruamel.yaml voluptuous wcwidth zstandard, at the
@@ -64,8 +64,9 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--nproc", type=int, default=1)
     ap.add_argument("--no-compile", action="store_true")
-    ap.add_argument("--loss-kernel", choices=("auto", "triton"), default="auto",
-                    help="train.loss_kernel for the stage, and --loss-kernel for the bench step beside it")
+    ap.add_argument("--loss-kernel", choices=("auto", "torch", "triton"), default="auto",
+                    help="train.loss_kernel for the stage; the bench step beside it takes the path the stage "
+                         "reports it resolved to")
     ap.add_argument("--no-bench", action="store_true", help="skip bench/train_speed.py at the same shape")
     ap.add_argument("--allow-cpu", action="store_true", help="smoke-test the script itself on CPU (checks will fail)")
     args = ap.parse_args()
@@ -114,7 +115,8 @@ def main() -> None:
         bench = subprocess.run([sys.executable, str(ROOT / "bench/train_speed.py"), "--compile", "--layers", "12",
                                 "--width", "768", "--heads", "12", "--block", "1024", "--batch", str(args.batch),
                                 "--steps", "20", "--peak-tflops", str(result["detected_peak"] or 989.0),
-                                *(["--loss-kernel", "triton"] if args.loss_kernel == "triton" else [])],
+                                # the loss path the stage's train.loss_kernel resolved to (auto: the kernel on GPUs)
+                                *(["--loss-kernel", "triton"] if rep.get("loss_kernel") == "triton" else [])],
                                capture_output=True, text=True, timeout=600)
         if bench.returncode == 0:
             rows = json.loads((ROOT / "bench/out/train_speed.json").read_text())["results"]

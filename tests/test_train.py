@@ -18,7 +18,7 @@ from pipeline.lm import tokens
 from pipeline.lm.model import GPT, ModelConfig, from_params
 from pipeline.lm.checkpoint import load_checkpoint
 from pipeline.lm.batches import mean_loss, random_batch
-from pipeline.lm.train import TrainConfig, TrainingStopped, batch_at, lr_at, make_optimizer, train
+from pipeline.lm.train import TrainConfig, TrainingStopped, batch_at, lr_at, make_optimizer, train, use_triton_loss
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ModelConfig(n_layer=1, n_head=2, n_embd=32, block_size=32, dropout=0.0)
@@ -89,6 +89,8 @@ def test_training_beats_unigram_entropy_and_writes_outputs(tmp_path, in_tmp_cwd)
     assert report["final_train_loss"] < 0.25 * math.log(50)
     assert report["steps"] == 100 and report["tokens_seen"] == 100 * 8 * 32
     assert report["params"] > 0 and report["tokens_per_s"] > 0
+    assert report["loss_kernel"] == ("triton" if use_triton_loss("auto", "cuda" if torch.cuda.is_available() else "cpu")
+                                     else "torch")  # what auto resolved to
     assert json.loads(Path("reports/train.json").read_text())["final_val_loss"] == report["final_val_loss"]
     # dvclive: metrics.json (latest values) and one tsv per metric, val at steps 0, 50, 100.
     metrics = json.loads(Path("reports/train/metrics.json").read_text())
@@ -382,3 +384,31 @@ def test_loss_kernel_is_checked_before_training(tmp_path, in_tmp_cwd, monkeypatc
             train(data, "models/gpt", "reports/train", TINY, dataclasses.replace(FAST, loss_kernel="triton"), seed=1,
                   threads=1, progress=False)
     assert not Path("models/gpt").exists()
+
+
+def test_auto_loss_kernel_takes_the_triton_kernel_only_where_it_was_measured(monkeypatch):
+    """auto: the kernel on an NVIDIA GPU of sm80+ with triton under ddp; torch's path anywhere else, with no error."""
+    import importlib.util
+
+    real_find_spec = importlib.util.find_spec
+    have = {"triton": True}
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: object() if name == "triton" and have["triton"] else
+                        None if name == "triton" else real_find_spec(name, *a))
+    capability = {"cc": (9, 0)}
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability["cc"])
+    monkeypatch.setattr(torch.version, "hip", None)
+    assert use_triton_loss("auto", "cuda:0") is True
+    assert use_triton_loss("torch", "cuda:0") is False  # the way back to torch's path on a GPU
+    assert use_triton_loss("auto", "cuda:0", "fsdp") is False  # not yet run on a GPU under FSDP
+    assert use_triton_loss("auto", "cpu") is False
+    capability["cc"] = (7, 5)
+    assert use_triton_loss("auto", "cuda:0") is False
+    capability["cc"] = (9, 0)
+    monkeypatch.setattr(torch.version, "hip", "6.2")  # ROCm builds also say "cuda"; the kernel's warps are NVIDIA's
+    assert use_triton_loss("auto", "cuda:0") is False
+    monkeypatch.setattr(torch.version, "hip", None)
+    have["triton"] = False
+    assert use_triton_loss("auto", "cuda:0") is False
+    with pytest.raises(ValueError, match="needs the triton package"):
+        use_triton_loss("triton", "cuda:0")

@@ -38,7 +38,7 @@ class TrainConfig:
     peak_tflops: float = 0.0  # MFU denominator; 0: the detected GPU's dense bf16 peak (device_peak.py)
     strategy: str = "ddp"  # ddp: a whole replica per rank; fsdp: FSDP2 shards (distributed.py, memory_estimate.py)
     deterministic: bool = False  # GPU: deterministic kernels for bit-identical reruns (CPU always is)
-    loss_kernel: str = "auto"  # auto: chunked loss on CPU, compiled cross-entropy on GPU; triton: triton_loss.py
+    loss_kernel: str = "auto"  # auto | torch | triton: train.use_triton_loss
 
 
 
