@@ -22,8 +22,9 @@ Parts, in order, each a subprocess with its own time limit, skipped when the cal
 Usage (device machine, wheels as bench/gpu_train_check.py says): python3 bench/gpu_issue12.py [--budget 480]
           [--only layers stage]
 Next call (the stage with train.loss_kernel: auto, which now takes the Triton kernel on the GPU, at B16 as the
-first stage row and at B64; FSDP at a GPU-bound batch; parts the budget cannot reach are skipped and listed):
-          python3 bench/gpu_issue12.py --only kernel_test stage stage_triton fsdp_b32 --budget 540
+first stage row and at B64; FSDP at a GPU-bound batch; inductor's GEMM templates with GELU and bias fused into
+their epilogues, crashing choices dropped; parts the budget cannot reach are skipped and listed):
+          python3 bench/gpu_issue12.py --only kernel_test stage stage_triton fsdp_b32 autotune --budget 540
 
 Measured 2026-11-26, one H200, torch 2.11 (two calls: all but `steps` with --budget 500, then --only steps; 900 s of
 device time in all, start-up included): layers 43 s: flex 2.82x the mask at T=2,048 (0.88x at 1,024, 19.3x at
@@ -47,8 +48,9 @@ CUDA graphs 46.3% vs 44.4%; B128 46.2% vs 44.9%, with CUDA graphs 46.2% vs 44.7%
 of kernels a step (47.3% over kernel time), loss 6.3 ms (was 10.2); FA2 forced (profile_triton_fa2, a fresh
 machine): attention 25.4 ms vs cuDNN's 15.3, so slower (the `mfu` row with --sdpa flash had hit the cuDNN graph
 in inductor's on-disk cache, pytorch#185449, and timed cuDNN again: now each forced backend gets its own cache);
-stage_triton at B64: steady 518,788 tokens/s = 44.9% MFU, 0.976x the bench step with the kernel; autotune: inductor's
-GEMM templates hit "illegal memory access" while autotuning (torch 2.11 + triton 3.6 on sm90) and the run died;
+stage_triton at B64: steady 518,788 tokens/s = 44.9% MFU, 0.976x the bench step with the kernel; autotune: the
+first Triton template for the reference's LM-head weight gradient (over 2^31 elements) hit an illegal memory access
+and the process died (now autotune_in_subproc);
 fsdp_b32: ddp 490,921 tokens/s (42.5% MFU, 22.8 GB peak), fsdp cut by the budget.
 """
 import pathlib, sys; sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # noqa: E401,E702
@@ -95,8 +97,11 @@ PARTS = {  # name: [(label, argv, expected seconds)]
         # kernels alone came to 45.1% MFU, timed steps of that design to 44.6%: CUDA graphs may close the gaps
         ("b64_triton_loss_cudagraphs", 64, ["--loss-kernel", "triton", "--compile-mode", "reduce-overhead"], 80)]),
     # the chunked loss measured slower (2026-11-27), so the autotuned rows take the Triton kernel's loss
+    # 2026-11-27: the reference's LM-head weight-gradient matmul (50,304 x 65,536 by 65,536 x 768: over 2^31 elements)
+    # hit an illegal memory access in inductor's first Triton template, which killed the process: each choice is now
+    # timed in a subprocess (autotune_in_subproc), where a crashing template is dropped instead
     "autotune": speed_rows([("b64_triton_gemm_autotune", 64, ["--loss-kernel", "triton"], 150)],
-                           "--inductor", "max_autotune_gemm=1"),
+                           "--inductor", "max_autotune_gemm=1", "autotune_in_subproc=1"),
     "profile": [("profile", [PY, "bench/step_profile.py", "--batch", "64"], 50)],
     "profile_triton": [("profile_triton", [PY, "bench/step_profile.py", "--batch", "64", "--loss-kernel", "triton"],
                         45)],
