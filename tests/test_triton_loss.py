@@ -2,7 +2,7 @@
 
 Runs where triton is installed: on a GPU as compiled, on the CPU through triton's interpreter (TRITON_INTERPRET=1,
 set here before the kernel module is imported). The CPU wheel of torch does not bring triton, so a plain checkout
-skips these; `pip install triton` runs them on the CPU (about 20 s).
+skips these; `pip install triton` runs them on the CPU (about 60 s).
 """
 import dataclasses
 import importlib.util
@@ -89,3 +89,40 @@ def test_train_stage_with_the_kernel_learns_as_with_the_default(tmp_path, monkey
     # CPU: fp32 both ways (equal to 6 digits when written); GPU: bf16 gradients, rounded in a different order
     tol = 1e-4 if DEVICE == "cpu" else 2e-2
     assert runs["triton"]["final_val_loss"] == pytest.approx(runs["torch"]["final_val_loss"], rel=tol)
+
+
+def test_fsdp_through_the_kernel_matches_fsdp_without_it(tmp_path):
+    """train.strategy fsdp with loss_kernel triton (2 ranks under torchrun; gloo and the interpreter on a CPU): the
+    LM head's weight is the root's gathered tensor and its gradient goes back through FSDP's reduce-scatter. Same
+    losses as torch's path."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import yaml
+
+    root = Path(__file__).resolve().parents[1]
+    reports = {}
+    for kernel in ("torch", "triton"):
+        folder = tmp_path / kernel
+        p = yaml.safe_load((root / "params.yaml").read_text())
+        p["model"].update(n_layer=2, n_embd=32, n_head=2, block_size=17, dropout=0.0)
+        p["train"].update(max_steps=4, eval_interval=2, eval_batches=1, batch_size=8, warmup_steps=2,
+                          strategy="fsdp", loss_kernel=kernel)
+        folder.mkdir()
+        (folder / "params.yaml").write_text(yaml.safe_dump(p))
+        tokens.write_shard(folder / "tok" / "train_00000.bin", np.tile(np.arange(50), 20), 64, 63)
+        tokens.write_shard(folder / "tok" / "val_00000.bin", np.tile(np.arange(50), 4), 64, 63)
+        env = {"GPT_REPRO_THREADS": "1", "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+               "PYTHONPATH": os.environ.get("PYTHONPATH", ""), **({"TRITON_INTERPRET": "1"} if DEVICE == "cpu" else {})}
+        out = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                              str(root / "stages/train.py"), "--data", "tok", "--out", "models/gpt", "--live", "live"],
+                             cwd=folder, capture_output=True, text=True, timeout=300, env=env)
+        assert out.returncode == 0, out.stderr[-3000:]
+        reports[kernel] = json.loads((folder / "reports/train.json").read_text())
+    assert reports["triton"]["loss_kernel"] == "triton" and reports["torch"]["loss_kernel"] == "torch"
+    assert reports["triton"]["strategy"] == "fsdp" and reports["triton"]["world_size"] == 2
+    tol = 1e-5 if DEVICE == "cpu" else 2e-2
+    for key in ("last_step_train_loss", "final_val_loss", "final_train_loss"):
+        assert reports["triton"][key] == pytest.approx(reports["torch"][key], rel=tol), key
