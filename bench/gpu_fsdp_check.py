@@ -4,7 +4,8 @@ On one CUDA device (it refuses to run without one), each run is `python stages/t
 a learnable synthetic stream (bench/gpu_train_check.py's bigram chain), in the same process tree, same card:
   ddp            compile, the default strategy: the reference for the rows below
   fsdp           compile, strategy fsdp on a one-rank mesh: fully_shard per compiled block + root, bf16
-                 MixedPrecisionPolicy, whole-tensor checkpoints gathered to the CPU (resume checkpoint mid-run)
+                 MixedPrecisionPolicy, whole-tensor checkpoints gathered to the CPU (resume checkpoint mid-run);
+                 loss_kernel triton, which ddp's auto takes on a GPU (FSDP through the kernel, like for like)
   ddp-det        compile, deterministic: its steady tokens/s over ddp's is the cost with torch.compile
   eager, eager-det (each twice): without compile; the two deterministic runs' checkpoints must be the same bytes,
                  and the ratio of the steady tokens/s is the cost in eager mode
@@ -39,7 +40,8 @@ import yaml
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 RUNS = {  # name: (train.* overrides)
     "ddp": {"compile": True},
-    "fsdp": {"compile": True, "strategy": "fsdp"},
+    # the Triton loss kernel named: auto takes it under ddp only, and this compares like with like (and times it)
+    "fsdp": {"compile": True, "strategy": "fsdp", "loss_kernel": "triton"},
     "ddp-det": {"compile": True, "deterministic": True},
     "eager": {}, "eager-2": {},
     "eager-det": {"deterministic": True}, "eager-det-2": {"deterministic": True},
@@ -103,7 +105,7 @@ def main() -> None:
     results = {"device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu", "torch": torch.__version__, "steps": args.steps,
                "batch": args.batch, "runs": {}}
     for name in names:
-        overrides = {k: v for k, v in RUNS[name].items() if not (args.allow_cpu and k == "compile")}
+        overrides = {k: v for k, v in RUNS[name].items() if not (args.allow_cpu and k in ("compile", "loss_kernel"))}
         results["runs"][name] = run(work, name, overrides, base)
         print(name, json.dumps(results["runs"][name])[:300], flush=True)
     r = results["runs"]
