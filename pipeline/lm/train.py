@@ -77,9 +77,9 @@ def use_triton_loss(loss_kernel: str, device: str, strategy: str = "ddp") -> boo
     """
     if loss_kernel not in LOSS_KERNELS:
         raise ValueError(f"train.loss_kernel must be one of {LOSS_KERNELS}, got {loss_kernel!r}")
-    has_triton = importlib.util.find_spec("triton") is not None
     if loss_kernel == "torch":
         return False
+    has_triton = importlib.util.find_spec("triton") is not None
     if loss_kernel == "auto":
         return (has_triton and strategy == "ddp" and device.startswith("cuda") and torch.version.hip is None
                 and torch.cuda.get_device_capability(device) >= (8, 0))
