@@ -10,6 +10,7 @@ Parts, in order, each a subprocess with its own time limit, skipped when the cal
           (pipeline/lm/triton_loss.py), alone, with FA2 forced, with CUDA graphs (goal: ours >= 50% MFU, the
           nanoGPT-design reference beside it in the same process)
   autotune the same with inductor's autotuned matmul templates (max_autotune_gemm, both models): B64, Triton loss
+  cdt     the same with inductor's coordinate-descent tuning alone (its fused pointwise and reduction kernels)
   profile bench/step_profile.py at gpt2-small B64 (compiled, as `mfu`'s rows): the step's kernel time by kind
           (matmul, attention, inductor's fused kernels, loss, optimizer, copies), the 40 costliest kernels
   profile_triton  the same with the Triton loss kernel
@@ -102,6 +103,10 @@ PARTS = {  # name: [(label, argv, expected seconds)]
     # timed in a subprocess (autotune_in_subproc), where a crashing template is dropped instead
     "autotune": speed_rows([("b64_triton_gemm_autotune", 64, ["--loss-kernel", "triton"], 150)],
                            "--inductor", "max_autotune_gemm=1", "autotune_in_subproc=1"),
+    # inductor's coordinate-descent tuning alone, for its pointwise and reduction kernels (23.9 ms of the B64 step);
+    # inside mode max-autotune it did not finish compiling in 198 s, so it runs last where it runs at all
+    "cdt": speed_rows([("b64_triton_cdt", 64, ["--loss-kernel", "triton"], 240)],
+                      "--inductor", "coordinate_descent_tuning=1"),
     "profile": [("profile", [PY, "bench/step_profile.py", "--batch", "64"], 50)],
     "profile_triton": [("profile_triton", [PY, "bench/step_profile.py", "--batch", "64", "--loss-kernel", "triton"],
                         45)],
