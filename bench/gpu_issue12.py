@@ -11,6 +11,7 @@ Parts, in order, each a subprocess with its own time limit, skipped when the cal
           nanoGPT-design reference beside it in the same process)
   autotune the same with inductor's autotuned matmul templates (max_autotune_gemm, both models): B64, Triton loss
   cdt     the same with inductor's coordinate-descent tuning alone (its fused pointwise and reduction kernels)
+  bf16_residual  the same with the residual stream in bf16 (GPT.residual_dtype), and its profile
   profile bench/step_profile.py at gpt2-small B64 (compiled, as `mfu`'s rows): the step's kernel time by kind
           (matmul, attention, inductor's fused kernels, loss, optimizer, copies), the 40 costliest kernels
   profile_triton  the same with the Triton loss kernel
@@ -22,10 +23,10 @@ Parts, in order, each a subprocess with its own time limit, skipped when the cal
   fsdp_b32  fsdp vs ddp again at B32, where one GPU's step is long enough to hide FSDP's host work
 Usage (device machine, wheels as bench/gpu_train_check.py says): python3 bench/gpu_issue12.py [--budget 480]
           [--only layers stage]
-Next call (the stage with train.loss_kernel: auto, which now takes the Triton kernel on the GPU, at B16 as the
-first stage row and at B64; FSDP at a GPU-bound batch; inductor's GEMM templates with GELU and bias fused into
-their epilogues, crashing choices dropped; parts the budget cannot reach are skipped and listed):
-          python3 bench/gpu_issue12.py --only kernel_test stage stage_triton fsdp_b32 autotune --budget 540
+Next call (inductor's GEMM templates with GELU and bias fused into their epilogues, crashing choices dropped; the
+residual stream in bf16; the stage under train.loss_kernel: auto, which now takes the Triton kernel on a GPU; FSDP
+at a GPU-bound batch, through the kernel; parts the budget cannot reach are skipped and listed):
+          python3 bench/gpu_issue12.py --only kernel_test autotune bf16_residual stage fsdp_b32 cdt --budget 540
 
 Measured 2026-11-26, one H200, torch 2.11 (two calls: all but `steps` with --budget 500, then --only steps; 900 s of
 device time in all, start-up included): layers 43 s: flex 2.82x the mask at T=2,048 (0.88x at 1,024, 19.3x at
@@ -107,6 +108,12 @@ PARTS = {  # name: [(label, argv, expected seconds)]
     # inside mode max-autotune it did not finish compiling in 198 s, so it runs last where it runs at all
     "cdt": speed_rows([("b64_triton_cdt", 64, ["--loss-kernel", "triton"], 240)],
                       "--inductor", "coordinate_descent_tuning=1"),
+    # the residual stream in bf16 (llm.c's activations): half the bytes in the LayerNorm and residual kernels, which
+    # with GELU make up inductor's 23.9 ms of the B64 step; the profile says which kernels shrank
+    "bf16_residual": speed_rows([("b64_triton_bf16_residual", 64, ["--loss-kernel", "triton", "--bf16-residual"],
+                                  85)])
+    + [("profile_bf16_residual", [PY, "bench/step_profile.py", "--batch", "64", "--loss-kernel", "triton",
+                                  "--bf16-residual"], 45)],
     "profile": [("profile", [PY, "bench/step_profile.py", "--batch", "64"], 50)],
     "profile_triton": [("profile_triton", [PY, "bench/step_profile.py", "--batch", "64", "--loss-kernel", "triton"],
                         45)],

@@ -111,16 +111,23 @@ def add_variant_args(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--loss-kernel", choices=("triton",), default=None,
                     help="ours computes the LM head's loss and gradient in one Triton kernel "
                          "(pipeline/lm/triton_loss.py)")
+    ap.add_argument("--bf16-residual", action="store_true",
+                    help="CUDA: ours keeps the residual stream in bf16 (GPT.residual_dtype; llm.c's activations)")
     ap.add_argument("--sdpa", choices=("flash", "cudnn", "efficient", "math"), default=None,
                     help="CUDA: force this SDPA backend in ours (default: torch's choice, as the reference)")
 
 
 def apply_variant(model: GPT, args: argparse.Namespace) -> None:
-    """The LM-head loss path add_variant_args chose (compile mode and SDPA backend apply where the step is made)."""
+    """The LM-head loss path and residual dtype add_variant_args chose (compile mode and SDPA backend apply where
+    the step is made)."""
     if args.fused_loss:
         model.fused_head_loss = True
     if args.loss_kernel:
         model.triton_head_loss = True
+    if args.bf16_residual:
+        if model.lm_head.weight.device.type != "cuda":  # a CPU step runs without autocast: bf16 meets fp32 weights
+            raise SystemExit("--bf16-residual needs CUDA (the step's bf16 autocast)")
+        model.residual_dtype = torch.bfloat16
 
 
 def time_cuda(steps: dict, batches: list, blocks: int, per_block: int) -> dict:

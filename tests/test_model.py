@@ -250,6 +250,38 @@ def test_fused_head_loss_in_bf16_chunks_matches_autocast_cross_entropy():
     assert losses[0] == pytest.approx(losses[1], rel=1e-3)
 
 
+def test_bf16_residual_stream_stays_bf16_and_trains_like_fp32():
+    """GPT.residual_dtype (bench/train_speed.py --bf16-residual): under autocast every block's input and output is
+    bf16, gradients reach every parameter, and a few steps of training follow the fp32 stream's losses."""
+    torch.manual_seed(0)
+    idx = torch.randint(0, SMALL.vocab_size, (4, 16))
+    losses = {}
+    for dtype in (None, torch.bfloat16):
+        torch.manual_seed(1)
+        model = GPT(SMALL)
+        model.residual_dtype = dtype
+        seen = []
+        hooks = [b.register_forward_hook(lambda m, inp, out: seen.append((inp[0].dtype, out.dtype)))
+                 for b in model.transformer.h]
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
+        losses[dtype] = []
+        for _ in range(20):
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                loss = model(idx, idx)[1]
+            loss.backward()
+            if dtype is not None and not losses[dtype]:
+                assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            losses[dtype].append(loss.item())
+        for h in hooks:
+            h.remove()
+        stream = dtype or torch.float32  # fp32: the embeddings' dtype, kept by autocast's residual adds
+        assert set(seen) == {(stream, stream)}
+    assert losses[torch.bfloat16][-1] < 0.5 * losses[torch.bfloat16][0]  # it learns
+    assert losses[torch.bfloat16][-1] == pytest.approx(losses[None][-1], rel=0.05, abs=0.05)
+
+
 def _hidden(model, idx):
     x = model.transformer.wte(idx) + model.transformer.wpe(torch.arange(idx.shape[1]))
     for block in model.transformer.h:

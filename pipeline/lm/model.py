@@ -263,9 +263,13 @@ class GPT(nn.Module):
     """
 
     fused_head_loss: bool | None = None  # None: the chunked loss on CPU only, where it measured faster
-    # True: LM head + loss through pipeline/lm/triton_loss.py (needs triton: CUDA, or its CPU interpreter); off
-    # until a GPU measures it faster than the compiled plain path (bench/train_speed.py --loss-kernel triton)
+    # True: LM head + loss through pipeline/lm/triton_loss.py (needs triton: CUDA, or its CPU interpreter); the
+    # stage sets it from train.loss_kernel (train.use_triton_loss: auto takes it on NVIDIA GPUs, measured faster)
     triton_head_loss: bool = False
+    # A dtype: the residual stream is cast to it after the embeddings (bf16: llm.c's all-bf16 activations, half
+    # the bytes in every LayerNorm and residual kernel). None: it stays as the embeddings give it (fp32 under
+    # autocast). A bench variant only (bench/train_speed.py --bf16-residual), until a GPU measures it.
+    residual_dtype: torch.dtype | None = None
 
     def __init__(self, cfg: GPTConfig):
         super().__init__()
@@ -324,6 +328,8 @@ class GPT(nn.Module):
             raise ValueError(f"sequence length {T} exceeds block_size {self.config.block_size}")
         pos = torch.arange(T, device=idx.device)
         x = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(pos))
+        if self.residual_dtype is not None:
+            x = x.to(self.residual_dtype)
         for block in self.transformer.h:
             x = block(x)
         return self.transformer.ln_f(x)
