@@ -77,6 +77,11 @@ def speed_rows(rows: list[tuple[str, int, list[str], int]], *common: str) -> lis
             for name, batch, extra, expected in rows]
 
 
+def profile_row(label: str, *extra: str, expected: int = 45) -> tuple[str, list[str], int]:
+    """bench/step_profile.py at gpt2-small B64 (compiled, as the speed rows), with extra variant flags."""
+    return (label, [PY, "bench/step_profile.py", "--batch", "64", *extra], expected)
+
+
 PARTS = {  # name: [(label, argv, expected seconds)]
     "layers": [("layers", [PY, "bench/banded_attention.py", "--step-lengths", "--out", str(WORK / "layers.json")],
                 60)],
@@ -112,14 +117,11 @@ PARTS = {  # name: [(label, argv, expected seconds)]
     # with GELU make up inductor's 23.9 ms of the B64 step; the profile says which kernels shrank
     "bf16_residual": speed_rows([("b64_triton_bf16_residual", 64, ["--loss-kernel", "triton", "--bf16-residual"],
                                   85)])
-    + [("profile_bf16_residual", [PY, "bench/step_profile.py", "--batch", "64", "--loss-kernel", "triton",
-                                  "--bf16-residual"], 45)],
-    "profile": [("profile", [PY, "bench/step_profile.py", "--batch", "64"], 50)],
-    "profile_triton": [("profile_triton", [PY, "bench/step_profile.py", "--batch", "64", "--loss-kernel", "triton"],
-                        45)],
+    + [profile_row("profile_bf16_residual", "--loss-kernel", "triton", "--bf16-residual")],
+    "profile": [profile_row("profile", expected=50)],
+    "profile_triton": [profile_row("profile_triton", "--loss-kernel", "triton")],
     # 2026-11-27: the FA2 row had timed the same as torch's choice to the token (a stale compile cache, see main)
-    "profile_triton_fa2": [("profile_triton_fa2", [PY, "bench/step_profile.py", "--batch", "64", "--loss-kernel",
-                                                   "triton", "--sdpa", "flash"], 45)],
+    "profile_triton_fa2": [profile_row("profile_triton_fa2", "--loss-kernel", "triton", "--sdpa", "flash")],
     # a larger micro-batch with the kernel: the loss no longer grows with the batch beyond the logits themselves
     "mfu_b128": speed_rows([("b128_triton_loss", 128, ["--loss-kernel", "triton"], 90),
                             ("b128_triton_loss_cudagraphs", 128, ["--loss-kernel", "triton", "--compile-mode",

@@ -21,7 +21,7 @@ import re
 
 import torch
 
-from bench.train_speed import add_variant_args, apply_variant, make_step
+from bench.train_speed import add_variant_args, apply_variant, make_step, variant_fields
 from pipeline.lm.model import GPT, GPTConfig
 from pipeline.lm.recipe import TrainConfig, make_optimizer
 
@@ -109,9 +109,8 @@ def main() -> None:
             torch.cuda.synchronize()
     out = summarise(device_rows(prof, on_gpu), args.steps, args.top)
     out.update({"device": torch.cuda.get_device_name() if on_gpu else "cpu", "torch": torch.__version__,
-                "shape": f"L{L} H{H} D{D} T{T} B{args.batch} V{V}", "fused_loss": args.fused_loss,
-                "loss_kernel": args.loss_kernel, "sdpa": args.sdpa, "compile": not args.no_compile,
-                "compile_mode": args.compile_mode, "loss": float(loss)})
+                "shape": f"L{L} H{H} D{D} T{T} B{args.batch} V{V}", **variant_fields(args),
+                "compile": not args.no_compile, "loss": float(loss)})
     if on_gpu:  # device time summed over kernels: a step with idle gaps is longer, so this MFU is an upper bound
         out["mfu_of_kernel_time"] = round(flops_tok * args.batch * T / (out["ms_per_step"] / 1000)
                                           / (args.peak_tflops * 1e12), 4)

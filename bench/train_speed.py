@@ -130,6 +130,11 @@ def apply_variant(model: GPT, args: argparse.Namespace) -> None:
         model.residual_dtype = torch.bfloat16
 
 
+def variant_fields(args: argparse.Namespace) -> dict:
+    """The variant add_variant_args chose, as the JSON of this bench and bench/step_profile.py records it."""
+    return {k: getattr(args, k) for k in ("compile_mode", "sdpa", "fused_loss", "loss_kernel", "bf16_residual")}
+
+
 def time_cuda(steps: dict, batches: list, blocks: int, per_block: int) -> dict:
     """Median seconds per step of each model: `blocks` rounds, each model running `per_block` queued steps timed by
     CUDA events (the order alternates per round, so clock and thermal drift hit both)."""
@@ -223,9 +228,7 @@ def main() -> None:
     out = pathlib.Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"shape": shape, "device": device, "threads": args.threads, "steps": args.steps,
-                               "compile": args.compile, "compile_mode": args.compile_mode, "sdpa": args.sdpa,
-                               "fused_loss": args.fused_loss, "loss_kernel": args.loss_kernel,
-                               "inductor": args.inductor,
+                               "compile": args.compile, **variant_fields(args), "inductor": args.inductor,
                                "results": rows, "ratio": round(ratio, 3), "anchor_tokens_per_s": anchor}, indent=2))
 
 

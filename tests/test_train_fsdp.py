@@ -3,7 +3,6 @@ resume of a killed sharded run, one checkpoint format for both, and the train.de
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import subprocess
 import sys
@@ -12,7 +11,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-import yaml
 
 from pipeline.core import io, params
 from pipeline.lm import tokens
@@ -20,6 +18,7 @@ from pipeline.lm.checkpoint import load_checkpoint
 from pipeline.lm.distributed import CUBLAS_WORKSPACE, deterministic
 from pipeline.lm.model import ModelConfig
 from pipeline.lm.train import TrainConfig, recorded, run_fingerprint, train
+from tiny_torchrun import setup, stage, torchrun
 
 ROOT = Path(__file__).resolve().parents[1]
 # A driver for a killed run: the stage has no stop switch, train() has (stop_after stands in for a kill).
@@ -36,33 +35,6 @@ except TrainingStopped:
 """
 
 
-def _setup(folder: Path, dropout: float = 0.0, **train_kw) -> dict:
-    """A tiny model and a period-50 token stream in `folder`; returns the params written to its params.yaml."""
-    p = yaml.safe_load((ROOT / "params.yaml").read_text())
-    # block 17: the position table's 17 rows split 9 / 8, so uneven shards are gathered and cut back too
-    p["model"].update(n_layer=2, n_embd=32, n_head=2, block_size=17, dropout=dropout)
-    p["train"].update({"max_steps": 4, "eval_interval": 2, "eval_batches": 1, "batch_size": 8, "warmup_steps": 2,
-                       **train_kw})
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "params.yaml").write_text(yaml.safe_dump(p))
-    tokens.write_shard(folder / "tok" / "train_00000.bin", np.tile(np.arange(50), 20), 64, 63)
-    tokens.write_shard(folder / "tok" / "val_00000.bin", np.tile(np.arange(50), 4), 64, 63)
-    return p
-
-
-def _torchrun(folder: Path, script: list[str]) -> subprocess.CompletedProcess:
-    out = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-                          *script], cwd=folder, capture_output=True, text=True, timeout=240,
-                         env={"GPT_REPRO_THREADS": "1", "PATH": "/usr/bin:/bin"})
-    assert out.returncode == 0, out.stderr[-3000:]
-    return out
-
-
-def _stage(folder: Path) -> dict:
-    _torchrun(folder, [str(ROOT / "stages/train.py"), "--data", "tok", "--out", "models/gpt", "--live", "live"])
-    return json.loads((folder / "reports/train.json").read_text())
-
-
 def _weights(folder: Path) -> dict:
     return load_checkpoint(folder / "models/gpt/ckpt.pt")[0].state_dict()
 
@@ -72,8 +44,8 @@ def test_fsdp_two_processes_match_ddp_and_write_the_same_checkpoint_format(tmp_p
     per micro-batch vs one all-reduce: float summation order only), and a checkpoint export/evaluate read alike."""
     runs = {}
     for strategy in ("ddp", "fsdp"):
-        _setup(tmp_path / strategy, strategy=strategy, grad_accum_steps=2)
-        runs[strategy] = _stage(tmp_path / strategy)
+        setup(tmp_path / strategy, strategy=strategy, grad_accum_steps=2)
+        runs[strategy] = stage(tmp_path / strategy)
     ddp, fsdp = runs["ddp"], runs["fsdp"]
     assert (fsdp["strategy"], fsdp["world_size"], fsdp["tokens_seen"]) == ("fsdp", 2, 4 * 8 * 17)
     assert "ddp_max_param_divergence" not in fsdp and ddp["ddp_max_param_divergence"] == 0.0
@@ -131,7 +103,7 @@ def test_fsdp_gradients_are_ddps_bit_for_bit(tmp_path):
     """Where the two strategies part: not the gradients (a 2-rank sum is the same sum), only the clip norm, which
     FSDP adds up shard by shard; that last-bits difference is what the 1e-5 loss tolerance above absorbs."""
     (tmp_path / "grads.py").write_text(GRADS)
-    out = _torchrun(tmp_path, ["grads.py"])
+    out = torchrun(tmp_path, ["grads.py"])
     diff, n_ddp, n_fsdp = map(float, out.stdout.split("RESULT")[1].split())
     assert diff == 0.0
     assert n_fsdp == pytest.approx(n_ddp, rel=1e-5) and n_ddp > 0
@@ -141,14 +113,14 @@ def test_killed_fsdp_run_resumes_to_the_same_bits(tmp_path):
     """Stop both ranks after step 5 (last resume checkpoint: step 4), rerun the stage: the final checkpoint equals
     an uninterrupted FSDP run's byte for byte (weights, AdamW moments cut back into shards, RNG, curves)."""
     for name in ("full", "killed"):
-        _setup(tmp_path / name, dropout=0.1, strategy="fsdp", max_steps=6)
-    full = _stage(tmp_path / "full")
+        setup(tmp_path / name, dropout=0.1, strategy="fsdp", max_steps=6)
+    full = stage(tmp_path / "full")
     (tmp_path / "killed" / "driver.py").write_text(DRIVER)
-    _torchrun(tmp_path / "killed", ["driver.py", "5"])
+    torchrun(tmp_path / "killed", ["driver.py", "5"])
     assert not (tmp_path / "killed/models/gpt/ckpt.pt").exists()
     (resume,) = (tmp_path / "killed/data/resume/train").rglob("resume.pt")
     assert torch.load(resume, weights_only=True)["iter"] == 4
-    resumed = _stage(tmp_path / "killed")
+    resumed = stage(tmp_path / "killed")
     assert resumed["resumed_from_step"] == 4 and "resumed_from_step" not in full
     for key in ("last_step_train_loss", "final_val_loss", "final_train_loss", "tokens_seen"):
         assert resumed[key] == full[key], key
@@ -158,7 +130,7 @@ def test_killed_fsdp_run_resumes_to_the_same_bits(tmp_path):
 def test_fsdp_in_one_process_equals_the_plain_model(tmp_path, in_tmp_cwd):
     """strategy fsdp without torchrun: a one-rank mesh (the sharded code path, nothing to shard) computes what the
     bare model computes, and the process group it opened is closed again."""
-    p = _setup(tmp_path)
+    p = setup(tmp_path)
     mcfg, tcfg = params.build(ModelConfig, p["model"]), params.build(TrainConfig, p["train"])
     plain = train("tok", "models/plain", "live1", mcfg, tcfg, seed=1, threads=1, progress=False).to_dict()
     fsdp = train("tok", "models/fsdp", "live2", mcfg, dataclasses.replace(tcfg, strategy="fsdp"), seed=1, threads=1,

@@ -6,17 +6,14 @@ skips these; `pip install triton` runs them on the CPU (about 60 s).
 """
 import dataclasses
 import importlib.util
-import json
 import os
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-import yaml
+
+import tiny_torchrun
 
 if importlib.util.find_spec("triton") is None:
     pytest.skip("triton is not installed (CUDA builds of torch bring it; `pip install triton` runs these on CPU "
@@ -101,24 +98,11 @@ def test_fsdp_through_the_kernel_matches_fsdp_without_it(tmp_path):
     """train.strategy fsdp with loss_kernel triton (2 ranks under torchrun; gloo and the interpreter on a CPU): the
     LM head's weight is the root's gathered tensor and its gradient goes back through FSDP's reduce-scatter. Same
     losses as torch's path."""
-    root = Path(__file__).resolve().parents[1]
     reports = {}
     for kernel in ("torch", "triton"):
-        folder = tmp_path / kernel
-        p = yaml.safe_load((root / "params.yaml").read_text())
-        p["model"].update(n_layer=2, n_embd=32, n_head=2, block_size=17, dropout=0.0)
-        p["train"].update(max_steps=4, eval_interval=2, eval_batches=1, batch_size=8, warmup_steps=2,
-                          strategy="fsdp", loss_kernel=kernel)
-        folder.mkdir()
-        (folder / "params.yaml").write_text(yaml.safe_dump(p))
-        tokens.write_shard(folder / "tok" / "train_00000.bin", np.tile(np.arange(50), 20), 64, 63)
-        tokens.write_shard(folder / "tok" / "val_00000.bin", np.tile(np.arange(50), 4), 64, 63)
-        env = {**os.environ, "GPT_REPRO_THREADS": "1"}  # with TRITON_INTERPRET, set above on a CPU
-        out = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-                              str(root / "stages/train.py"), "--data", "tok", "--out", "models/gpt", "--live", "live"],
-                             cwd=folder, capture_output=True, text=True, timeout=300, env=env)
-        assert out.returncode == 0, out.stderr[-3000:]
-        reports[kernel] = json.loads((folder / "reports/train.json").read_text())
+        tiny_torchrun.setup(tmp_path / kernel, strategy="fsdp", loss_kernel=kernel)
+        # the whole environment: TRITON_INTERPRET (set above on a CPU) and wherever triton is installed
+        reports[kernel] = tiny_torchrun.stage(tmp_path / kernel, env={**os.environ, "GPT_REPRO_THREADS": "1"})
     assert reports["triton"]["loss_kernel"] == "triton" and reports["torch"]["loss_kernel"] == "torch"
     assert reports["triton"]["strategy"] == "fsdp" and reports["triton"]["world_size"] == 2
     tol = 1e-5 if DEVICE == "cpu" else 2e-2

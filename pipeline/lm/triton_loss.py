@@ -15,9 +15,10 @@ columns (the rows of a vocabulary padded to a multiple of 128, model.padded_voca
 gradient is stored in the logits' dtype (bf16 under autocast), as the plain path's gradient is.
 
 Runs wherever Triton runs: CUDA, or the CPU with TRITON_INTERPRET=1 set before triton is imported (the tests do,
-where triton is installed; it ships with CUDA builds of torch, not with the CPU wheel). Opt in with
-`GPT.triton_head_loss = True` (bench/train_speed.py --loss-kernel triton); the loss is kept out of torch.compile's
-graph (a graph break before the LM head) so inductor never has to trace an in-place user kernel.
+where triton is installed; it ships with CUDA builds of torch, not with the CPU wheel). `GPT.triton_head_loss`
+switches it on: the stage sets it from train.loss_kernel (`auto` on NVIDIA GPUs, where it measured 1.03-1.04x the
+compiled cross-entropy's step; train.use_triton_loss), the benches with --loss-kernel triton. The loss is kept out
+of torch.compile's graph (a graph break before the LM head) so inductor never has to trace an in-place user kernel.
 """
 from __future__ import annotations
 
