@@ -21,7 +21,7 @@ Parts, in order, each a subprocess with its own time limit, skipped when the cal
   steps   bench/banded_attention.py, whole gpt3-small step: dense vs alternating banded at T=2,048 and 8,192
   fsdp    bench/gpu_fsdp_check.py: strategy fsdp vs ddp, train.deterministic's cost, memory estimate vs peak (B8)
   fsdp_b32  fsdp vs ddp again at B32, where one GPU's step is long enough to hide FSDP's host work
-Usage (device machine, wheels as bench/gpu_train_check.py says): python3 bench/gpu_issue12.py [--budget 480]
+Usage (device machine, the wheels of bench/device_wheels.sh installed as its header says): python3 bench/gpu_issue12.py [--budget 480]
           [--only layers stage]
 Next call (inductor's GEMM templates with GELU and bias fused into their epilogues, crashing choices dropped; the
 residual stream in bf16; the stage under train.loss_kernel: auto, which now takes the Triton kernel on a GPU; FSDP

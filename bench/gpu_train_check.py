@@ -8,10 +8,8 @@ What it checks, on one CUDA device (run it where one is at hand; it refuses to r
 Prints one JSON object (also written to $OUT/gpu_train_check.json when OUT is set) with the report's figures.
 
 Usage: python3 bench/gpu_train_check.py [--steps 150] [--batch 16] [--nproc 1] [--loss-kernel auto|torch|triton]
-On a bare GPU image without dvclive, carry these wheels (cp312, --no-deps; 22 files, 8.7 MB) and put them on
-PYTHONPATH: dvclive dvc dvc-render dvc-studio-client dvc-data dvc-objects dvc-http scmrepo dulwich pygtrie sqltrie
-diskcache dpath flufl.lock atpublic zc.lockfile flatten-dict funcy ruamel.yaml voluptuous wcwidth zstandard, at the
-versions requirements.lock pins.
+On a bare GPU image without dvclive, carry the wheels `bash bench/device_wheels.sh` downloads into .whl/ (cp312,
+--no-deps, the versions requirements.lock pins; 26 files, 9.2 MB) and put them on PYTHONPATH as its header says.
 
 Measured 2026-11-26, one H200 (torch 2.11): gpt2-small, B16 x T1024, compile, 150 steps: every check passed; peak
 989 TFLOP/s from the device table; val loss 10.49 < unigram 10.67 nats; the report's tokens/s (76,489) and MFU (6.6%)
