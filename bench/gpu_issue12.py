@@ -12,6 +12,7 @@ Parts, in order, each a subprocess with its own time limit, skipped when the cal
   autotune the same with inductor's autotuned matmul templates (max_autotune_gemm, both models): B64, Triton loss
   cdt     the same with inductor's coordinate-descent tuning alone (its fused pointwise and reduction kernels)
   bf16_residual  the same with the residual stream in bf16 (GPT.residual_dtype), and its profile
+  bf16_parity  bench/residual_parity.py: the bf16 stream's loss against the fp32 stream's (gpt2-small, 400 steps)
   profile bench/step_profile.py at gpt2-small B64 (compiled, as `mfu`'s rows): the step's kernel time by kind
           (matmul, attention, inductor's fused kernels, loss, optimizer, copies), the 40 costliest kernels
   profile_triton  the same with the Triton loss kernel
@@ -24,9 +25,9 @@ Parts, in order, each a subprocess with its own time limit, skipped when the cal
 Usage (device machine, the wheels of bench/device_wheels.sh installed as its header says): python3 bench/gpu_issue12.py [--budget 480]
           [--only layers stage]
 Next call (inductor's GEMM templates with GELU and bias fused into their epilogues, crashing choices dropped; the
-residual stream in bf16; the stage under train.loss_kernel: auto, which now takes the Triton kernel on a GPU; FSDP
-at a GPU-bound batch, through the kernel; parts the budget cannot reach are skipped and listed):
-          python3 bench/gpu_issue12.py --only kernel_test autotune bf16_residual stage fsdp_b32 cdt --budget 540
+residual stream in bf16, its speed and whether training holds; FSDP at a GPU-bound batch, through the kernel; parts
+the budget cannot reach are skipped and listed; then `--only stage cdt` if time is left):
+          python3 bench/gpu_issue12.py --only kernel_test autotune bf16_residual bf16_parity fsdp_b32 --budget 540
 
 Measured 2026-11-26, one H200, torch 2.11 (two calls: all but `steps` with --budget 500, then --only steps; 900 s of
 device time in all, start-up included): layers 43 s: flex 2.82x the mask at T=2,048 (0.88x at 1,024, 19.3x at
@@ -118,6 +119,8 @@ PARTS = {  # name: [(label, argv, expected seconds)]
     "bf16_residual": speed_rows([("b64_triton_bf16_residual", 64, ["--loss-kernel", "triton", "--bf16-residual"],
                                   85)])
     + [profile_row("profile_bf16_residual", "--loss-kernel", "triton", "--bf16-residual")],
+    # whether training holds with it: both streams from one initialisation on the same batches, 400 steps at B16
+    "bf16_parity": [("bf16_parity", [PY, "bench/residual_parity.py", "--steps", "400", "--batch", "16"], 120)],
     "profile": [profile_row("profile", expected=50)],
     "profile_triton": [profile_row("profile_triton", "--loss-kernel", "triton")],
     # 2026-11-27: the FA2 row had timed the same as torch's choice to the token (a stale compile cache, see main)

@@ -1,0 +1,101 @@
+"""Loss parity of the bf16 residual stream (GPT.residual_dtype) against the fp32 stream, before it may become a knob.
+
+Why: `bench/train_speed.py --bf16-residual` halves the bytes of every LayerNorm and residual kernel (llm.c keeps
+all activations in bf16; Megatron's default keeps the residual in the compute dtype), but it only earns a place in
+the recipe if training holds. This trains both streams from the same initialisation on the same batches of a
+learnable token stream (bench/gpu_train_check.bigram_tokens: each token has 4 likely successors, so the achievable
+loss is ~ln 4 + noise, far under the unigram entropy), with the recipe's optimiser, warmup + cosine schedule and
+grad clip, under bf16 autocast, and compares held-out losses. Parity: the bf16 stream's final validation loss
+within --tolerance (relative) of the fp32 stream's.
+Prints one JSON object (also $OUT/residual_parity.json when OUT is set): per variant the train-loss curve every 10
+steps, the final validation loss, seconds; then the relative gap and the verdict.
+
+Usage (GPU): python3 bench/residual_parity.py [--steps 400] [--batch 16] [--tolerance 0.01]
+       python3 bench/residual_parity.py --allow-cpu   (a tiny model under CPU bf16 autocast: checks the script)
+"""
+import pathlib, sys; sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # noqa: E401,E702
+
+import argparse
+import json
+import os
+import time
+
+import numpy as np
+import torch
+
+from bench.gpu_train_check import bigram_tokens
+from pipeline.lm.model import GPT, GPTConfig
+from pipeline.lm.recipe import TrainConfig, lr_at, make_optimizer
+
+
+def windows(stream: np.ndarray, starts: np.ndarray, T: int, device: str) -> tuple[torch.Tensor, torch.Tensor]:
+    block = torch.from_numpy(np.stack([stream[s:s + T + 1] for s in starts]).astype(np.int64)).to(device)
+    return block[:, :-1].contiguous(), block[:, 1:].contiguous()
+
+
+def train(residual_dtype, cfg: GPTConfig, recipe: TrainConfig, stream: np.ndarray, val: list, args, device: str
+          ) -> dict:
+    torch.manual_seed(0)  # the same initialisation for both streams
+    model = GPT(cfg).to(device)
+    model.residual_dtype = residual_dtype
+    opt = make_optimizer(model, recipe)
+    step_fn = torch.compile(model) if args.compile else model
+    rng = np.random.default_rng(1)  # the same batches for both streams
+    curve, t0 = [], time.perf_counter()
+    for step in range(args.steps):
+        for group in opt.param_groups:
+            group["lr"] = lr_at(step, recipe)
+        x, y = windows(stream, rng.integers(0, len(stream) - cfg.block_size - 1, args.batch), cfg.block_size, device)
+        with torch.autocast(device, dtype=torch.bfloat16):
+            loss = step_fn(x, y)[1]
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), recipe.grad_clip)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        if step % 10 == 0 or step == args.steps - 1:
+            curve.append([step, round(loss.item(), 4)])
+    model.eval()
+    with torch.no_grad(), torch.autocast(device, dtype=torch.bfloat16):
+        val_loss = float(np.mean([model(x, y)[1].item() for x, y in val]))
+    return {"train_loss_every_10": curve, "val_loss": round(val_loss, 4), "seconds": round(time.perf_counter() - t0, 1)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--steps", type=int, default=400)
+    ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--lr", type=float, default=6e-4, help="peak lr (GPT-3 small: 6e-4)")
+    ap.add_argument("--tolerance", type=float, default=0.01, help="relative gap in final val loss called parity")
+    ap.add_argument("--allow-cpu", action="store_true", help="a tiny model on CPU: checks the script, not the claim")
+    args = ap.parse_args()
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cpu" and not args.allow_cpu:
+        print("residual_parity: no CUDA device here; skipped (run it on a GPU machine, or --allow-cpu)")
+        return
+    if device == "cuda":  # gpt2-small
+        cfg, args.compile = GPTConfig(vocab_size=50304, block_size=1024, n_layer=12, n_head=12, n_embd=768), True
+    else:
+        cfg, args.compile = GPTConfig(vocab_size=512, block_size=64, n_layer=2, n_head=2, n_embd=64), False
+        args.steps, args.lr = min(args.steps, 40), 3e-3
+    recipe = TrainConfig(max_steps=args.steps, lr=args.lr, warmup_steps=max(1, args.steps // 10))
+    stream = bigram_tokens(args.steps * args.batch * cfg.block_size // 4 + 200_000, cfg.vocab_size - 1)
+    held_out = stream[-100_000:]  # validation windows come from the stream's tail, which training never reads
+    stream = stream[:-100_000]
+    val_rng = np.random.default_rng(2)
+    val = [windows(held_out, val_rng.integers(0, len(held_out) - cfg.block_size - 1, args.batch), cfg.block_size,
+                   device) for _ in range(8)]
+    runs = {"fp32_stream": train(None, cfg, recipe, stream, val, args, device),
+            "bf16_stream": train(torch.bfloat16, cfg, recipe, stream, val, args, device)}
+    ref, bf16 = runs["fp32_stream"]["val_loss"], runs["bf16_stream"]["val_loss"]
+    gap = (bf16 - ref) / ref
+    result = {"device": torch.cuda.get_device_name() if device == "cuda" else "cpu", "torch": torch.__version__,
+              "shape": f"L{cfg.n_layer} D{cfg.n_embd} T{cfg.block_size} V{cfg.vocab_size} B{args.batch}",
+              "steps": args.steps, "lr": args.lr, **runs, "relative_gap": round(gap, 4),
+              "tolerance": args.tolerance, "parity": abs(gap) <= args.tolerance}
+    print(json.dumps(result, indent=1))
+    if os.environ.get("OUT"):
+        (pathlib.Path(os.environ["OUT"]) / "residual_parity.json").write_text(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
