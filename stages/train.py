@@ -10,7 +10,9 @@ Params: seed, model.* (preset; sizes when preset is tiny; overrides), train.* (A
         batch, accumulation, GPT-3 batch ramp, compile, eval/checkpoint cadence, peak TFLOPs for MFU,
         strategy ddp|fsdp, deterministic).
 Resume: rerun the same command after a kill; it continues from the last resume checkpoint.
-Env: GPT_REPRO_THREADS (torch threads, default 2). Under torchrun, WORLD_SIZE processes, DDP replicas or
+Env: GPT_REPRO_THREADS (torch threads, default 2); GPT_REPRO_CPU_ISA (avx2, the default: one CPU code path, so
+     a CPU-trained model's bytes do not depend on the CPU's kind; native: the libraries' own choice;
+     pipeline/core/cpu_numerics.py). Under torchrun, WORLD_SIZE processes, DDP replicas or
      FSDP shards (train.strategy; the checkpoint is the same whole-tensor file either way):
      torchrun --standalone --nproc_per_node=8 stages/train.py --data ... --out ... --live ...
 Usage: python stages/train.py --data data/processed/tokens --out models/gpt --live reports/train

@@ -177,4 +177,8 @@ def test_switching_back_to_sample_reproduces_the_committed_hashes(project):
     committed = yaml.safe_load((ROOT / "dvc.lock").read_text())["stages"]
     expected = {f"{s}:{o['path']}": o["md5"] for s in SAMPLE_STAGES for o in committed[s].get("outs", [])
                 if not o["path"].startswith("reports/")}
-    assert lock_hashes(project, SAMPLE_STAGES) == expected
+    got = lock_hashes(project, SAMPLE_STAGES)
+    differing = sorted(key for key in expected if got.get(key) != expected[key])
+    only_model = " (only the model: its bytes follow the CPU code path pipeline/core/cpu_numerics.py pins; README " \
+                 "'Determinism and resume')" if differing == ["train:models/gpt"] else ""
+    assert not differing, f"{differing} differ from the committed dvc.lock{only_model}"
