@@ -13,6 +13,12 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("GPT_REPRO_SHARED_DATA", ROOT.parent / "shared" / "data"))
 sys.path.insert(0, str(ROOT))
 
+from pipeline.core.cpu_numerics import pin_cpu_numerics  # noqa: E402
+
+# The tests' own torch code takes the CPU code path the stage processes take (pipeline/core/cpu_numerics.py), so an
+# in-process result and a stage's compare bit for bit on any CPU kind; set before any test module's first torch op.
+pin_cpu_numerics()
+
 
 @pytest.fixture(scope="session")
 def shared_data() -> Path:

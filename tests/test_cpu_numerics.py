@@ -79,3 +79,12 @@ print(torch.backends.cpu.get_cpu_capability())
                           timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.split()[-1] == "DEFAULT", proc.stdout
+
+
+@pytest.mark.skipif(not cpu_numerics.has_avx2() or os.environ.get("GPT_REPRO_CPU_ISA") == "native",
+                    reason="the pins apply on x86-64 CPUs with AVX2, unless GPT_REPRO_CPU_ISA=native")
+def test_the_test_process_takes_the_stages_path():
+    """conftest pins this process too: tests that compare an in-process result with a stage's compare one path."""
+    import torch
+
+    assert torch.backends.cpu.get_cpu_capability() == os.environ["ATEN_CPU_CAPABILITY"].upper()
