@@ -24,13 +24,9 @@ import numpy as np
 import torch
 
 from bench.gpu_train_check import bigram_tokens
+from pipeline.lm.batches import random_batch
 from pipeline.lm.model import GPT, GPTConfig
 from pipeline.lm.recipe import TrainConfig, lr_at, make_optimizer
-
-
-def windows(stream: np.ndarray, starts: np.ndarray, T: int, device: str) -> tuple[torch.Tensor, torch.Tensor]:
-    block = torch.from_numpy(np.stack([stream[s:s + T + 1] for s in starts]).astype(np.int64)).to(device)
-    return block[:, :-1].contiguous(), block[:, 1:].contiguous()
 
 
 def train(residual_dtype, cfg: GPTConfig, recipe: TrainConfig, stream: np.ndarray, val: list, args, device: str
@@ -40,12 +36,12 @@ def train(residual_dtype, cfg: GPTConfig, recipe: TrainConfig, stream: np.ndarra
     model.residual_dtype = residual_dtype
     opt = make_optimizer(model, recipe)
     step_fn = torch.compile(model) if args.compile else model
-    rng = np.random.default_rng(1)  # the same batches for both streams
+    gen = torch.Generator().manual_seed(1)  # the same batches for both streams
     curve, t0 = [], time.perf_counter()
     for step in range(args.steps):
         for group in opt.param_groups:
             group["lr"] = lr_at(step, recipe)
-        x, y = windows(stream, rng.integers(0, len(stream) - cfg.block_size - 1, args.batch), cfg.block_size, device)
+        x, y = (t.to(device) for t in random_batch(stream, args.batch, cfg.block_size, gen))
         with torch.autocast(device, dtype=torch.bfloat16):
             loss = step_fn(x, y)[1]
         loss.backward()
@@ -81,9 +77,8 @@ def main() -> None:
     stream = bigram_tokens(args.steps * args.batch * cfg.block_size // 4 + 200_000, cfg.vocab_size - 1)
     held_out = stream[-100_000:]  # validation windows come from the stream's tail, which training never reads
     stream = stream[:-100_000]
-    val_rng = np.random.default_rng(2)
-    val = [windows(held_out, val_rng.integers(0, len(held_out) - cfg.block_size - 1, args.batch), cfg.block_size,
-                   device) for _ in range(8)]
+    val_gen = torch.Generator().manual_seed(2)
+    val = [tuple(t.to(device) for t in random_batch(held_out, args.batch, cfg.block_size, val_gen)) for _ in range(8)]
     runs = {"fp32_stream": train(None, cfg, recipe, stream, val, args, device),
             "bf16_stream": train(torch.bfloat16, cfg, recipe, stream, val, args, device)}
     ref, bf16 = runs["fp32_stream"]["val_loss"], runs["bf16_stream"]["val_loss"]

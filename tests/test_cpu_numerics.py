@@ -11,7 +11,7 @@ import pytest
 from pipeline.core import cpu_numerics
 
 ROOT = Path(__file__).resolve().parents[1]
-KEYS = ("ATEN_CPU_CAPABILITY", "MKL_CBWR", "ONEDNN_MAX_CPU_ISA")
+KEYS = tuple(cpu_numerics.PINS["avx2"])
 
 
 @pytest.fixture
