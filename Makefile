@@ -24,8 +24,8 @@ setup: $(STAMP)  ## create .venv with the pinned dependencies (idempotent)
 repro: setup  ## run the whole pipeline (dvc repro) on the embedded sample, offline
 	$(BIN)/dvc repro
 
-# Two pytest workers, a test file each at a time (module fixtures build their DAG copy once), the DAG modules
-# first (tests/conftest.py orders them): they are two thirds of the time. TEST_WORKERS=0 runs in one process.
+# Two pytest workers, a whole test file each at a time, the DAG modules first (README "Tests"; tests/conftest.py).
+# TEST_WORKERS=0 runs the suite in one process.
 TEST_WORKERS ?= 2
 test: setup  ## run the test suite (unit + end-to-end dvc repro on a tiny profile)
 	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder --durations=15  # the slowest tests last: CI has a 25-minute budget

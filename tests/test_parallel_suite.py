@@ -3,13 +3,10 @@ from __future__ import annotations
 
 import os
 import re
-from pathlib import Path
 from types import SimpleNamespace
 
 import conftest
 import pytest
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def fake_item(module: str, slow: bool) -> SimpleNamespace:
@@ -39,7 +36,7 @@ def test_in_one_process_the_order_is_pytest_s(monkeypatch):
 
 
 def test_make_test_hands_out_whole_files_in_the_collected_order():
-    recipe = re.search(r"^test:.*\n\t(.*)", (ROOT / "Makefile").read_text(), re.M).group(1)
+    recipe = re.search(r"^test:.*\n\t(.*)", (conftest.ROOT / "Makefile").read_text(), re.M).group(1)
     assert "-n $(TEST_WORKERS)" in recipe and "--dist loadfile" in recipe and "--no-loadscope-reorder" in recipe
 
 
