@@ -41,19 +41,37 @@ import yaml
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
+NOISE = 0.05  # the share of bigram_tokens' tokens drawn uniformly instead of from the 4 successors
+
+
 def bigram_tokens(n: int, vocab: int, seed: int = 0) -> np.ndarray:
     """A stream where each token has 4 likely successors: a model can learn it, unigram entropy stays high."""
     rng = np.random.default_rng(seed)
-    nxt = rng.integers(0, vocab, size=(vocab, 4))
+    nxt = rng.integers(0, vocab, size=(vocab, 4))  # drawn first: bigram_floor redraws it from the same seed
     out = np.empty(n, dtype=np.uint16)
     cur = 0
     choice = rng.integers(0, 4, size=n)
-    noise = rng.random(n) < 0.05
+    noise = rng.random(n) < NOISE
     rand = rng.integers(0, vocab, size=n)
     for i in range(n):
         cur = rand[i] if noise[i] else nxt[cur, choice[i]]
         out[i] = cur
     return out
+
+
+def bigram_floor(stream: np.ndarray, vocab: int, seed: int = 0) -> float:
+    """The least mean loss (nats) any model can reach on `stream` = bigram_tokens(n, vocab, seed): the entropy of
+    each token's true next-token distribution (1 - NOISE over its 4 successors, NOISE spread over the vocabulary),
+    weighted by how often the stream visits it. A model at this loss has learnt the chain; above it, not yet."""
+    nxt = np.random.default_rng(seed).integers(0, vocab, size=(vocab, 4))
+    uniform = NOISE / vocab
+    entropy = np.empty(vocab)
+    for token, successors in enumerate(nxt):
+        counts = np.unique(successors, return_counts=True)[1]
+        p = (1 - NOISE) * counts / 4 + uniform
+        entropy[token] = -(p * np.log(p)).sum() - (vocab - len(counts)) * uniform * np.log(uniform)
+    visits = np.bincount(stream[:-1], minlength=vocab)[:vocab]
+    return float((entropy * visits).sum() / visits.sum())
 
 
 def main() -> None:
