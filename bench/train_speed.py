@@ -12,6 +12,7 @@ per-pair ratios, beside each model's median step time. On CUDA each model runs r
 Usage: python bench/train_speed.py [--small] [--steps 6] [--threads 2]
        python bench/train_speed.py --compile --layers 12 --width 768 --heads 12 --block 1024 --batch 32 --steps 10
               [--sdpa cudnn] [--compile-mode max-autotune-no-cudagraphs] [--fused-loss | --loss-kernel triton]
+              [--bf16-residual] [--compiled-update]
               (GPU: gpt2-small, MFU)
 Writes bench/out/train_speed.json (--out). On CUDA it also reports MFU (bf16 autocast) against --peak-tflops.
 """
@@ -78,15 +79,32 @@ class RefGPT(nn.Module):
         return F.cross_entropy(logits.view(-1, logits.size(-1)), targets.view(-1))
 
 
-def make_step(model, opt, device, sdpa=None):
+def foreach_twin(opt: torch.optim.AdamW) -> torch.optim.AdamW:
+    """The same AdamW (groups, hyperparameters) on torch's foreach path, which torch.compile traces into fused
+    kernels; the fused path is one opaque kernel that it cannot fuse with the clip."""
+    groups = [{k: v for k, v in g.items() if k not in ("fused", "foreach")} for g in opt.param_groups]
+    return torch.optim.AdamW(groups, fused=False, foreach=True)
+
+
+def make_step(model, opt, device, sdpa=None, compiled_update=False):
     """One optimiser step. On CUDA it returns the loss tensor without a sync (timed in blocks of steps by CUDA
-    events, as a training loop runs: queued); on CPU the loss as a float."""
+    events, as a training loop runs: queued); on CPU the loss as a float. compiled_update: the clip and the AdamW
+    step as one torch.compile'd function (PyTorch's compiled-optimizer recipe), on a foreach twin of `opt`."""
     amp = torch.autocast("cuda", dtype=torch.bfloat16) if device == "cuda" else contextlib.nullcontext()
     kernels = contextlib.nullcontext
     if sdpa:  # force one SDPA backend for this model (ours only: the reference stays as nanoGPT runs it)
         from torch.nn.attention import SDPBackend, sdpa_kernel
 
         kernels = lambda: sdpa_kernel([getattr(SDPBackend, sdpa.upper() + ("_ATTENTION" if sdpa != "math" else ""))])  # noqa: E731
+
+    if compiled_update:
+        opt = foreach_twin(opt)
+
+    def update():
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+    if compiled_update:
+        update = torch.compile(update)
 
     def step(x, y):
         if device == "cuda":  # a new iteration for CUDA graph trees (compile mode reduce-overhead); else a no-op
@@ -95,8 +113,7 @@ def make_step(model, opt, device, sdpa=None):
             out = model(x, y)
         loss = out[1] if isinstance(out, tuple) else out
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
+        update()
         opt.zero_grad(set_to_none=True)
         return loss.detach() if device == "cuda" else loss.item()
     return step
@@ -113,6 +130,9 @@ def add_variant_args(ap: argparse.ArgumentParser) -> None:
                          "(pipeline/lm/triton_loss.py)")
     ap.add_argument("--bf16-residual", action="store_true",
                     help="CUDA: ours keeps the residual stream in bf16 (GPT.residual_dtype; llm.c's activations)")
+    ap.add_argument("--compiled-update", action="store_true",
+                    help="ours runs the grad clip and AdamW step as one torch.compile'd function (foreach AdamW "
+                         "traced into fused kernels) instead of fused AdamW after an eager clip")
     ap.add_argument("--sdpa", choices=("flash", "cudnn", "efficient", "math"), default=None,
                     help="CUDA: force this SDPA backend in ours (default: torch's choice, as the reference)")
 
@@ -132,7 +152,8 @@ def apply_variant(model: GPT, args: argparse.Namespace) -> None:
 
 def variant_fields(args: argparse.Namespace) -> dict:
     """The variant add_variant_args chose, as the JSON of this bench and bench/step_profile.py records it."""
-    return {k: getattr(args, k) for k in ("compile_mode", "sdpa", "fused_loss", "loss_kernel", "bf16_residual")}
+    return {k: getattr(args, k) for k in ("compile_mode", "sdpa", "fused_loss", "loss_kernel", "bf16_residual",
+                                          "compiled_update")}
 
 
 def time_cuda(steps: dict, batches: list, blocks: int, per_block: int) -> dict:
@@ -189,7 +210,8 @@ def main() -> None:
         setattr(inductor_config, key, type(getattr(inductor_config, key))(int(value) if value.isdigit() else value))
     if args.compile:
         ref, ours = torch.compile(ref), torch.compile(ours, mode=args.compile_mode)
-    steps = {"reference": make_step(ref, ref_opt, device), "ours": make_step(ours, ours_opt, device, args.sdpa)}
+    steps = {"reference": make_step(ref, ref_opt, device), "ours": make_step(ours, ours_opt, device, args.sdpa,
+                                                                        args.compiled_update)}
     g = torch.Generator().manual_seed(0)
     batches = [(torch.randint(V, (B, T), generator=g).to(device), torch.randint(V, (B, T), generator=g).to(device))
                for _ in range(4 if device == "cuda" else args.steps + 1)]

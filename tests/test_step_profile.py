@@ -5,10 +5,12 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
+import torch
 
-from bench.step_profile import group_of, summarise
+from bench.step_profile import device_rows, group_of, summarise
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -40,6 +42,23 @@ def test_summary_shares_add_up_and_rank_the_costliest():
     assert list(out["groups"]) == ["matmul", "fused (inductor)", "copy / fill"]
     assert sum(g["share"] for g in out["groups"].values()) == pytest.approx(1.0)
     assert out["top_kernels"][0] == {"name": "nvjet_hsh_256x128", "group": "matmul", "ms_per_step": 3.0, "share": 0.6}
+
+
+def test_gpu_rows_leave_out_annotations_and_host_events():
+    """A record_function range has a GPU-side twin spanning the kernels inside it (Optimizer.step#AdamW.step):
+    counted as a kernel, it counts them twice."""
+    cuda, cpu = torch.autograd.DeviceType.CUDA, torch.autograd.DeviceType.CPU
+
+    def event(key, device, us, annotation=False):
+        return SimpleNamespace(key=key, device_type=device, self_device_time_total=us, is_user_annotation=annotation)
+
+    prof = SimpleNamespace(key_averages=lambda: [
+        event("multi_tensor_apply_kernel<FusedAdamMathFunctor>", cuda, 1000.0),
+        event("Optimizer.step#AdamW.step", cuda, 1050.0, annotation=True),
+        event("aten::addmm", cpu, 500.0),
+        event("nvjet_sm90_tst_256x128", cuda, 6000.0)])
+    assert device_rows(prof, on_gpu=True) == [("multi_tensor_apply_kernel<FusedAdamMathFunctor>", 1000.0),
+                                              ("nvjet_sm90_tst_256x128", 6000.0)]
 
 
 def test_script_runs_on_cpu(tmp_path):
