@@ -125,9 +125,9 @@ def add_variant_args(ap: argparse.ArgumentParser) -> None:
                     help="torch.compile mode for ours (e.g. max-autotune-no-cudagraphs)")
     ap.add_argument("--fused-loss", action="store_true",
                     help="CUDA: ours computes the LM head's loss in chunks (model.lm_head_loss; CPU does by default)")
-    ap.add_argument("--loss-kernel", choices=("triton",), default=None,
+    ap.add_argument("--loss-kernel", choices=("triton", "triton-one-read"), default=None,
                     help="ours computes the LM head's loss and gradient in one Triton kernel "
-                         "(pipeline/lm/triton_loss.py)")
+                         "(pipeline/lm/triton_loss.py); triton-one-read: the kernel that reads each row once")
     ap.add_argument("--bf16-residual", action="store_true",
                     help="CUDA: ours keeps the residual stream in bf16 (GPT.residual_dtype; llm.c's activations)")
     ap.add_argument("--compiled-update", action="store_true",
@@ -144,6 +144,7 @@ def apply_variant(model: GPT, args: argparse.Namespace) -> None:
         model.fused_head_loss = True
     if args.loss_kernel:
         model.triton_head_loss = True
+        model.triton_loss_one_read = args.loss_kernel == "triton-one-read"
     if args.bf16_residual:
         if model.lm_head.weight.device.type != "cuda":  # a CPU step runs without autocast: bf16 meets fp32 weights
             raise SystemExit("--bf16-residual needs CUDA (the step's bf16 autocast)")

@@ -9,7 +9,6 @@ import sys
 import unicodedata
 from pathlib import Path
 
-import pytest
 import yaml
 from datatrove.data import Document
 

@@ -54,7 +54,7 @@ def write_warc(path: Path, pages=PAGES, gzip: bool = True) -> list[str]:
         writer.write_record(writer.create_warcinfo_record(path.name, {"software": "test"}))
         for url, ctype, body, status in pages:
             req = writer.create_warc_record(url, "request", payload=pyio.BytesIO(b""),
-                                            http_headers=StatusAndHeaders(f"GET / HTTP/1.1", [], is_http_request=True))
+                                            http_headers=StatusAndHeaders("GET / HTTP/1.1", [], is_http_request=True))
             http = StatusAndHeaders(status, [("Content-Type", ctype)], protocol="HTTP/1.1")
             rec = writer.create_warc_record(url, "response", payload=pyio.BytesIO(body), http_headers=http,
                                             warc_headers_dict={"WARC-Date": "2019-01-20T10:00:00Z"})

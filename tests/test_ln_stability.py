@@ -7,7 +7,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from pipeline.claims import grid, ln_stability
 from pipeline.claims.ln_stability import LnStabilityConfig, divergence

@@ -6,7 +6,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from pipeline.claims import sparse_dense
 from pipeline.claims.sparse_dense import SparseDenseConfig

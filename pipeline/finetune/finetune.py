@@ -15,8 +15,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from pipeline.core import io, params, rng
 from pipeline.core.report import StageReport, write_plot
 from pipeline.evaluation import evaluate

@@ -105,8 +105,8 @@ def run_fingerprint(mcfg: ModelConfig, tcfg: TrainConfig, seed: int, data_dir: s
     meta = data_dir / tokens.META_JSON
     if meta.is_file():
         h.update(meta.read_bytes())
-    for shard in sorted(data_dir.glob("*.bin")):
-        h.update(f"{shard.name}:{shard.stat().st_size}".encode())
+    for token_file in sorted(data_dir.glob("*.bin")):  # not `shard`: that name is the FSDP helper imported above
+        h.update(f"{token_file.name}:{token_file.stat().st_size}".encode())
     return params.fingerprint(mcfg, knobs, seed, h.hexdigest())
 
 
