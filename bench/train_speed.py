@@ -12,7 +12,7 @@ per-pair ratios, beside each model's median step time. On CUDA each model runs r
 Usage: python bench/train_speed.py [--small] [--steps 6] [--threads 2]
        python bench/train_speed.py --compile --layers 12 --width 768 --heads 12 --block 1024 --batch 32 --steps 10
               [--sdpa cudnn] [--compile-mode max-autotune-no-cudagraphs] [--fused-loss | --loss-kernel triton]
-              [--bf16-residual] [--compiled-update]
+              [--loss-block 16384] [--bf16-residual] [--compiled-update]
               (GPU: gpt2-small, MFU)
 Writes bench/out/train_speed.json (--out). On CUDA it also reports MFU (bf16 autocast) against --peak-tflops.
 """
@@ -125,9 +125,12 @@ def add_variant_args(ap: argparse.ArgumentParser) -> None:
                     help="torch.compile mode for ours (e.g. max-autotune-no-cudagraphs)")
     ap.add_argument("--fused-loss", action="store_true",
                     help="CUDA: ours computes the LM head's loss in chunks (model.lm_head_loss; CPU does by default)")
-    ap.add_argument("--loss-kernel", choices=("triton", "triton-one-read"), default=None,
+    ap.add_argument("--loss-kernel", choices=("triton",), default=None,
                     help="ours computes the LM head's loss and gradient in one Triton kernel "
-                         "(pipeline/lm/triton_loss.py); triton-one-read: the kernel that reads each row once")
+                         "(pipeline/lm/triton_loss.py)")
+    ap.add_argument("--loss-block", type=int, default=None,
+                    help="with --loss-kernel triton: columns per step of the kernel's passes (triton_loss.BLOCK, "
+                         "default 32,768; 16,384 and 8,192 compile without spilling)")
     ap.add_argument("--bf16-residual", action="store_true",
                     help="CUDA: ours keeps the residual stream in bf16 (GPT.residual_dtype; llm.c's activations)")
     ap.add_argument("--compiled-update", action="store_true",
@@ -144,7 +147,12 @@ def apply_variant(model: GPT, args: argparse.Namespace) -> None:
         model.fused_head_loss = True
     if args.loss_kernel:
         model.triton_head_loss = True
-        model.triton_loss_one_read = args.loss_kernel == "triton-one-read"
+    if args.loss_block:
+        if not args.loss_kernel or args.loss_block & (args.loss_block - 1):
+            raise SystemExit("--loss-block needs --loss-kernel triton and a power of 2")
+        from pipeline.lm import triton_loss
+
+        triton_loss.BLOCK = args.loss_block
     if args.bf16_residual:
         if model.lm_head.weight.device.type != "cuda":  # a CPU step runs without autocast: bf16 meets fp32 weights
             raise SystemExit("--bf16-residual needs CUDA (the step's bf16 autocast)")
@@ -154,7 +162,7 @@ def apply_variant(model: GPT, args: argparse.Namespace) -> None:
 def variant_fields(args: argparse.Namespace) -> dict:
     """The variant add_variant_args chose, as the JSON of this bench and bench/step_profile.py records it."""
     return {k: getattr(args, k) for k in ("compile_mode", "sdpa", "fused_loss", "loss_kernel", "bf16_residual",
-                                          "compiled_update")}
+                                          "compiled_update", "loss_block")}
 
 
 def time_cuda(steps: dict, batches: list, blocks: int, per_block: int) -> dict:

@@ -6,6 +6,7 @@ skips these; `pip install triton` runs them on the CPU (about 60 s).
 """
 import dataclasses
 import importlib.util
+import math
 import os
 
 import numpy as np
@@ -27,9 +28,8 @@ from pipeline.lm.model import GPT, GPTConfig, ModelConfig  # noqa: E402
 from pipeline.lm.train import TrainConfig, train  # noqa: E402
 
 
-@pytest.mark.parametrize("one_read", [False, True], ids=["two_pass", "one_read"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_kernel_gives_the_loss_and_its_gradient_over_the_real_columns(dtype, one_read):
+def test_kernel_gives_the_loss_and_its_gradient_over_the_real_columns(dtype):
     g = torch.Generator().manual_seed(0)
     rows, n_cols, width = 37, 257, 384  # 384 - 257 padding columns, as model.padded_vocab leaves them
     logits = (torch.randn(rows, width, generator=g) * 3).to(dtype)
@@ -40,8 +40,7 @@ def test_kernel_gives_the_loss_and_its_gradient_over_the_real_columns(dtype, one
     ref = F.cross_entropy(ref_in, targets, ignore_index=-1)
     ref.backward()
     work = logits.clone().to(DEVICE)
-    # two-pass: 5 blocks of 64 a row; one read: the row's 384 columns in one block of 512
-    loss = triton_loss.loss_and_grad_in_place(work, targets.to(DEVICE), n_cols, block=64, one_read=one_read)
+    loss = triton_loss.loss_and_grad_in_place(work, targets.to(DEVICE), n_cols, block=64)  # 5 blocks a row
     tol = 1e-5 if dtype == torch.float32 else 1e-2
     assert float(loss) == pytest.approx(ref.item(), rel=tol)
     grad = work.float().cpu()
@@ -50,15 +49,25 @@ def test_kernel_gives_the_loss_and_its_gradient_over_the_real_columns(dtype, one
     assert torch.count_nonzero(grad[[3, 20]]) == 0
 
 
-@pytest.mark.parametrize("one_read", [False, True], ids=["two_pass", "one_read"])
-def test_model_trains_the_same_through_the_kernel(one_read):
+def test_block_is_read_at_each_call(monkeypatch):
+    """bench/train_speed.py --loss-block sets triton_loss.BLOCK after import: the kernel must take it from there
+    (a width that is not a power of 2 is refused by triton, which shows the setting was read)."""
+    logits, targets = torch.zeros(2, 64, device=DEVICE), torch.zeros(2, dtype=torch.long, device=DEVICE)
+    monkeypatch.setattr(triton_loss, "BLOCK", 48)
+    with pytest.raises(Exception, match="power of 2"):
+        triton_loss.loss_and_grad_in_place(logits, targets, 64)
+    monkeypatch.setattr(triton_loss, "BLOCK", 32)
+    assert float(triton_loss.loss_and_grad_in_place(logits, targets, 64)) == pytest.approx(math.log(64))
+
+
+def test_model_trains_the_same_through_the_kernel():
     """The GPT's loss and every parameter's gradient match the plain path (padded vocabulary, a scaled dloss)."""
     cfg = GPTConfig(vocab_size=203, block_size=16, n_layer=2, n_head=2, n_embd=32)  # padded to 256 rows
     torch.manual_seed(0)
     plain = GPT(cfg).to(DEVICE)
     kernel = GPT(cfg).to(DEVICE)
     kernel.load_state_dict(plain.state_dict())
-    plain.fused_head_loss, kernel.triton_head_loss, kernel.triton_loss_one_read = False, True, one_read
+    plain.fused_head_loss, kernel.triton_head_loss = False, True
     idx = torch.randint(cfg.vocab_size, (3, 16), device=DEVICE)
     targets = torch.randint(cfg.vocab_size, (3, 16), device=DEVICE)
     targets[0, :4] = -1
@@ -75,12 +84,6 @@ def test_model_trains_the_same_through_the_kernel(one_read):
     with torch.no_grad():  # evaluation keeps the plain path: real logits out
         logits, _ = kernel(idx, targets)
     assert logits.shape == (3, 16, cfg.vocab_size)
-
-
-def test_one_read_refuses_rows_it_cannot_hold():
-    logits = torch.zeros(2, triton_loss.ONE_READ_COLS + 128, device=DEVICE)
-    with pytest.raises(ValueError, match="one_read holds rows up to 65536 columns"):
-        triton_loss.loss_and_grad_in_place(logits, torch.zeros(2, dtype=torch.long, device=DEVICE), 10, one_read=True)
 
 
 def test_train_stage_with_the_kernel_learns_as_with_the_default(tmp_path, monkeypatch):

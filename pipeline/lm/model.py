@@ -266,9 +266,6 @@ class GPT(nn.Module):
     # True: LM head + loss through pipeline/lm/triton_loss.py (needs triton: CUDA, or its CPU interpreter); the
     # stage sets it from train.loss_kernel (train.use_triton_loss: auto takes it on NVIDIA GPUs, measured faster)
     triton_head_loss: bool = False
-    # With it, the kernel that reads each row of logits once (triton_loss.ONE_READ_COLS): a bench variant
-    # (bench/train_speed.py --loss-kernel triton-one-read) until a GPU measures it against the two-pass kernel
-    triton_loss_one_read: bool = False
     # A dtype: the residual stream is cast to it after the embeddings (bf16: llm.c's all-bf16 activations, half
     # the bytes in every LayerNorm and residual kernel). None: it stays as the embeddings give it (fp32 under
     # autocast). A bench variant only (bench/train_speed.py --bf16-residual), until a GPU measures it.
@@ -344,7 +341,7 @@ class GPT(nn.Module):
             from pipeline.lm.triton_loss import triton_head_loss  # triton is imported only where it is asked for
 
             return None, triton_head_loss(x.reshape(-1, x.size(-1)), self.lm_head.weight, targets.reshape(-1),
-                                          self.config.vocab_size, self.triton_loss_one_read)
+                                          self.config.vocab_size)
         fused = self.fused_head_loss if self.fused_head_loss is not None else x.device.type == "cpu"
         if training_loss and fused:
             # CPU training: the tied LM head is ~80% of the FLOPs at GPT-2's vocabulary; computing it

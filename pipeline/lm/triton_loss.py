@@ -12,10 +12,7 @@ and scales the gradient in a second pass over the logits; here the count stays o
 Per row: pass 1 finds the max and the sum of exponentials online (block by block over the real vocabulary);
 pass 2 writes (softmax - onehot(target)) / n_valid in place, 0 for ignored rows (target -1) and for the padding
 columns (the rows of a vocabulary padded to a multiple of 128, model.padded_vocab). Arithmetic is fp32; the
-gradient is stored in the logits' dtype (bf16 under autocast), as the plain path's gradient is. A second kernel
-(`one_read`, GPT.triton_loss_one_read) loads a row once and computes both from it, for rows up to 65,536 columns:
-one read and one write instead of two reads and one write, if the registers hold it; a bench variant until the
-GPU says which is faster (bench/gpu_issue12.py part loss_one_read).
+gradient is stored in the logits' dtype (bf16 under autocast), as the plain path's gradient is.
 
 Runs wherever Triton runs: CUDA, or the CPU with TRITON_INTERPRET=1 set before triton is imported (the tests do,
 where triton is installed; it ships with CUDA builds of torch, not with the CPU wheel). `GPT.triton_head_loss`
@@ -30,10 +27,11 @@ import triton
 import triton.language as tl
 
 # Columns per step of each pass, and warps per row: Liger-Kernel's choice for Hopper (cross_entropy.py: blocks of
-# up to 32,768 columns, 32 warps, "bandwidth-bound"), so GPT-2's 50,304 columns take two steps a pass
+# up to 32,768 columns, 32 warps, "bandwidth-bound"), so GPT-2's 50,304 columns take two steps a pass. Compiled
+# for sm90 (bench/kernel_resources.py, no GPU needed) that block spills: 64 registers and a 400-byte stack a
+# thread; 16,384 and 8,192 do not (64 and 32 registers, no stack). BLOCK is read at each call, so a bench can set
+# it (bench/train_speed.py --loss-block) until a GPU says which is faster.
 BLOCK, WARPS = 32768, 32
-# The widest row the one-read kernel holds at once: 64 columns a thread at 32 warps (GPT-2's padded 50,304 fit)
-ONE_READ_COLS = 65536
 IGNORE = -1  # the targets' ignore_index (the whole project's; F.cross_entropy(..., ignore_index=-1))
 
 
@@ -69,48 +67,18 @@ def _loss_and_grad_in_place(logits_ptr, row_stride, targets_ptr, losses_ptr, n_v
         tl.store(base + cols, grad.to(logits_ptr.dtype.element_ty), mask=cols < row_width)
 
 
-@triton.jit
-def _loss_and_grad_one_read(logits_ptr, row_stride, targets_ptr, losses_ptr, n_valid_ptr,
-                            n_cols: tl.constexpr, row_width: tl.constexpr, IGNORE: tl.constexpr, BLOCK: tl.constexpr):
-    # The two-pass kernel's result from one read of the row: the whole row is loaded once (BLOCK >= row_width),
-    # kept in its own dtype (bf16: half the registers), and both the softmax and the gradient come from it. The
-    # two-pass kernel reads the row twice; whether its second read already hits L2 is what the GPU bench decides.
-    row = tl.program_id(0).to(tl.int64)
-    base = logits_ptr + row * row_stride
-    target = tl.load(targets_ptr + row)
-    valid = target != IGNORE
-    safe_target = tl.where(valid, target, 0)
-    cols = tl.arange(0, BLOCK)
-    x = tl.load(base + cols, mask=cols < n_cols, other=float("-inf"))
-    m = tl.max(x.to(tl.float32), axis=0)
-    s = tl.sum(tl.exp(x.to(tl.float32) - m), axis=0)
-    lse = m + tl.log(s)
-    is_target = cols == safe_target
-    x_target = tl.sum(tl.where(is_target, x.to(tl.float32), 0.0), axis=0)
-    tl.store(losses_ptr + row, tl.where(valid, lse - x_target, 0.0))
-    scale = tl.where(valid, 1.0 / tl.load(n_valid_ptr), 0.0)
-    p = tl.exp(x.to(tl.float32) - lse)  # 0 on the padding columns (x = -inf there)
-    grad = tl.where(is_target, p - 1.0, p) * scale
-    tl.store(base + cols, grad.to(logits_ptr.dtype.element_ty), mask=cols < row_width)
-
-
-def loss_and_grad_in_place(logits: torch.Tensor, targets: torch.Tensor, n_cols: int, block: int = BLOCK,
-                           one_read: bool = False) -> torch.Tensor:
+def loss_and_grad_in_place(logits: torch.Tensor, targets: torch.Tensor, n_cols: int, block: int | None = None
+                           ) -> torch.Tensor:
     """Mean cross-entropy of logits[:, :n_cols] against targets (-1 ignored); `logits` (N, V >= n_cols) becomes
-    the gradient of that mean with respect to them (zero in the columns from n_cols on). one_read: the kernel that
-    reads each row once (rows up to ONE_READ_COLS wide; `block` is then the row's width rounded up to a power of 2)."""
+    the gradient of that mean with respect to them (zero in the columns from n_cols on)."""
     if logits.stride(-1) != 1:
         raise ValueError("logits must be contiguous in the vocabulary dimension")
-    rows, width = logits.shape
-    if one_read and width > ONE_READ_COLS:
-        raise ValueError(f"one_read holds rows up to {ONE_READ_COLS} columns, not {width}")
+    rows = logits.shape[0]
     targets = targets.contiguous()
     n_valid = (targets != IGNORE).sum().clamp(min=1).to(torch.float32)  # on the device: no host sync
     losses = torch.empty(rows, dtype=torch.float32, device=logits.device)
-    kernel, block = (_loss_and_grad_one_read, triton.next_power_of_2(width)) if one_read else \
-        (_loss_and_grad_in_place, block)
-    kernel[(rows,)](logits, logits.stride(0), targets, losses, n_valid, n_cols, width, IGNORE=IGNORE, BLOCK=block,
-                    num_warps=WARPS)
+    _loss_and_grad_in_place[(rows,)](logits, logits.stride(0), targets, losses, n_valid, n_cols, logits.shape[1],
+                                     IGNORE=IGNORE, BLOCK=block or BLOCK, num_warps=WARPS)
     return losses.sum() / n_valid
 
 
@@ -121,10 +89,10 @@ class _TritonHeadLoss(torch.autograd.Function):
     number of micro-batches) on their small outputs rather than on the (N, V) gradient G."""
 
     @staticmethod
-    def forward(ctx, x, weight, targets, n_cols, dtype, one_read):
+    def forward(ctx, x, weight, targets, n_cols, dtype):
         xc, w = x.to(dtype), weight.to(dtype)
         logits = xc @ w.t()
-        loss = loss_and_grad_in_place(logits, targets, n_cols, one_read=one_read)
+        loss = loss_and_grad_in_place(logits, targets, n_cols)
         ctx.save_for_backward(logits, xc, w)
         ctx.x_dtype, ctx.w_dtype = x.dtype, weight.dtype
         return loss
@@ -134,14 +102,13 @@ class _TritonHeadLoss(torch.autograd.Function):
         grad_logits, xc, w = ctx.saved_tensors
         grad_x = (grad_logits @ w).to(ctx.x_dtype) * dloss
         grad_w = (grad_logits.t() @ xc).to(ctx.w_dtype) * dloss
-        return grad_x, grad_w, None, None, None, None
+        return grad_x, grad_w, None, None, None
 
 
 @torch.compiler.disable  # a graph break: the compiled body ends at the final LayerNorm (see module doc)
-def triton_head_loss(x: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, n_cols: int,
-                     one_read: bool = False) -> torch.Tensor:
+def triton_head_loss(x: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, n_cols: int) -> torch.Tensor:
     """The model's training loss through the kernel: x (N, d) final hidden states, weight the (padded) LM head."""
     device = x.device.type
     dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else x.dtype
     with torch.autocast(device, enabled=False):  # the casts are explicit in forward()
-        return _TritonHeadLoss.apply(x, weight, targets, n_cols, dtype, one_read)
+        return _TritonHeadLoss.apply(x, weight, targets, n_cols, dtype)
