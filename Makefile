@@ -24,10 +24,20 @@ setup: $(STAMP)  ## create .venv with the pinned dependencies (idempotent)
 repro: setup  ## run the whole pipeline (dvc repro) on the embedded sample, offline
 	$(BIN)/dvc repro
 
+# The Triton loss kernel (train.loss_kernel auto's choice on NVIDIA GPUs) is tested on CPU through triton's
+# interpreter. A CUDA build of torch brings its own triton, which is kept (it must match that build); the CPU wheel
+# brings none, so the tests get the triton the H200 figures were taken with. Outside requirements.lock on purpose:
+# pinned there, it would replace a CUDA torch's own triton.
+TRITON_VERSION := 3.6.0
+TRITON_STAMP   := $(VENV)/.triton-checked-$(TRITON_VERSION)
+$(TRITON_STAMP): $(STAMP)
+	$(BIN)/python -c "import triton" 2>/dev/null || $(BIN)/pip install --quiet triton==$(TRITON_VERSION)
+	touch $@
+
 # Two pytest workers, a whole test file each at a time, the DAG modules first (README "Tests"; tests/conftest.py).
 # TEST_WORKERS=0 runs the suite in one process.
 TEST_WORKERS ?= 2
-test: setup  ## run the test suite (unit + end-to-end dvc repro on a tiny profile)
+test: setup $(TRITON_STAMP)  ## run the test suite (unit + end-to-end dvc repro on a tiny profile)
 	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder --durations=15  # the slowest tests last: CI has a 25-minute budget
 
 BENCHES := dedup_speed dedup_scale contamination_index decontaminate_speed quality_speed tokenize_speed train_speed extraction_quality scrape_throughput

@@ -1,15 +1,12 @@
 """bench/kernel_resources.py: the loss kernel compiled for sm90 offline, its registers and stack read back."""
-import importlib.util
 import json
 import subprocess
 import sys
 from pathlib import Path
 
-import pytest
+from requires_triton import require_triton
 
-if importlib.util.find_spec("triton") is None:
-    pytest.skip("triton is not installed (CUDA builds of torch bring it; `pip install triton` runs this on CPU: "
-                "it compiles for a GPU without one)", allow_module_level=True)
+require_triton("bench/kernel_resources.py (it compiles for a GPU without one)")
 
 ROOT = Path(__file__).resolve().parents[1]
 

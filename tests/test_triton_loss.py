@@ -1,11 +1,10 @@
 """pipeline/lm/triton_loss.py: the fused loss-and-gradient kernel against F.cross_entropy and autograd.
 
 Runs where triton is installed: on a GPU as compiled, on the CPU through triton's interpreter (TRITON_INTERPRET=1,
-set here before the kernel module is imported). The CPU wheel of torch does not bring triton, so a plain checkout
-skips these; `pip install triton` runs them on the CPU (about 60 s).
+set here before the kernel module is imported). The CPU wheel of torch does not bring triton; `make test` installs
+the version the Makefile pins where none is present, and runs these on the CPU (about 80 s).
 """
 import dataclasses
-import importlib.util
 import math
 import os
 
@@ -15,10 +14,9 @@ import torch
 import torch.nn.functional as F
 
 import tiny_torchrun
+from requires_triton import require_triton
 
-if importlib.util.find_spec("triton") is None:
-    pytest.skip("triton is not installed (CUDA builds of torch bring it; `pip install triton` runs these on CPU "
-                "through its interpreter)", allow_module_level=True)
+require_triton("the loss kernel's tests (on CPU through triton's interpreter)")
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 if DEVICE == "cpu":
     os.environ["TRITON_INTERPRET"] = "1"  # read when the kernel is decorated, i.e. when triton_loss is imported
