@@ -68,7 +68,7 @@ reference 45.0% (1.08x), with CUDA graphs 48.5% vs 44.8%, with max_autotune_gemm
 ms of kernels a step (49.7% MFU over kernel time), inductor's fused kernels 18.3 ms (were 23.9), matmul 67.6,
 attention 15.3, loss 6.35, other 3.3, AdamW 2.5; bf16_parity (the first version, over the whole vocabulary): both
 streams still on the plateau after 400 steps (val 9.59 fp32, 9.13 bf16: 4.8% lower, so "parity false" two-sided),
-which says nothing about precision: the script now learns a 2,048-id stream to its floor beside a reordered fp32 run;
+which says nothing about precision: the script now learns a 512-id stream close to its floor beside a reordered fp32 run;
 fsdp_b32: fsdp 403,692 tokens/s = 0.796x ddp's 507,333 (34.9% vs 43.9% MFU; 0.27x at B8), val loss 10.7385 vs
 10.7382, peak 15.0 vs 16.6 GB, its checkpoint loads.
 """
