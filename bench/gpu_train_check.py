@@ -44,10 +44,16 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 NOISE = 0.05  # the share of bigram_tokens' tokens drawn uniformly instead of from the 4 successors
 
 
+def bigram_successors(rng: np.random.Generator, vocab: int) -> np.ndarray:
+    """Each token's 4 likely successors: the first draw from bigram_tokens' generator, so bigram_floor gets the
+    same table from the same seed."""
+    return rng.integers(0, vocab, size=(vocab, 4))
+
+
 def bigram_tokens(n: int, vocab: int, seed: int = 0) -> np.ndarray:
     """A stream where each token has 4 likely successors: a model can learn it, unigram entropy stays high."""
     rng = np.random.default_rng(seed)
-    nxt = rng.integers(0, vocab, size=(vocab, 4))  # drawn first: bigram_floor redraws it from the same seed
+    nxt = bigram_successors(rng, vocab)
     out = np.empty(n, dtype=np.uint16)
     cur = 0
     choice = rng.integers(0, 4, size=n)
@@ -63,7 +69,7 @@ def bigram_floor(stream: np.ndarray, vocab: int, seed: int = 0) -> float:
     """The least mean loss (nats) any model can reach on `stream` = bigram_tokens(n, vocab, seed): the entropy of
     each token's true next-token distribution (1 - NOISE over its 4 successors, NOISE spread over the vocabulary),
     weighted by how often the stream visits it. A model at this loss has learnt the chain; above it, not yet."""
-    nxt = np.random.default_rng(seed).integers(0, vocab, size=(vocab, 4))
+    nxt = bigram_successors(np.random.default_rng(seed), vocab)
     uniform = NOISE / vocab
     entropy = np.empty(vocab)
     for token, successors in enumerate(nxt):

@@ -1,8 +1,10 @@
 """Shared fixtures. Tests that use the real files in ../shared/data take the `shared_data` fixture:
 it skips with a reason when the folder is absent (a user's checkout), and fails instead when
-GPT_REPRO_REQUIRE_SHARED=1 (set by .ci/run, so CI always runs them)."""
+GPT_REPRO_REQUIRE_SHARED=1 (set by .ci/run, so CI always runs them); Chromium, Slurm and triton follow the same
+rule through skip_unless_required."""
 from __future__ import annotations
 
+import importlib.util
 import os
 import sys
 from pathlib import Path
@@ -27,13 +29,27 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
 pin_cpu_numerics()
 
 
+def skip_unless_required(reason: str, flag: str, module_level: bool = False) -> None:
+    """Skip for `reason` (a user's checkout without the thing), or fail where .ci/run set `flag`=1, so that CI
+    always runs the test."""
+    if os.environ.get(flag) == "1":
+        pytest.fail(f"{reason}; {flag}=1 makes this an error")
+    pytest.skip(reason, allow_module_level=module_level)
+
+
+def require_triton(what: str) -> None:
+    """At the top of a module that needs triton: the loss kernel's tests and bench/kernel_resources.py's."""
+    if importlib.util.find_spec("triton") is None:
+        skip_unless_required(f"triton is not installed, so {what} cannot run (CUDA builds of torch bring it; "
+                             "`make test` installs it where torch brought none)", "GPT_REPRO_REQUIRE_TRITON",
+                             module_level=True)
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
-        reason = f"real test data folder {SHARED_DATA} is absent (set GPT_REPRO_SHARED_DATA to point at it)"
-        if os.environ.get("GPT_REPRO_REQUIRE_SHARED") == "1":
-            pytest.fail(reason + "; GPT_REPRO_REQUIRE_SHARED=1 makes this an error")
-        pytest.skip(reason)
+        skip_unless_required(f"real test data folder {SHARED_DATA} is absent (set GPT_REPRO_SHARED_DATA to point at "
+                             "it)", "GPT_REPRO_REQUIRE_SHARED")
     return SHARED_DATA
 
 
@@ -42,10 +58,8 @@ def chromium() -> Path:
     """Debian's headless Chromium, for the page checks: skipped without it, an error where .ci/run asks for it."""
     path = Path("/usr/bin/chromium")
     if not path.exists():
-        reason = "/usr/bin/chromium is not installed (apt-get install chromium): the page is not rendered"
-        if os.environ.get("GPT_REPRO_REQUIRE_CHROMIUM") == "1":
-            pytest.fail(reason + "; GPT_REPRO_REQUIRE_CHROMIUM=1 makes this an error")
-        pytest.skip(reason)
+        skip_unless_required("/usr/bin/chromium is not installed (apt-get install chromium): the page is not "
+                             "rendered", "GPT_REPRO_REQUIRE_CHROMIUM")
     return path
 
 

@@ -2,15 +2,11 @@
 must train as the eager clip + fused AdamW does, or its rows would time a different recipe."""
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from bench.train_speed import foreach_twin, make_step  # noqa: E402
-from pipeline.lm.model import GPT, GPTConfig  # noqa: E402
-from pipeline.lm.recipe import TrainConfig, make_optimizer  # noqa: E402
+from bench.train_speed import foreach_twin, make_step
+from pipeline.lm.model import GPT, GPTConfig
+from pipeline.lm.recipe import TrainConfig, make_optimizer
 
 TINY = GPTConfig(vocab_size=128, block_size=16, n_layer=2, n_head=2, n_embd=32)
 
@@ -30,7 +26,7 @@ def test_foreach_twin_keeps_groups_and_hyperparameters():
 def test_compiled_update_trains_as_the_eager_fused_step():
     torch.manual_seed(0)
     batches = [(torch.randint(0, 128, (4, 16)), torch.randint(0, 128, (4, 16))) for _ in range(3)]
-    start, params, losses = None, {}, {}
+    params, losses = {}, {}
     for compiled in (False, True):
         torch.manual_seed(1)
         model = GPT(TINY)

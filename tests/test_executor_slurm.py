@@ -13,14 +13,13 @@ from pathlib import Path
 import pytest
 
 import slurm_cluster
+from conftest import skip_unless_required
 from pipeline.core import executor
 from test_executor import make_inputs, run_in
 
 
 def _unavailable(reason: str):
-    if os.environ.get("GPT_REPRO_REQUIRE_SLURM") == "1":
-        pytest.fail(reason + "; GPT_REPRO_REQUIRE_SLURM=1 makes this an error")
-    pytest.skip(reason)
+    skip_unless_required(reason, "GPT_REPRO_REQUIRE_SLURM")
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from requires_triton import require_triton
+from conftest import require_triton
 
 require_triton("bench/kernel_resources.py (it compiles for a GPU without one)")
 

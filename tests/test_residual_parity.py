@@ -36,7 +36,6 @@ def test_script_trains_both_streams_on_cpu(tmp_path):
 def test_bigram_floor_is_the_streams_conditional_entropy():
     """bigram_floor from the chain's table against the plug-in estimate from a long stream's own bigram counts (at
     16 ids every pair is seen often, so the estimate is tight); a stream over more ids has a higher floor."""
-    sys.path.insert(0, str(ROOT))
     from bench.gpu_train_check import bigram_floor, bigram_tokens
 
     stream = bigram_tokens(300_000, 16)

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 import tiny_torchrun
-from requires_triton import require_triton
+from conftest import require_triton
 
 require_triton("the loss kernel's tests (on CPU through triton's interpreter)")
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
