@@ -8,6 +8,7 @@ What it checks, on one CUDA device (run it where one is at hand; it refuses to r
 Prints one JSON object (also written to $OUT/gpu_train_check.json when OUT is set) with the report's figures.
 
 Usage: python3 bench/gpu_train_check.py [--steps 150] [--batch 16] [--nproc 1] [--loss-kernel auto|torch|triton]
+                                        [--residual-dtype float32|bfloat16]
 On a bare GPU image without dvclive, carry the wheels `bash bench/device_wheels.sh` downloads into .whl/ (cp312,
 --no-deps, the versions requirements.lock pins; 26 files, 9.2 MB) and put them on PYTHONPATH as its header says.
 
@@ -89,6 +90,9 @@ def main() -> None:
     ap.add_argument("--loss-kernel", choices=("auto", "torch", "triton"), default="auto",
                     help="train.loss_kernel for the stage; the bench step beside it takes the path the stage "
                          "reports it resolved to")
+    ap.add_argument("--residual-dtype", choices=("float32", "bfloat16"), default="float32",
+                    help="train.residual_dtype for the stage; the bench step beside it takes the same stream "
+                         "(--bf16-residual)")
     ap.add_argument("--no-bench", action="store_true", help="skip bench/train_speed.py at the same shape")
     ap.add_argument("--allow-cpu", action="store_true", help="smoke-test the script itself on CPU (checks will fail)")
     args = ap.parse_args()
@@ -109,7 +113,8 @@ def main() -> None:
     params["model"].update(preset="gpt2-small")
     params["train"].update(max_steps=args.steps, batch_size=args.batch, eval_interval=max(10, args.steps // 3),
                            eval_batches=2, warmup_steps=max(1, args.steps // 10), lr=6e-4,
-                           compile=not args.no_compile, peak_tflops=0.0, loss_kernel=args.loss_kernel)
+                           compile=not args.no_compile, peak_tflops=0.0, loss_kernel=args.loss_kernel,
+                           residual_dtype=args.residual_dtype)
     (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     # `torchrun` is `python -m torch.distributed.run`; the module form needs no PATH entry
     launch = f"{sys.executable} -m torch.distributed.run --standalone --nproc_per_node={args.nproc}"
@@ -124,7 +129,7 @@ def main() -> None:
     else:
         rep = json.loads((work / "reports/train.json").read_text())
         keys = ("device", "world_size", "params", "steps", "tokens_per_s", "mfu", "peak_tflops", "throughput",
-                "final_val_loss", "unigram_entropy_nats", "seconds", "block_size")
+                "final_val_loss", "unigram_entropy_nats", "seconds", "block_size", "loss_kernel", "residual_dtype")
         result["report"] = {k: rep.get(k) for k in keys}
         result["checks"] = {
             "ran_on_cuda": rep.get("device") == "cuda",
@@ -138,7 +143,8 @@ def main() -> None:
                                 "--width", "768", "--heads", "12", "--block", "1024", "--batch", str(args.batch),
                                 "--steps", "20", "--peak-tflops", str(result["detected_peak"] or 989.0),
                                 # the loss path the stage's train.loss_kernel resolved to (auto: the kernel on GPUs)
-                                *(["--loss-kernel", "triton"] if rep.get("loss_kernel") == "triton" else [])],
+                                *(["--loss-kernel", "triton"] if rep.get("loss_kernel") == "triton" else []),
+                                *(["--bf16-residual"] if rep.get("residual_dtype") == "bfloat16" else [])],
                                capture_output=True, text=True, timeout=600)
         if bench.returncode == 0:
             rows = json.loads((ROOT / "bench/out/train_speed.json").read_text())["results"]

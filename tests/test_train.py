@@ -18,7 +18,8 @@ from pipeline.lm import tokens
 from pipeline.lm.model import GPT, ModelConfig, from_params
 from pipeline.lm.checkpoint import load_checkpoint
 from pipeline.lm.batches import mean_loss, random_batch
-from pipeline.lm.train import TrainConfig, TrainingStopped, batch_at, lr_at, make_optimizer, train, use_triton_loss
+from pipeline.lm.train import (TrainConfig, TrainingStopped, batch_at, lr_at, make_optimizer, residual_dtype_of, train,
+                               use_triton_loss)
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ModelConfig(n_layer=1, n_head=2, n_embd=32, block_size=32, dropout=0.0)
@@ -91,6 +92,7 @@ def test_training_beats_unigram_entropy_and_writes_outputs(tmp_path, in_tmp_cwd)
     assert report["params"] > 0 and report["tokens_per_s"] > 0
     assert report["loss_kernel"] == ("triton" if use_triton_loss("auto", "cuda" if torch.cuda.is_available() else "cpu")
                                      else "torch")  # what auto resolved to
+    assert report["residual_dtype"] == "float32"  # the default stream, named in the report
     assert json.loads(Path("reports/train.json").read_text())["final_val_loss"] == report["final_val_loss"]
     # dvclive: metrics.json (latest values) and one tsv per metric, val at steps 0, 50, 100.
     metrics = json.loads(Path("reports/train/metrics.json").read_text())
@@ -384,6 +386,30 @@ def test_loss_kernel_is_checked_before_training(tmp_path, in_tmp_cwd, monkeypatc
             train(data, "models/gpt", "reports/train", TINY, dataclasses.replace(FAST, loss_kernel="triton"), seed=1,
                   threads=1, progress=False)
     assert not Path("models/gpt").exists()
+
+
+def test_residual_dtype_is_checked_before_training(tmp_path, in_tmp_cwd):
+    """train.residual_dtype: an unknown name, or bfloat16 on a CPU (whose step has no autocast), fails at once with
+    the knob's name in the message, before anything is written."""
+    data = _repetitive(tmp_path)
+    with pytest.raises(ValueError, match="train.residual_dtype must be one of"):
+        train(data, "models/gpt", "reports/train", TINY, dataclasses.replace(FAST, residual_dtype="fp8"), seed=1,
+              threads=1, progress=False)
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="train.residual_dtype: bfloat16 needs a GPU"):
+            train(data, "models/gpt", "reports/train", TINY, dataclasses.replace(FAST, residual_dtype="bfloat16"),
+                  seed=1, threads=1, progress=False)
+    assert not Path("models/gpt").exists()
+
+
+def test_residual_dtype_resolves_to_the_models_stream_dtype():
+    """float32 leaves the stream as autocast gives it (None) anywhere; bfloat16 is torch.bfloat16 on a GPU (what
+    GPT.features casts the stream to), refused on a CPU."""
+    assert residual_dtype_of("float32", "cpu") is None
+    assert residual_dtype_of("float32", "cuda:0") is None
+    assert residual_dtype_of("bfloat16", "cuda:1") is torch.bfloat16
+    with pytest.raises(ValueError, match="needs a GPU"):
+        residual_dtype_of("bfloat16", "cpu")
 
 
 def test_auto_loss_kernel_takes_the_triton_kernel_only_where_it_was_measured(monkeypatch):

@@ -146,19 +146,20 @@ def test_fsdp_in_one_process_equals_the_plain_model(tmp_path, in_tmp_cwd):
 
 
 def test_new_knobs_leave_a_default_run_as_it_was(tmp_path):
-    """strategy, deterministic and loss_kernel came after the first models: at their defaults the checkpoint's
-    recorded params and the resume fingerprint are what they were (the committed models/ keep their bytes); set,
-    they count."""
-    before = {f.name for f in dataclasses.fields(TrainConfig)} - {"strategy", "deterministic", "loss_kernel"}
-    assert set(recorded(TrainConfig())) == before
+    """strategy, deterministic, loss_kernel and residual_dtype came after the first models: at their defaults the
+    checkpoint's recorded params and the resume fingerprint are what they were (the committed models/ keep their
+    bytes); set, they count."""
+    late = {"strategy", "deterministic", "loss_kernel", "residual_dtype"}
+    assert set(recorded(TrainConfig())) == {f.name for f in dataclasses.fields(TrainConfig)} - late
     assert recorded(TrainConfig(strategy="fsdp"))["strategy"] == "fsdp"
     assert recorded(TrainConfig(deterministic=True))["deterministic"] is True
     assert recorded(TrainConfig(loss_kernel="triton"))["loss_kernel"] == "triton"
+    assert recorded(TrainConfig(residual_dtype="bfloat16"))["residual_dtype"] == "bfloat16"
     tokens.write_shard(tmp_path / "train_00000.bin", np.arange(50), 64, 63)
     prints = {run_fingerprint(ModelConfig(), cfg, 1, tmp_path) for cfg in
               (TrainConfig(), TrainConfig(strategy="fsdp"), TrainConfig(deterministic=True),
-               TrainConfig(loss_kernel="triton"))}
-    assert len(prints) == 4
+               TrainConfig(loss_kernel="triton"), TrainConfig(residual_dtype="bfloat16"))}
+    assert len(prints) == 5  # a bf16 stream's run never resumes an fp32 one
 
 
 def test_deterministic_switch_sets_and_restores_the_cuda_settings(monkeypatch):

@@ -268,7 +268,8 @@ class GPT(nn.Module):
     triton_head_loss: bool = False
     # A dtype: the residual stream is cast to it after the embeddings (bf16: llm.c's all-bf16 activations, half
     # the bytes in every LayerNorm and residual kernel). None: it stays as the embeddings give it (fp32 under
-    # autocast). A bench variant only (bench/train_speed.py --bf16-residual), until a GPU measures it.
+    # autocast). The stage sets it from train.residual_dtype (train.residual_dtype_of: GPU only), the benches
+    # with --bf16-residual.
     residual_dtype: torch.dtype | None = None
 
     def __init__(self, cfg: GPTConfig):

@@ -11,7 +11,8 @@ DDP when WORLD_SIZE > 1, fsdp shards it with FSDP2 (gloo on CPU, nccl on GPU); r
 and checkpoints hold whole tensors whatever the strategy. On CUDA the step runs under bf16 autocast;
 `compile` wraps the model in torch.compile (FSDP: each block). `deterministic` makes GPU reruns bit-identical.
 `loss_kernel: triton` computes the LM head's loss and gradient in one Triton kernel (triton_loss.py); `auto` does
-so on NVIDIA GPUs under ddp (use_triton_loss), `torch`'s path elsewhere.
+so on NVIDIA GPUs under ddp (use_triton_loss), `torch`'s path elsewhere. `residual_dtype: bfloat16` keeps the
+residual stream between blocks in bf16 under the GPU's autocast (residual_dtype_of), fp32 by default.
 
 Resume: at every eval (nanoGPT saves there too) rank 0 writes `resume.pt` into
 io.work_dir("train", <fingerprint>) -- outside DVC's outs, which DVC deletes before a rerun. It holds
@@ -51,8 +52,9 @@ RESUME_NAME = "resume.pt"
 NEUTRAL_KNOBS = ("compile", "peak_tflops")
 # Knobs added after the first published models: written into the checkpoint and the resume fingerprint only when
 # set away from their default, so a default run keeps its checkpoint bytes and an older run still resumes.
-LATE_KNOBS = {"strategy": "ddp", "deterministic": False, "loss_kernel": "auto"}
+LATE_KNOBS = {"strategy": "ddp", "deterministic": False, "loss_kernel": "auto", "residual_dtype": "float32"}
 LOSS_KERNELS = ("auto", "torch", "triton")
+RESIDUAL_DTYPES = {"float32": None, "bfloat16": torch.bfloat16}  # None: the stream stays as autocast gives it
 LOG_EVERY = 10  # steps between reads of the loss on the host (nanoGPT's log_interval); reads lag by as many
 WARMUP_STEPS = 2  # first steps of a run timed apart (compilation): throughput.py
 
@@ -89,6 +91,22 @@ def use_triton_loss(loss_kernel: str, device: str, strategy: str = "ddp") -> boo
         raise ValueError("train.loss_kernel: triton runs on a GPU (on a CPU only through triton's interpreter, "
                          "TRITON_INTERPRET=1, which the tests use); set it back to auto here")
     return True
+
+
+def residual_dtype_of(name: str, device: str) -> torch.dtype | None:
+    """GPT.residual_dtype for train.residual_dtype; a clear error where it cannot run.
+
+    `bfloat16` casts the residual stream to bf16 after the embeddings (llm.c's all-bf16 activations): under the
+    GPU step's bf16 autocast the stream is otherwise fp32, so every LayerNorm and residual add moves twice the
+    bytes. On an H200 at gpt2-small it measured 1.05x the step (README "Speed"). A CPU step runs without autocast,
+    where a bf16 stream would meet fp32 weights, so it is refused there. `float32` (None) leaves the stream alone.
+    """
+    if name not in RESIDUAL_DTYPES:
+        raise ValueError(f"train.residual_dtype must be one of {tuple(RESIDUAL_DTYPES)}, got {name!r}")
+    if RESIDUAL_DTYPES[name] is not None and not device.startswith("cuda"):
+        raise ValueError(f"train.residual_dtype: {name} needs a GPU (the step's bf16 autocast; a CPU step runs in "
+                         "fp32 throughout); set it back to float32 here")
+    return RESIDUAL_DTYPES[name]
 
 
 # --- resume state ----------------------------------------------------------------------------------
@@ -174,6 +192,7 @@ def _train(data_dir: Path, out_dir: Path, live_dir: Path, mcfg: ModelConfig, tcf
     random.seed(seed)
     raw_model = GPT(gcfg).to(device)
     raw_model.triton_head_loss = use_triton_loss(tcfg.loss_kernel, device, tcfg.strategy)
+    raw_model.residual_dtype = residual_dtype_of(tcfg.residual_dtype, device)
     if sharded:  # before the optimizer: fully_shard swaps the parameters for this rank's DTensor shards
         shard(raw_model, device, compile_blocks=tcfg.compile)
     optimizer = make_optimizer(raw_model, tcfg)
@@ -333,6 +352,7 @@ def _train(data_dir: Path, out_dir: Path, live_dir: Path, mcfg: ModelConfig, tcf
         "world_size": world,
         "strategy": tcfg.strategy,
         "loss_kernel": "triton" if raw_model.triton_head_loss else "torch",  # what train.loss_kernel resolved to
+        "residual_dtype": tcfg.residual_dtype,
         "device": device.split(":")[0],
         "model": dataclasses.asdict(gcfg),
         "tokens": {"train": int(len(train_data)), "val": int(len(val_data))},
