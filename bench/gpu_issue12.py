@@ -14,10 +14,12 @@ Parts, in order, each a subprocess with its own time limit, skipped when the cal
   bf16_residual  the same with the residual stream in bf16 (GPT.residual_dtype), and its profile
   bf16_parity  bench/residual_parity.py: the bf16 stream's loss against the fp32 stream's and a reordered fp32
           run's (gpt2-small, 400 steps on a stream it can learn to its floor)
-  loss_block  the bf16 stream with the loss kernel's blocks at 16,384 and 8,192 columns (--loss-block), which
-          compile without spilling (bench/kernel_resources.py: the default 32,768 spills 400 bytes a thread), and
-          the profile at 16,384 (the default's loss: 6.35 ms a step)
-  bf16_update  the bf16 stream with the clip and AdamW compiled into the step's update (--compiled-update)
+  bf16_rows  one process: the bf16 stream (train.residual_dtype: bfloat16) with the Triton loss kernel, beside the
+          same compiled model with the kernel's blocks at 16,384 and 8,192 columns (which compile without spilling:
+          bench/kernel_resources.py; the default 32,768 spills 400 bytes a thread) and with the clip and AdamW
+          compiled (--also: rows in the same rounds, one compile); the GPU's clocks and power over the rounds
+          (bench/gpu_telemetry.py); then the step's profile with the device's busy and idle time a step
+  stage_bf16  the stage check with train.residual_dtype: bfloat16 and the kernel at B64, against the bench step
   profile bench/step_profile.py at gpt2-small B64 (compiled, as `mfu`'s rows): the step's kernel time by kind
           (matmul, attention, inductor's fused kernels, loss, optimizer, copies), the 40 costliest kernels
   profile_triton  the same with the Triton loss kernel
@@ -29,10 +31,10 @@ Parts, in order, each a subprocess with its own time limit, skipped when the cal
   fsdp_b32  fsdp vs ddp again at B32, where one GPU's step is long enough to hide FSDP's host work
 Usage (device machine, the wheels of bench/device_wheels.sh installed as its header says): python3 bench/gpu_issue12.py [--budget 480]
           [--only layers stage]
-Next call (the kernel's tests on the GPU; whether training holds with the bf16 stream, measured where it can tell;
-then, on top of the bf16 stream, the loss kernel without spills and the compiled update, for the ~3.5 ms a step
-that 50% needs; ~490 s of the budget):
-          python3 bench/gpu_issue12.py --only kernel_test bf16_parity loss_block bf16_update --budget 540
+Next call (the kernel's tests on the GPU; the rows that may reach 50%: the bf16 stream with the loss kernel's
+unspilled blocks and the compiled update, with clocks and power, and where the step's ~4 ms beyond its kernels
+go; whether training holds with the bf16 stream; the stage with it; ~490 s of the budget):
+          python3 bench/gpu_issue12.py --only kernel_test bf16_rows bf16_parity stage_bf16 --budget 540
 
 Measured 2026-11-26, one H200, torch 2.11 (two calls: all but `steps` with --budget 500, then --only steps; 900 s of
 device time in all, start-up included): layers 43 s: flex 2.82x the mask at T=2,048 (0.88x at 1,024, 19.3x at
@@ -137,19 +139,17 @@ PARTS = {  # name: [(label, argv, expected seconds)]
     + [profile_row("profile_bf16_residual", "--loss-kernel", "triton", "--bf16-residual")],
     # whether training holds with it: three runs from one initialisation, 400 steps at B16 (96 s for two of them)
     "bf16_parity": [("bf16_parity", [PY, "bench/residual_parity.py", "--steps", "400", "--batch", "16"], 150)],
-    # 2026-11-27: the bf16 stream gave 48.5% (fused kernels 23.9 -> 18.3 ms); 50% needs ~3.5 ms less. The clip and
-    # AdamW hold ~2.3 ms of small kernels (fused AdamW 1.0, the clip's norm and scale, float sums; the profile's
-    # "optimizer" 2.5 also counted AdamW's record_function range, 1.05, now left out): compiled into one update,
-    # perhaps a millisecond less
-    "bf16_update": speed_rows([("b64_bf16_compiled_update", 64, ["--loss-kernel", "triton", "--bf16-residual",
-                                                                 "--compiled-update"], 90)]),
-    # the loss kernel at 6.35 ms moves its two reads and one write of the 6.6 GB logits at ~3.1 TB/s of the card's
-    # 4.8: compiled for sm90, its 32,768-column blocks spill (bench/kernel_resources.py), smaller ones do not
-    "loss_block": speed_rows([(f"b64_bf16_loss_block_{block}", 64, ["--loss-kernel", "triton", "--bf16-residual",
-                                                                    "--loss-block", str(block)], 85)
-                              for block in (16384, 8192)])
-    + [profile_row("profile_loss_block_16384", "--loss-kernel", "triton", "--bf16-residual", "--loss-block",
-                   "16384")],
+    # 2026-11-27: the bf16 stream gave 48.5% (fused kernels 23.9 -> 18.3 ms); 50% needs a ~113 ms step: its kernels
+    # summed to ~113 ms (114.0 with AdamW's range counted twice), its timed step to ~117. Rows in one process: the
+    # loss kernel at 6.35 ms moves its two reads and one write of the 6.6 GB logits at ~3.1 TB/s of the card's 4.8,
+    # and its 32,768-column blocks spill (bench/kernel_resources.py), smaller ones do not; the clip and AdamW hold
+    # ~2.3 ms of small kernels, perhaps a millisecond less compiled into one update. The profile's timeline and the
+    # rows' telemetry say whether the other ~4 ms are idle gaps or a clock held down through the long run.
+    "bf16_rows": speed_rows([("b64_bf16_rows", 64, ["--loss-kernel", "triton", "--bf16-residual", "--also",
+                                                    "loss_block=16384", "loss_block=8192", "compiled_update"], 130)])
+    + [profile_row("profile_bf16_timeline", "--loss-kernel", "triton", "--bf16-residual")],
+    "stage_bf16": [("stage_bf16", [PY, "bench/gpu_train_check.py", "--steps", "100", "--batch", "64",
+                                   "--loss-kernel", "triton", "--residual-dtype", "bfloat16"], 170)],
     "profile": [profile_row("profile", expected=50)],
     "profile_triton": [profile_row("profile_triton", "--loss-kernel", "triton")],
     # 2026-11-27: the FA2 row had timed the same as torch's choice to the token (a stale compile cache, see main)

@@ -9,7 +9,8 @@ Usage (GPU): python3 bench/step_profile.py [--batch 64] [--fused-loss | --loss-k
                                           [--compile-mode max-autotune-no-cudagraphs]
        (CPU smoke test of the script: python bench/step_profile.py --allow-cpu --small)
 Prints a table and writes $OUT/step_profile.json (else bench/out/step_profile.json): per group the milliseconds per
-step and the share of the profiled device time, the MFU the step reached, and the --top (40) costliest kernels.
+step and the share of the profiled device time, the MFU the step reached, the --top (40) costliest kernels, and on a
+GPU how long the device was busy against the profiled span (idle gaps between kernels, which the kernel sum hides).
 On CPU the same groups are formed from aten operators' own CPU time (no kernels there).
 """
 import pathlib, sys; sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # noqa: E401,E702
@@ -58,6 +59,31 @@ def device_rows(prof, on_gpu: bool) -> list[tuple[str, float]]:
         if us > 0:
             rows.append((e.key, float(us)))
     return rows
+
+
+def busy_and_span(intervals: list[tuple[float, float]]) -> tuple[float, float]:
+    """(time at least one kernel ran, first start to last end) of (start, end) intervals: the span less the busy
+    time is the device's idle time; the kernel sum less the busy time is time kernels overlapped."""
+    busy, span_start, span_end, cur_start, cur_end = 0.0, None, None, None, None
+    for start, end in sorted(intervals):
+        span_start = start if span_start is None else span_start
+        span_end = end if span_end is None else max(span_end, end)
+        if cur_end is None or start > cur_end:
+            busy += 0.0 if cur_end is None else cur_end - cur_start
+            cur_start, cur_end = start, end
+        else:
+            cur_end = max(cur_end, end)
+    busy += 0.0 if cur_end is None else cur_end - cur_start
+    return busy, (0.0 if span_start is None else span_end - span_start)
+
+
+def device_timeline(prof, steps: int) -> dict:
+    """Busy and idle milliseconds a step on the GPU, from the kernels' own start and end times."""
+    intervals = [(e.time_range.start, e.time_range.end) for e in prof.events()
+                 if e.device_type == torch.autograd.DeviceType.CUDA and not getattr(e, "is_user_annotation", False)]
+    busy, span = busy_and_span(intervals)
+    return {"busy_ms_per_step": round(busy / steps / 1000, 3), "span_ms_per_step": round(span / steps / 1000, 3),
+            "idle_ms_per_step": round((span - busy) / steps / 1000, 3)}
 
 
 def summarise(rows: list[tuple[str, float]], steps: int, top: int = 15) -> dict:
@@ -116,8 +142,12 @@ def main() -> None:
     if on_gpu:  # device time summed over kernels: a step with idle gaps is longer, so this MFU is an upper bound
         out["mfu_of_kernel_time"] = round(flops_tok * args.batch * T / (out["ms_per_step"] / 1000)
                                           / (args.peak_tflops * 1e12), 4)
+        out["timeline"] = device_timeline(prof, args.steps)
     print(f"{out['shape']} on {out['device']}: {out['ms_per_step']} ms of {'kernels' if on_gpu else 'CPU ops'} a step"
           + (f", MFU over kernel time {out['mfu_of_kernel_time']:.1%}" if on_gpu else ""))
+    if on_gpu:
+        print("  device busy {busy_ms_per_step} ms, idle {idle_ms_per_step} ms of a {span_ms_per_step} ms span a step"
+              .format(**out["timeline"]))
     for name, row in out["groups"].items():
         print(f"  {name:18} {row['ms_per_step']:9.3f} ms  {row['share']:6.1%}")
     for row in out["top_kernels"][:8]:

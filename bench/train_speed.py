@@ -13,8 +13,10 @@ Usage: python bench/train_speed.py [--small] [--steps 6] [--threads 2]
        python bench/train_speed.py --compile --layers 12 --width 768 --heads 12 --block 1024 --batch 32 --steps 10
               [--sdpa cudnn] [--compile-mode max-autotune-no-cudagraphs] [--fused-loss | --loss-kernel triton]
               [--loss-block 16384] [--bf16-residual] [--compiled-update]
-              (GPU: gpt2-small, MFU)
-Writes bench/out/train_speed.json (--out). On CUDA it also reports MFU (bf16 autocast) against --peak-tflops.
+              [--also loss_block=16384 loss_block=8192 compiled_update]
+              (GPU: gpt2-small, MFU; --also times more rows of ours on the same compiled model, in the same rounds)
+Writes bench/out/train_speed.json (--out). On CUDA it also reports MFU (bf16 autocast) against --peak-tflops, and
+the GPU's clocks and power over the timed rounds (bench/gpu_telemetry.py: nvidia-smi, where present).
 """
 import pathlib, sys; sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # noqa: E401,E702
 
@@ -165,6 +167,41 @@ def variant_fields(args: argparse.Namespace) -> dict:
                                           "compiled_update", "loss_block")}
 
 
+ALSO = ("loss_block=N", "compiled_update")
+
+
+def also_steps(also: list[str], model, opt, device, args) -> dict:
+    """More rows of ours that share its compiled model, each timed in the same rounds as the rest, so one process
+    (one compile of each model, one clock history) compares what would otherwise take a process each:
+    `loss_block=N` runs the Triton loss kernel with blocks of N columns (a constant of the kernel, outside the
+    compiled graph), `compiled_update` the clip and AdamW compiled (its own foreach twin of the optimiser)."""
+    steps = {}
+    for spec in also:
+        name, _, value = spec.partition("=")
+        if name == "loss_block" and value.isdigit() and not int(value) & (int(value) - 1) and args.loss_kernel:
+            steps[f"ours+{spec}"] = with_loss_block(make_step(model, opt, device, args.sdpa, args.compiled_update),
+                                                    int(value))
+        elif spec == "compiled_update" and not args.compiled_update:
+            steps[f"ours+{spec}"] = make_step(model, opt, device, args.sdpa, compiled_update=True)
+        else:
+            raise SystemExit(f"--also {spec}: expected one of {ALSO} (loss_block: a power of 2, with --loss-kernel "
+                             "triton; compiled_update: without --compiled-update)")
+    return steps
+
+
+def with_loss_block(step, block: int):
+    """`step` with triton_loss.BLOCK set to `block` while it runs (the kernel reads it at each launch)."""
+    from pipeline.lm import triton_loss
+
+    def run(x, y):
+        kept, triton_loss.BLOCK = triton_loss.BLOCK, block
+        try:
+            return step(x, y)
+        finally:
+            triton_loss.BLOCK = kept
+    return run
+
+
 def time_cuda(steps: dict, batches: list, blocks: int, per_block: int) -> dict:
     """Median seconds per step of each model: `blocks` rounds, each model running `per_block` queued steps timed by
     CUDA events (the order alternates per round, so clock and thermal drift hit both)."""
@@ -196,6 +233,8 @@ def main() -> None:
     ap.add_argument("--compile", action="store_true", help="torch.compile both models")
     ap.add_argument("--peak-tflops", type=float, default=312.0, help="GPU peak for MFU (A100 bf16: 312)")
     add_variant_args(ap)
+    ap.add_argument("--also", nargs="*", default=[], metavar="VARIANT",
+                    help=f"more rows of ours on the same compiled model, timed in the same rounds: {', '.join(ALSO)}")
     ap.add_argument("--inductor", nargs="*", default=[], metavar="KEY=VALUE",
                     help="torch._inductor.config settings for both models (e.g. coordinate_descent_tuning=1)")
     ap.add_argument("--blocks", type=int, default=6, help="CUDA: timed rounds per model (--steps queued steps each)")
@@ -221,6 +260,7 @@ def main() -> None:
         ref, ours = torch.compile(ref), torch.compile(ours, mode=args.compile_mode)
     steps = {"reference": make_step(ref, ref_opt, device), "ours": make_step(ours, ours_opt, device, args.sdpa,
                                                                         args.compiled_update)}
+    steps.update(also_steps(args.also, ours, ours_opt, device, args))
     g = torch.Generator().manual_seed(0)
     batches = [(torch.randint(V, (B, T), generator=g).to(device), torch.randint(V, (B, T), generator=g).to(device))
                for _ in range(4 if device == "cuda" else args.steps + 1)]
@@ -229,7 +269,10 @@ def main() -> None:
             for x, y in batches[:3]:
                 step(x, y)
         torch.cuda.synchronize()
-        times = time_cuda(steps, batches, args.blocks, args.steps)
+        from bench.gpu_telemetry import Telemetry
+
+        with Telemetry() as telemetry:
+            times = time_cuda(steps, batches, args.blocks, args.steps)
     else:
         times = {k: [] for k in steps}
         for i, (x, y) in enumerate(batches):
@@ -248,19 +291,30 @@ def main() -> None:
         if device == "cuda":
             rows[name]["mfu"] = round(flops_tok * B * T / s / (args.peak_tflops * 1e12), 4)
     # Median of per-pair ratios (steps on CPU, rounds on CUDA): a load spike hits one pair, not the figure.
-    ratio = statistics.median(r / o for r, o in zip(times["reference"], times["ours"]))
+    ratios = {name: round(statistics.median(r / o for r, o in zip(times["reference"], ts)), 3)
+              for name, ts in times.items() if name != "reference"}
+    ratio = ratios["ours"]
     shape = f"L{L} H{H} D{D} T{T} B{B} V{V}"
     print(f"GPT train step, {shape}, {device}, {args.threads} threads, median of {args.steps} steps")
-    print(f"{'':12} {'s/step':>8} {'tokens/s':>10}" + (f" {'MFU':>6}" if device == "cuda" else ""))
+    width = max(12, *(len(k) for k in rows))
+    print(f"{'':{width}} {'s/step':>8} {'tokens/s':>10}" + (f" {'MFU':>6}" if device == "cuda" else ""))
     for name, r in rows.items():
-        print(f"{name:12} {r['s_per_step']:8.3f} {r['tokens_per_s']:10.0f}" + (f" {r['mfu']:6.1%}" if "mfu" in r else ""))
+        print(f"{name:{width}} {r['s_per_step']:8.3f} {r['tokens_per_s']:10.0f}" + (f" {r['mfu']:6.1%}" if "mfu" in r else "")
+              + (f"  {ratios[name]:.2f}x the reference" if name in ratios and len(ratios) > 1 else ""))
     anchor = ANCHOR_TOKENS_PER_S.get(args.threads) if not args.small and device == "cpu" else None
     print(f"ratio ours/reference (median of paired steps): {ratio:.2f}x" + (f"   (ANCHORS.md reference: {anchor} tokens/s)" if anchor else ""))
+    telemetry = telemetry.summary() if device == "cuda" else None
+    if telemetry and telemetry["available"]:
+        clock = telemetry["sm_clock_mhz"] or {}
+        print(f"GPU over the timed rounds: SM clock median {clock.get('median')} MHz (max {telemetry['sm_clock_max_mhz']}),"
+              f" power median {(telemetry['power_w'] or {}).get('median')} W of {telemetry['power_limit_w']},"
+              f" clock held down by: {', '.join(telemetry['clock_event_reasons']) or 'nothing'}")
     out = pathlib.Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"shape": shape, "device": device, "threads": args.threads, "steps": args.steps,
                                "compile": args.compile, **variant_fields(args), "inductor": args.inductor,
-                               "results": rows, "ratio": round(ratio, 3), "anchor_tokens_per_s": anchor}, indent=2))
+                               "also": args.also, "results": rows, "ratio": ratio, "ratios": ratios,
+                               "anchor_tokens_per_s": anchor, "telemetry": telemetry}, indent=2))
 
 
 if __name__ == "__main__":

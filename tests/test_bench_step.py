@@ -41,3 +41,25 @@ def test_compiled_update_trains_as_the_eager_fused_step():
     # foreach vs fused AdamW, eager vs inductor: the same update up to float rounding (the first steps divide by
     # a tiny sqrt(v), which magnifies it), far under how far 3 steps at lr 1e-2 move the weights
     assert travel > 1e-2 and apart < 1e-3 * travel, (travel, apart)
+
+
+def test_also_rows_refuse_what_they_cannot_time():
+    """--also rows share ours' compiled model: only variants outside its graph are accepted, each with its needs."""
+    import argparse
+
+    import pytest
+
+    from bench.train_speed import also_steps
+
+    model = GPT(TINY)
+    opt = make_optimizer(model, TrainConfig())
+    args = argparse.Namespace(sdpa=None, compiled_update=False, loss_kernel=None)
+    assert list(also_steps(["compiled_update"], model, opt, "cpu", args)) == ["ours+compiled_update"]
+    with pytest.raises(SystemExit, match="--also"):  # a block without the kernel it sizes
+        also_steps(["loss_block=16384"], model, opt, "cpu", args)
+    kernel = argparse.Namespace(**{**vars(args), "loss_kernel": "triton"})
+    for spec in ("bf16_residual", "loss_block=3000"):  # a change of the compiled graph; a width triton refuses
+        with pytest.raises(SystemExit, match="--also"):
+            also_steps([spec], model, opt, "cpu", kernel)
+    with pytest.raises(SystemExit, match="--also"):  # already the row's own update
+        also_steps(["compiled_update"], model, opt, "cpu", argparse.Namespace(**{**vars(args), "compiled_update": True}))

@@ -10,7 +10,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from bench.step_profile import device_rows, group_of, summarise
+from bench.step_profile import busy_and_span, device_rows, group_of, summarise
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -69,3 +69,11 @@ def test_script_runs_on_cpu(tmp_path):
     out = json.loads((tmp_path / "step_profile.json").read_text())
     assert out["device"] == "cpu" and out["groups"]["matmul"]["ms_per_step"] > 0
     assert "attention" in out["groups"] and out["ms_per_step"] > 0
+
+
+def test_busy_time_merges_overlapping_kernels_and_leaves_out_the_gaps():
+    """A step whose kernels sum to 114 ms may still take 117: the span less the busy time is the idle time."""
+    kernels = [(0, 10), (5, 12), (12, 20), (25, 30), (26, 27), (40, 41)]  # overlap, touching, nested, after a gap
+    busy, span = busy_and_span(kernels[::-1])  # any order
+    assert (busy, span) == (20 + 5 + 1, 41)
+    assert busy_and_span([]) == (0.0, 0.0)

@@ -58,6 +58,24 @@ def test_block_is_read_at_each_call(monkeypatch):
     assert float(triton_loss.loss_and_grad_in_place(logits, targets, 64)) == pytest.approx(math.log(64))
 
 
+def test_bench_row_with_its_own_block_runs_the_kernel_at_that_block(monkeypatch):
+    """bench/train_speed.py --also loss_block=N: the row's step runs with BLOCK = N (a width triton refuses shows it
+    was read) and leaves the default in place for the other rows, also when the step fails."""
+    from bench.train_speed import with_loss_block
+
+    logits, targets = torch.zeros(2, 64, device=DEVICE), torch.zeros(2, dtype=torch.long, device=DEVICE)
+    seen = []
+
+    def step(x, y):
+        seen.append(triton_loss.BLOCK)
+        return triton_loss.loss_and_grad_in_place(x.clone(), y, 64)
+    monkeypatch.setattr(triton_loss, "BLOCK", 32768)
+    assert float(with_loss_block(step, 32)(logits, targets)) == pytest.approx(math.log(64))
+    with pytest.raises(Exception, match="power of 2"):
+        with_loss_block(step, 48)(logits, targets)
+    assert seen == [32, 48] and triton_loss.BLOCK == 32768
+
+
 def test_model_trains_the_same_through_the_kernel():
     """The GPT's loss and every parameter's gradient match the plain path (padded vocabulary, a scaled dloss)."""
     cfg = GPTConfig(vocab_size=203, block_size=16, n_layer=2, n_head=2, n_embd=32)  # padded to 256 rows
