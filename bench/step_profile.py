@@ -61,29 +61,35 @@ def device_rows(prof, on_gpu: bool) -> list[tuple[str, float]]:
     return rows
 
 
-def busy_and_span(intervals: list[tuple[float, float]]) -> tuple[float, float]:
-    """(time at least one kernel ran, first start to last end) of (start, end) intervals: the span less the busy
-    time is the device's idle time; the kernel sum less the busy time is time kernels overlapped."""
-    busy, span_start, span_end, cur_start, cur_end = 0.0, None, None, None, None
-    for start, end in sorted(intervals):
+def timeline(kernels: list[tuple[float, float, str]], steps: int, top: int = 12) -> dict:
+    """Busy, idle and span milliseconds a step from kernels' (start, end, name) in microseconds, and the idle gaps
+    summed by the kernels on either side: the span less the busy time is the device's idle time (the kernel sum
+    less the busy time, time kernels overlapped). A gap names the kernel that ended before it and the one after."""
+    busy, gaps, span_start, cur_start, cur_end, cur_name = 0.0, {}, None, None, None, None
+    for start, end, name in sorted(kernels):
         span_start = start if span_start is None else span_start
-        span_end = end if span_end is None else max(span_end, end)
-        if cur_end is None or start > cur_end:
-            busy += 0.0 if cur_end is None else cur_end - cur_start
-            cur_start, cur_end = start, end
-        else:
-            cur_end = max(cur_end, end)
+        if cur_end is not None and start > cur_end:
+            busy += cur_end - cur_start
+            key = (cur_name[:80], name[:80])
+            gaps[key] = (gaps.get(key, (0.0, 0))[0] + start - cur_end, gaps.get(key, (0.0, 0))[1] + 1)
+            cur_start = None
+        if cur_start is None:
+            cur_start, cur_end, cur_name = start, end, name
+        elif end > cur_end:
+            cur_end, cur_name = end, name
     busy += 0.0 if cur_end is None else cur_end - cur_start
-    return busy, (0.0 if span_start is None else span_end - span_start)
+    span = 0.0 if span_start is None else cur_end - span_start
+    ms = lambda us: round(us / steps / 1000, 3)  # noqa: E731
+    return {"busy_ms_per_step": ms(busy), "idle_ms_per_step": ms(span - busy), "span_ms_per_step": ms(span),
+            "largest_gaps": [{"ms_per_step": ms(us), "count": n, "after": a, "before": b}
+                             for (a, b), (us, n) in sorted(gaps.items(), key=lambda kv: -kv[1][0])[:top]]}
 
 
 def device_timeline(prof, steps: int) -> dict:
-    """Busy and idle milliseconds a step on the GPU, from the kernels' own start and end times."""
-    intervals = [(e.time_range.start, e.time_range.end) for e in prof.events()
-                 if e.device_type == torch.autograd.DeviceType.CUDA and not getattr(e, "is_user_annotation", False)]
-    busy, span = busy_and_span(intervals)
-    return {"busy_ms_per_step": round(busy / steps / 1000, 3), "span_ms_per_step": round(span / steps / 1000, 3),
-            "idle_ms_per_step": round((span - busy) / steps / 1000, 3)}
+    """timeline() of the profiled GPU kernels (record_function ranges left out, as in device_rows)."""
+    return timeline([(e.time_range.start, e.time_range.end, e.name) for e in prof.events()
+                     if e.device_type == torch.autograd.DeviceType.CUDA
+                     and not getattr(e, "is_user_annotation", False)], steps)
 
 
 def summarise(rows: list[tuple[str, float]], steps: int, top: int = 15) -> dict:
@@ -148,6 +154,9 @@ def main() -> None:
     if on_gpu:
         print("  device busy {busy_ms_per_step} ms, idle {idle_ms_per_step} ms of a {span_ms_per_step} ms span a step"
               .format(**out["timeline"]))
+        for gap in out["timeline"]["largest_gaps"][:5]:
+            print(f"    idle {gap['ms_per_step']:.3f} ms a step ({gap['count']}x) after {gap['after'][:50]} "
+                  f"before {gap['before'][:50]}")
     for name, row in out["groups"].items():
         print(f"  {name:18} {row['ms_per_step']:9.3f} ms  {row['share']:6.1%}")
     for row in out["top_kernels"][:8]:

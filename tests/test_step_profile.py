@@ -10,7 +10,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from bench.step_profile import busy_and_span, device_rows, group_of, summarise
+from bench.step_profile import device_rows, group_of, summarise, timeline
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -71,9 +71,17 @@ def test_script_runs_on_cpu(tmp_path):
     assert "attention" in out["groups"] and out["ms_per_step"] > 0
 
 
-def test_busy_time_merges_overlapping_kernels_and_leaves_out_the_gaps():
-    """A step whose kernels sum to 114 ms may still take 117: the span less the busy time is the idle time."""
-    kernels = [(0, 10), (5, 12), (12, 20), (25, 30), (26, 27), (40, 41)]  # overlap, touching, nested, after a gap
-    busy, span = busy_and_span(kernels[::-1])  # any order
-    assert (busy, span) == (20 + 5 + 1, 41)
-    assert busy_and_span([]) == (0.0, 0.0)
+def test_timeline_merges_overlapping_kernels_and_names_the_idle_gaps():
+    """A step whose kernels sum to 114 ms may still take 117: the span less the busy time is the idle time, and the
+    gaps are summed by the kernels on either side, so the profile says where the device waits."""
+    kernels = [(0, 10, "gemm"), (5, 12, "gelu"), (12, 20, "ln"), (25, 30, "loss"), (26, 27, "tiny"),  # 2 steps:
+               (40, 50, "gemm"), (45, 52, "gelu"), (52, 60, "ln"), (65, 70, "loss"), (80, 81, "adam")]
+    kernels = [(start * 1000, end * 1000, name) for start, end, name in kernels]  # ms -> the profiler's us
+    out = timeline(kernels[::-1], steps=2)  # any order
+    assert out["busy_ms_per_step"] == (20 + 5 + 20 + 5 + 1) / 2
+    assert out["span_ms_per_step"] == 81 / 2
+    assert out["idle_ms_per_step"] == (5 + 10 + 5 + 10) / 2
+    assert out["largest_gaps"][0] == {"ms_per_step": 5.0, "count": 2, "after": "ln", "before": "loss"}
+    assert {(g["after"], g["before"]) for g in out["largest_gaps"]} == {("ln", "loss"), ("loss", "gemm"),
+                                                                       ("loss", "adam")}
+    assert timeline([], steps=1)["span_ms_per_step"] == 0.0
