@@ -102,6 +102,49 @@ def test_model_trains_the_same_through_the_kernel():
     assert logits.shape == (3, 16, cfg.vocab_size)
 
 
+def test_under_autocast_the_hidden_states_reach_the_kernel_in_bf16_and_train_as_the_plain_path(monkeypatch):
+    """Under bf16 autocast (the GPU step) the final hidden states are cast to bf16 before the graph break, so they
+    cross it and their gradient comes back at half the bytes; loss and gradients stay the plain path's."""
+    cfg = GPTConfig(vocab_size=203, block_size=16, n_layer=2, n_head=2, n_embd=32)
+    torch.manual_seed(0)
+    plain, kernel = GPT(cfg).to(DEVICE), GPT(cfg).to(DEVICE)
+    kernel.load_state_dict(plain.state_dict())
+    plain.fused_head_loss, kernel.triton_head_loss = False, True
+    crossing = []
+    eager_part = triton_loss.triton_head_loss
+    monkeypatch.setattr(triton_loss, "triton_head_loss", lambda x, *rest: crossing.append(x.dtype) or eager_part(x, *rest))
+    idx = torch.randint(cfg.vocab_size, (3, 16), device=DEVICE)
+    targets = torch.randint(cfg.vocab_size, (3, 16), device=DEVICE)
+    losses = {}
+    for name, model in (("plain", plain), ("kernel", kernel)):
+        with torch.autocast(DEVICE, dtype=torch.bfloat16):
+            _, loss = model(idx, targets)
+        (loss / 2).backward()
+        losses[name] = float(loss.detach())
+    assert crossing == [torch.bfloat16]
+    assert losses["kernel"] == pytest.approx(losses["plain"], rel=2e-2)
+    for (name, p), q in zip(plain.named_parameters(), kernel.parameters()):
+        assert p.grad.dtype == q.grad.dtype == torch.float32, name  # fp32 master gradients either way
+        scale = p.grad.abs().max().item()
+        assert (p.grad - q.grad).abs().max().item() <= 0.05 * scale + 1e-6, name
+
+
+def test_the_cast_to_bf16_is_on_the_compiled_side_of_the_graph_break():
+    """torch.compile's graph ends with the bf16 cast of the hidden states (so inductor fuses it into the final
+    LayerNorm's kernel) and the kernel stays outside it: one graph, no second graph for the cast."""
+    cfg = GPTConfig(vocab_size=203, block_size=16, n_layer=1, n_head=2, n_embd=32)
+    model = GPT(cfg).to(DEVICE)
+    model.triton_head_loss = True
+    idx = torch.randint(cfg.vocab_size, (2, 16), device=DEVICE)
+    with torch.autocast(DEVICE, dtype=torch.bfloat16):
+        explained = torch._dynamo.explain(model)(idx, idx)
+    assert explained.graph_count == 1
+    graph = explained.graphs[0].graph
+    hidden = list(graph.nodes)[-1].args[0][0]  # the graph's first output: what crosses into the kernel's call
+    assert hidden.op == "call_method" and hidden.target == "to" and torch.bfloat16 in hidden.args
+    assert not any("TritonHeadLoss" in str(node.target) for node in graph.nodes)
+
+
 def test_train_stage_with_the_kernel_learns_as_with_the_default(tmp_path, monkeypatch):
     """train.loss_kernel: triton through the whole loop (accumulation over 2 micro-batches, evals, checkpoint)."""
     monkeypatch.chdir(tmp_path)

@@ -339,10 +339,10 @@ class GPT(nn.Module):
         x = self.features(idx)
         training_loss = targets is not None and self.training and torch.is_grad_enabled()
         if training_loss and self.triton_head_loss:
-            from pipeline.lm.triton_loss import triton_head_loss  # triton is imported only where it is asked for
+            from pipeline.lm.triton_loss import in_kernel_dtype, triton_head_loss  # triton only where asked for
 
-            return None, triton_head_loss(x.reshape(-1, x.size(-1)), self.lm_head.weight, targets.reshape(-1),
-                                          self.config.vocab_size)
+            return None, triton_head_loss(in_kernel_dtype(x.reshape(-1, x.size(-1))), self.lm_head.weight,
+                                          targets.reshape(-1), self.config.vocab_size)
         fused = self.fused_head_loss if self.fused_head_loss is not None else x.device.type == "cpu"
         if training_loss and fused:
             # CPU training: the tied LM head is ~80% of the FLOPs at GPT-2's vocabulary; computing it

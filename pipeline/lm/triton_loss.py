@@ -18,7 +18,8 @@ Runs wherever Triton runs: CUDA, or the CPU with TRITON_INTERPRET=1 set before t
 where triton is installed; it ships with CUDA builds of torch, not with the CPU wheel). `GPT.triton_head_loss`
 switches it on: the stage sets it from train.loss_kernel (`auto` on NVIDIA GPUs, where it measured 1.03-1.04x the
 compiled cross-entropy's step; train.use_triton_loss), the benches with --loss-kernel triton. The loss is kept out
-of torch.compile's graph (a graph break before the LM head) so inductor never has to trace an in-place user kernel.
+of torch.compile's graph (a graph break before the LM head) so inductor never has to trace an in-place user kernel;
+the hidden states are cast to bf16 before that break (in_kernel_dtype), so they cross it at half the bytes.
 """
 from __future__ import annotations
 
@@ -103,6 +104,16 @@ class _TritonHeadLoss(torch.autograd.Function):
         grad_x = (grad_logits @ w).to(ctx.x_dtype) * dloss
         grad_w = (grad_logits.t() @ xc).to(ctx.w_dtype) * dloss
         return grad_x, grad_w, None, None, None
+
+
+def in_kernel_dtype(x: torch.Tensor) -> torch.Tensor:
+    """The final hidden states cast to the LM head matmul's dtype (bf16 under autocast), for GPT.forward to call
+    inside its compiled graph before triton_head_loss: they then cross the graph break in bf16 (half the bytes of
+    the fp32 LayerNorm output, no eager cast kernel) and their gradient comes back in bf16 (no eager fp32 cast and
+    fp32 scaling). The values are the ones the matmul takes either way. Here rather than in triton_head_loss:
+    dynamo cannot resume inside a function it inlined, so a cast there would land in a graph of its own."""
+    device = x.device.type
+    return x.to(torch.get_autocast_dtype(device)) if torch.is_autocast_enabled(device) else x
 
 
 @torch.compiler.disable  # a graph break: the compiled body ends at the final LayerNorm (see module doc)
