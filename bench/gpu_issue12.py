@@ -15,8 +15,9 @@ Parts, in order, each a subprocess with its own time limit, skipped when the cal
   bf16_parity  bench/residual_parity.py: the bf16 stream's loss against the fp32 stream's and a reordered fp32
           run's (gpt2-small, 400 steps on a stream it can learn to its floor)
   bf16_rows  one process: the bf16 stream (train.residual_dtype: bfloat16) with the Triton loss kernel, beside the
-          same compiled model with the kernel's blocks at 16,384 and 8,192 columns (which compile without spilling:
-          bench/kernel_resources.py; the default 32,768 spills 400 bytes a thread) and with the clip and AdamW
+          same compiled model with the kernel's blocks at 16,384 and 8,192 columns by 32 warps, 8,192 by 16 and 4,096
+          by 8 (none spills: bench/kernel_resources.py; the default 32,768 by 32 spills 400 bytes a thread; 8,192 by
+          32 needs 32 registers a thread, so two rows' blocks fit an SM at once) and with the clip and AdamW
           compiled (--also: rows in the same rounds, one compile); the GPU's clocks and power over the rounds
           (bench/gpu_telemetry.py); then the step's profile with the device's busy and idle time a step
   stage_bf16  the stage check with train.residual_dtype: bfloat16 and the kernel at B64, against the bench step
@@ -146,7 +147,8 @@ PARTS = {  # name: [(label, argv, expected seconds)]
     # ~2.3 ms of small kernels, perhaps a millisecond less compiled into one update. The profile's timeline and the
     # rows' telemetry say whether the other ~4 ms are idle gaps or a clock held down through the long run.
     "bf16_rows": speed_rows([("b64_bf16_rows", 64, ["--loss-kernel", "triton", "--bf16-residual", "--also",
-                                                    "loss_block=16384", "loss_block=8192", "compiled_update"], 130)])
+                                                    "loss_block=16384", "loss_block=8192", "loss_block=8192/16",
+                                                    "loss_block=4096/8", "compiled_update"], 140)])
     + [profile_row("profile_bf16_timeline", "--loss-kernel", "triton", "--bf16-residual")],
     "stage_bf16": [("stage_bf16", [PY, "bench/gpu_train_check.py", "--steps", "100", "--batch", "64",
                                    "--loss-kernel", "triton", "--residual-dtype", "bfloat16"], 170)],

@@ -13,7 +13,7 @@ Usage: python bench/train_speed.py [--small] [--steps 6] [--threads 2]
        python bench/train_speed.py --compile --layers 12 --width 768 --heads 12 --block 1024 --batch 32 --steps 10
               [--sdpa cudnn] [--compile-mode max-autotune-no-cudagraphs] [--fused-loss | --loss-kernel triton]
               [--loss-block 16384] [--bf16-residual] [--compiled-update]
-              [--also loss_block=16384 loss_block=8192 compiled_update]
+              [--also loss_block=16384 loss_block=8192/16 compiled_update]
               (GPU: gpt2-small, MFU; --also times more rows of ours on the same compiled model, in the same rounds)
 Writes bench/out/train_speed.json (--out). On CUDA it also reports MFU (bf16 autocast) against --peak-tflops, and
 the GPU's clocks and power over the timed rounds (bench/gpu_telemetry.py: nvidia-smi, where present).
@@ -167,38 +167,43 @@ def variant_fields(args: argparse.Namespace) -> dict:
                                           "compiled_update", "loss_block")}
 
 
-ALSO = ("loss_block=N", "compiled_update")
+ALSO = ("loss_block=N[/WARPS]", "compiled_update")
 
 
 def also_steps(also: list[str], model, opt, device, args) -> dict:
     """More rows of ours that share its compiled model, each timed in the same rounds as the rest, so one process
     (one compile of each model, one clock history) compares what would otherwise take a process each:
-    `loss_block=N` runs the Triton loss kernel with blocks of N columns (a constant of the kernel, outside the
-    compiled graph), `compiled_update` the clip and AdamW compiled (its own foreach twin of the optimiser)."""
+    `loss_block=N` runs the Triton loss kernel with blocks of N columns (`N/W`: and W warps a row; constants of
+    the kernel, outside the compiled graph), `compiled_update` the clip and AdamW compiled (its own foreach twin
+    of the optimiser)."""
     steps = {}
     for spec in also:
         name, _, value = spec.partition("=")
-        if name == "loss_block" and value.isdigit() and not int(value) & (int(value) - 1) and args.loss_kernel:
+        block, _, warps = value.partition("/")
+        power_of_2 = lambda v: v.isdigit() and int(v) > 0 and not int(v) & (int(v) - 1)  # noqa: E731
+        if name == "loss_block" and args.loss_kernel and power_of_2(block) and (not warps or power_of_2(warps)):
             steps[f"ours+{spec}"] = with_loss_block(make_step(model, opt, device, args.sdpa, args.compiled_update),
-                                                    int(value))
+                                                    int(block), int(warps) if warps else None)
         elif spec == "compiled_update" and not args.compiled_update:
             steps[f"ours+{spec}"] = make_step(model, opt, device, args.sdpa, compiled_update=True)
         else:
-            raise SystemExit(f"--also {spec}: expected one of {ALSO} (loss_block: a power of 2, with --loss-kernel "
+            raise SystemExit(f"--also {spec}: expected one of {ALSO} (loss_block: powers of 2, with --loss-kernel "
                              "triton; compiled_update: without --compiled-update)")
     return steps
 
 
-def with_loss_block(step, block: int):
-    """`step` with triton_loss.BLOCK set to `block` while it runs (the kernel reads it at each launch)."""
+def with_loss_block(step, block: int, warps: int | None = None):
+    """`step` with triton_loss.BLOCK (and WARPS, when given) set while it runs (the kernel reads them at each
+    launch)."""
     from pipeline.lm import triton_loss
 
     def run(x, y):
-        kept, triton_loss.BLOCK = triton_loss.BLOCK, block
+        kept = triton_loss.BLOCK, triton_loss.WARPS
+        triton_loss.BLOCK, triton_loss.WARPS = block, warps or triton_loss.WARPS
         try:
             return step(x, y)
         finally:
-            triton_loss.BLOCK = kept
+            triton_loss.BLOCK, triton_loss.WARPS = kept
     return run
 
 

@@ -58,7 +58,8 @@ def test_also_rows_refuse_what_they_cannot_time():
     with pytest.raises(SystemExit, match="--also"):  # a block without the kernel it sizes
         also_steps(["loss_block=16384"], model, opt, "cpu", args)
     kernel = argparse.Namespace(**{**vars(args), "loss_kernel": "triton"})
-    for spec in ("bf16_residual", "loss_block=3000"):  # a change of the compiled graph; a width triton refuses
+    assert list(also_steps(["loss_block=8192/16"], model, opt, "cpu", kernel)) == ["ours+loss_block=8192/16"]
+    for spec in ("bf16_residual", "loss_block=3000", "loss_block=8192/12", "loss_block=0"):  # a graph change; not 2^k
         with pytest.raises(SystemExit, match="--also"):
             also_steps([spec], model, opt, "cpu", kernel)
     with pytest.raises(SystemExit, match="--also"):  # already the row's own update

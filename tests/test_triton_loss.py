@@ -59,21 +59,23 @@ def test_block_is_read_at_each_call(monkeypatch):
 
 
 def test_bench_row_with_its_own_block_runs_the_kernel_at_that_block(monkeypatch):
-    """bench/train_speed.py --also loss_block=N: the row's step runs with BLOCK = N (a width triton refuses shows it
-    was read) and leaves the default in place for the other rows, also when the step fails."""
+    """bench/train_speed.py --also loss_block=N[/W]: the row's step runs with BLOCK = N and W warps (a width triton
+    refuses shows it was read) and leaves the defaults in place for the other rows, also when the step fails."""
     from bench.train_speed import with_loss_block
 
     logits, targets = torch.zeros(2, 64, device=DEVICE), torch.zeros(2, dtype=torch.long, device=DEVICE)
     seen = []
 
     def step(x, y):
-        seen.append(triton_loss.BLOCK)
+        seen.append((triton_loss.BLOCK, triton_loss.WARPS))
         return triton_loss.loss_and_grad_in_place(x.clone(), y, 64)
     monkeypatch.setattr(triton_loss, "BLOCK", 32768)
+    monkeypatch.setattr(triton_loss, "WARPS", 32)
     assert float(with_loss_block(step, 32)(logits, targets)) == pytest.approx(math.log(64))
+    assert float(with_loss_block(step, 16, warps=2)(logits, targets)) == pytest.approx(math.log(64))
     with pytest.raises(Exception, match="power of 2"):
         with_loss_block(step, 48)(logits, targets)
-    assert seen == [32, 48] and triton_loss.BLOCK == 32768
+    assert seen == [(32, 32), (16, 2), (48, 32)] and (triton_loss.BLOCK, triton_loss.WARPS) == (32768, 32)
 
 
 def test_model_trains_the_same_through_the_kernel():

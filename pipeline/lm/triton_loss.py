@@ -30,8 +30,8 @@ import triton.language as tl
 # Columns per step of each pass, and warps per row: Liger-Kernel's choice for Hopper (cross_entropy.py: blocks of
 # up to 32,768 columns, 32 warps, "bandwidth-bound"), so GPT-2's 50,304 columns take two steps a pass. Compiled
 # for sm90 (bench/kernel_resources.py, no GPU needed) that block spills: 64 registers and a 400-byte stack a
-# thread; 16,384 and 8,192 do not (64 and 32 registers, no stack). BLOCK is read at each call, so a bench can set
-# it (bench/train_speed.py --loss-block) until a GPU says which is faster.
+# thread; 16,384 and 8,192 do not (64 and 32 registers, no stack). BLOCK and WARPS are read at each call, so a
+# bench can set them (bench/train_speed.py --loss-block, --also loss_block=N/W) until a GPU says which is faster.
 BLOCK, WARPS = 32768, 32
 IGNORE = -1  # the targets' ignore_index (the whole project's; F.cross_entropy(..., ignore_index=-1))
 
