@@ -34,7 +34,8 @@ Usage (device machine, the wheels of bench/device_wheels.sh installed as its hea
           [--only layers stage]
 Next call (the kernel's tests on the GPU; the rows that may reach 50%: the bf16 stream with the loss kernel's
 unspilled blocks and the compiled update, with clocks and power, and where the step's ~4 ms beyond its kernels
-go; whether training holds with the bf16 stream; the stage with it; ~490 s of the budget):
+go; whether training holds with the bf16 stream; the stage with it; ~535 s if every part takes what it is
+expected to, and the budget skips a part that no longer fits):
           python3 bench/gpu_issue12.py --only kernel_test bf16_rows bf16_parity stage_bf16 --budget 540
 
 Measured 2026-11-26, one H200, torch 2.11 (two calls: all but `steps` with --budget 500, then --only steps; 900 s of
