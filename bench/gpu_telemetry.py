@@ -7,7 +7,8 @@ run (power or thermal capping, which a 5-step profile does not see). This record
 its maximum, the power draw against the limit, and nvidia-smi's reasons for holding the clock down.
 
 Used by bench/train_speed.py around its timed rounds on CUDA. Where nvidia-smi is absent (a CPU machine, some
-containers) it records why instead of failing the bench.
+containers) or does not answer, it records why instead of failing the bench. `gpu_idle` among the reasons is
+expected: the bench syncs the host between rounds, and a sample may fall there.
 """
 from __future__ import annotations
 
@@ -75,7 +76,11 @@ class Telemetry:
             self.why = "nvidia-smi not found"
             return self
         for field in REASON_FIELDS:  # one query first: an unknown field (or no GPU) fails it, with nvidia-smi's why
-            probe = subprocess.run(self._argv(field), capture_output=True, text=True, timeout=30)
+            try:
+                probe = subprocess.run(self._argv(field), capture_output=True, text=True, timeout=30)
+            except (OSError, subprocess.TimeoutExpired) as e:  # the bench goes on without the samples
+                self.why = f"nvidia-smi: {e}"
+                return self
             if probe.returncode == 0:
                 self.why = None
                 self.proc = subprocess.Popen(self._argv(field) + [f"-lms={self.period_ms}"], stdout=subprocess.PIPE,

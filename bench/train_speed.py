@@ -180,8 +180,7 @@ def also_steps(also: list[str], model, opt, device, args) -> dict:
     for spec in also:
         name, _, value = spec.partition("=")
         block, _, warps = value.partition("/")
-        power_of_2 = lambda v: v.isdigit() and int(v) > 0 and not int(v) & (int(v) - 1)  # noqa: E731
-        if name == "loss_block" and args.loss_kernel and power_of_2(block) and (not warps or power_of_2(warps)):
+        if name == "loss_block" and args.loss_kernel and is_power_of_2(block) and (not warps or is_power_of_2(warps)):
             steps[f"ours+{spec}"] = with_loss_block(make_step(model, opt, device, args.sdpa, args.compiled_update),
                                                     int(block), int(warps) if warps else None)
         elif spec == "compiled_update" and not args.compiled_update:
@@ -190,6 +189,10 @@ def also_steps(also: list[str], model, opt, device, args) -> dict:
             raise SystemExit(f"--also {spec}: expected one of {ALSO} (loss_block: powers of 2, with --loss-kernel "
                              "triton; compiled_update: without --compiled-update)")
     return steps
+
+
+def is_power_of_2(text: str) -> bool:
+    return text.isdigit() and int(text) > 0 and not int(text) & (int(text) - 1)
 
 
 def with_loss_block(step, block: int, warps: int | None = None):
@@ -308,18 +311,18 @@ def main() -> None:
               + (f"  {ratios[name]:.2f}x the reference" if name in ratios and len(ratios) > 1 else ""))
     anchor = ANCHOR_TOKENS_PER_S.get(args.threads) if not args.small and device == "cpu" else None
     print(f"ratio ours/reference (median of paired steps): {ratio:.2f}x" + (f"   (ANCHORS.md reference: {anchor} tokens/s)" if anchor else ""))
-    telemetry = telemetry.summary() if device == "cuda" else None
-    if telemetry and telemetry["available"]:
-        clock = telemetry["sm_clock_mhz"] or {}
-        print(f"GPU over the timed rounds: SM clock median {clock.get('median')} MHz (max {telemetry['sm_clock_max_mhz']}),"
-              f" power median {(telemetry['power_w'] or {}).get('median')} W of {telemetry['power_limit_w']},"
-              f" clock held down by: {', '.join(telemetry['clock_event_reasons']) or 'nothing'}")
+    gpu_state = telemetry.summary() if device == "cuda" else None
+    if gpu_state and gpu_state["available"]:
+        clock = gpu_state["sm_clock_mhz"] or {}
+        print(f"GPU over the timed rounds: SM clock median {clock.get('median')} MHz (max {gpu_state['sm_clock_max_mhz']}),"
+              f" power median {(gpu_state['power_w'] or {}).get('median')} W of {gpu_state['power_limit_w']},"
+              f" clock held down by: {', '.join(gpu_state['clock_event_reasons']) or 'nothing'}")
     out = pathlib.Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"shape": shape, "device": device, "threads": args.threads, "steps": args.steps,
                                "compile": args.compile, **variant_fields(args), "inductor": args.inductor,
                                "also": args.also, "results": rows, "ratio": ratio, "ratios": ratios,
-                               "anchor_tokens_per_s": anchor, "telemetry": telemetry}, indent=2))
+                               "anchor_tokens_per_s": anchor, "telemetry": gpu_state}, indent=2))
 
 
 if __name__ == "__main__":
