@@ -119,7 +119,6 @@ def in_kernel_dtype(x: torch.Tensor) -> torch.Tensor:
 @torch.compiler.disable  # a graph break: the compiled body ends at the final LayerNorm (see module doc)
 def triton_head_loss(x: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, n_cols: int) -> torch.Tensor:
     """The model's training loss through the kernel: x (N, d) final hidden states, weight the (padded) LM head."""
-    device = x.device.type
-    dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else x.dtype
-    with torch.autocast(device, enabled=False):  # the casts are explicit in forward()
-        return _TritonHeadLoss.apply(x, weight, targets, n_cols, dtype)
+    x = in_kernel_dtype(x)  # a no-op after GPT.forward's cast; a caller that skipped it still gets bf16 matmuls
+    with torch.autocast(x.device.type, enabled=False):  # the casts are explicit in forward()
+        return _TritonHeadLoss.apply(x, weight, targets, n_cols, x.dtype)
