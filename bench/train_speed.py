@@ -83,9 +83,13 @@ class RefGPT(nn.Module):
 
 def foreach_twin(opt: torch.optim.AdamW) -> torch.optim.AdamW:
     """The same AdamW (groups, hyperparameters) on torch's foreach path, which torch.compile traces into fused
-    kernels; the fused path is one opaque kernel that it cannot fuse with the clip."""
-    groups = [{k: v for k, v in g.items() if k not in ("fused", "foreach")} for g in opt.param_groups]
-    return torch.optim.AdamW(groups, fused=False, foreach=True)
+    kernels; the fused path is one opaque kernel that it cannot fuse with the clip. Its lr is a tensor on the
+    parameters' device (which foreach AdamW takes only when capturable), as the stage would need it: the stage sets
+    a new lr every step, and a float lr is a constant of the compiled graph, so each new value would recompile it
+    (PyTorch's compiled-optimizer recipe wraps the lr in a tensor for that reason)."""
+    groups = [{**{k: v for k, v in g.items() if k not in ("fused", "foreach", "capturable", "lr")},
+               "lr": torch.tensor(float(g["lr"]), device=g["params"][0].device)} for g in opt.param_groups]
+    return torch.optim.AdamW(groups, fused=False, foreach=True, capturable=True)
 
 
 def make_step(model, opt, device, sdpa=None, compiled_update=False):
@@ -118,6 +122,7 @@ def make_step(model, opt, device, sdpa=None, compiled_update=False):
         update()
         opt.zero_grad(set_to_none=True)
         return loss.detach() if device == "cuda" else loss.item()
+    step.optimizer = opt  # the optimiser it steps (the foreach twin with compiled_update): its lr can be set
     return step
 
 

@@ -21,6 +21,7 @@ def test_foreach_twin_keeps_groups_and_hyperparameters():
         assert [id(p) for p in a["params"]] == [id(p) for p in b["params"]]
         for key in ("lr", "betas", "eps", "weight_decay"):
             assert a[key] == b[key], key
+        assert isinstance(b["lr"], torch.Tensor) and b["capturable"]  # a tensor lr: a new value is no new graph
 
 
 def test_compiled_update_trains_as_the_eager_fused_step():
@@ -41,6 +42,29 @@ def test_compiled_update_trains_as_the_eager_fused_step():
     # foreach vs fused AdamW, eager vs inductor: the same update up to float rounding (the first steps divide by
     # a tiny sqrt(v), which magnifies it), far under how far 3 steps at lr 1e-2 move the weights
     assert travel > 1e-2 and apart < 1e-3 * travel, (travel, apart)
+
+
+def test_compiled_update_takes_a_new_lr_every_step_without_recompiling():
+    """The stage sets the lr every step; the compiled update must take each new value as data, not as a constant
+    that recompiles the graph (after 8 recompiles torch.compile would fall back to eager for good)."""
+    import torch._dynamo
+
+    torch.manual_seed(0)
+    model = GPT(TINY)
+    step = make_step(model, make_optimizer(model, TrainConfig(lr=1e-2)), "cpu", compiled_update=True)
+    x, y = torch.randint(0, 128, (4, 16)), torch.randint(0, 128, (4, 16))
+    step(x, y)  # compiles
+    before = [p.detach().clone() for p in model.parameters()]
+    with torch._dynamo.config.patch(error_on_recompile=True):
+        for lr in (5e-3, 0.0):
+            for group in step.optimizer.param_groups:
+                group["lr"].fill_(lr)
+            step(x, y)
+    # lr 0 for the last step: AdamW's decoupled decay and the update both scale with lr, so nothing moves then
+    moved = [p.detach().clone() for p in model.parameters()]
+    step(x, y)
+    assert any((a - b).abs().max() > 0 for a, b in zip(before, moved))
+    assert all(torch.equal(a, p.detach()) for a, p in zip(moved, model.parameters()))
 
 
 def test_also_rows_refuse_what_they_cannot_time():
