@@ -19,6 +19,7 @@ import argparse
 import json
 import os
 import re
+from collections import defaultdict
 
 import torch
 
@@ -65,20 +66,22 @@ def timeline(kernels: list[tuple[float, float, str]], steps: int, top: int = 12)
     """Busy, idle and span milliseconds a step from kernels' (start, end, name) in microseconds, and the idle gaps
     summed by the kernels on either side: the span less the busy time is the device's idle time (the kernel sum
     less the busy time, time kernels overlapped). A gap names the kernel that ended before it and the one after."""
-    busy, gaps, span_start, cur_start, cur_end, cur_name = 0.0, {}, None, None, None, None
-    for start, end, name in sorted(kernels):
-        span_start = start if span_start is None else span_start
-        if cur_end is not None and start > cur_end:
+    kernels = sorted(kernels)
+    if not kernels:
+        return {"busy_ms_per_step": 0.0, "idle_ms_per_step": 0.0, "span_ms_per_step": 0.0, "largest_gaps": []}
+    gaps = defaultdict(lambda: [0.0, 0])  # (kernel before, kernel after) -> [idle microseconds, count]
+    busy = 0.0
+    cur_start, cur_end, cur_name = kernels[0]  # the stretch of overlapping kernels being merged
+    for start, end, name in kernels[1:]:
+        if start > cur_end:
             busy += cur_end - cur_start
-            key = (cur_name[:80], name[:80])
-            gaps[key] = (gaps.get(key, (0.0, 0))[0] + start - cur_end, gaps.get(key, (0.0, 0))[1] + 1)
-            cur_start = None
-        if cur_start is None:
+            gap = gaps[(cur_name[:80], name[:80])]
+            gap[0], gap[1] = gap[0] + start - cur_end, gap[1] + 1
             cur_start, cur_end, cur_name = start, end, name
         elif end > cur_end:
             cur_end, cur_name = end, name
-    busy += 0.0 if cur_end is None else cur_end - cur_start
-    span = 0.0 if span_start is None else cur_end - span_start
+    busy += cur_end - cur_start
+    span = cur_end - kernels[0][0]
     ms = lambda us: round(us / steps / 1000, 3)  # noqa: E731
     return {"busy_ms_per_step": ms(busy), "idle_ms_per_step": ms(span - busy), "span_ms_per_step": ms(span),
             "largest_gaps": [{"ms_per_step": ms(us), "count": n, "after": a, "before": b}

@@ -155,7 +155,7 @@ def apply_variant(model: GPT, args: argparse.Namespace) -> None:
     if args.loss_kernel:
         model.triton_head_loss = True
     if args.loss_block:
-        if not args.loss_kernel or args.loss_block & (args.loss_block - 1):
+        if not args.loss_kernel or not is_power_of_2(str(args.loss_block)):
             raise SystemExit("--loss-block needs --loss-kernel triton and a power of 2")
         from pipeline.lm import triton_loss
 
