@@ -40,7 +40,7 @@ TEST_WORKERS ?= 2
 test: setup $(TRITON_STAMP)  ## run the test suite (unit + end-to-end dvc repro on a tiny profile)
 	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder --durations=15  # the slowest tests last: CI has a 25-minute budget
 
-BENCHES := dedup_speed dedup_scale contamination_index decontaminate_speed quality_speed tokenize_speed train_speed extraction_quality scrape_throughput
+BENCHES := dedup_speed dedup_scale contamination_index decontaminate_speed quality_speed tokenize_speed train_speed extraction_quality scrape_throughput dvc_noop
 bench: setup  ## benchmarks vs their references (not tests; need ../shared/data): one table at the end, bench/out/summary.json
 	@for b in $(BENCHES); do echo "== bench/$$b.py"; $(BIN)/python bench/$$b.py || echo "== bench/$$b.py FAILED"; done
 	$(BIN)/python bench/summary.py

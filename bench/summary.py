@@ -73,6 +73,12 @@ def scrape_throughput(d):
             "reference_figure": f"{runs['reference']['pages_per_s']} pages/s"}
 
 
+def dvc_noop(d):
+    return {"figure": f"{d['ours_s']:.2f} s, {d['stages']} stages ({d['ours_s_per_stage'] * 1000:.0f} ms each)",
+            "ratio": d["ratio"], "goal": 1.0,
+            "reference_figure": f"{d['floor_10_trivial_stages_s']:.2f} s, 10 stages ({d['floor_s_per_stage'] * 1000:.0f} ms each)"}
+
+
 # name -> (json file, reader, reference, goal's source)
 BENCHES = {
     "dedup_speed": ("dedup_speed.json", dedup_speed, "datasketch MinHash (xxh32) + MinHashLSH, per core", "issue 14"),
@@ -85,6 +91,7 @@ BENCHES = {
     "train_speed": ("train_speed.json", top_ratio(1.0), "nanoGPT-design step, same shapes", "reference"),
     "extraction_quality": ("extraction_quality.json", extraction_quality, "trafilatura default settings (F1)", "reference"),
     "scrape_throughput": ("scrape_throughput.json", scrape_throughput, "plain threaded fetch loop, no politeness", "reference"),
+    "dvc_noop": ("dvc_noop.json", dvc_noop, "DVC's floor: no-op `dvc repro` of 10 trivial stages, per stage", "reference"),
 }
 
 

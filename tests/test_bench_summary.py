@@ -27,6 +27,15 @@ def test_rows_say_met_below_not_run_and_unreadable(tmp_path):
     assert rows["train_speed"]["status"] == "not run"
 
 
+def test_dvc_noop_row_reads_what_the_script_writes(tmp_path):
+    (tmp_path / "dvc_noop.json").write_text(json.dumps({
+        "stages": 22, "ours_s": 3.35, "ours_s_per_stage": 0.0987, "floor_10_trivial_stages_s": 1.42,
+        "floor_s_per_stage": 0.0237, "ratio": 0.24}))
+    row = {r["bench"]: r for r in summary.collect(tmp_path)}["dvc_noop"]
+    assert row["status"] == "< ref" and row["ratio"] == 0.24, row
+    assert row["figure"] == "3.35 s, 22 stages (99 ms each)" and "(24 ms each)" in row["reference_figure"], row
+
+
 def test_plain_references_are_matched_or_not_never_met(tmp_path):
     (tmp_path / "train_speed.json").write_text(json.dumps({"ratio": 0.9}))
     rows = {r["bench"]: r for r in summary.collect(tmp_path)}
