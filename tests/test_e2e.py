@@ -35,7 +35,7 @@ CLAIMS_SMALL = {
     "fewshot": {"max_examples": 10, "ks": [0, 1, 2]},
     "ln_stability": {"steps": 40, "n_layer": 2},
     "sparse_vs_dense": {"steps": 20, "n_layer": 2},
-    "scaling": {"steps": 60, "widths": [16, 32, 48, 64, 80]},
+    "scaling": {"steps": 30, "warmup_steps": 10, "widths": [16, 32, 48, 64, 80], "bootstrap_draws": 100},  # 19 s, not 29
 }
 TINY.update(CLAIMS_SMALL)
 
@@ -192,8 +192,8 @@ def test_a_lid_model_replaced_in_models_lid_makes_cc_stale(project):
 def test_kill_9_anywhere_then_rerun_gives_the_same_bytes(project):
     """bench/kill_soak.py at two seeded points per long stage, one of them late (80-105% of the run, where a stage
     publishes; the script itself runs many): SIGKILL, nothing half-written, the rerun resumes and matches an
-    uninterrupted run byte for byte; then a whole `dvc repro` killed inside a seeded stage, after which
-    `dvc repro` finishes and `dvc status` is clean."""
+    uninterrupted run byte for byte; then a forced multi-stage `dvc repro` killed inside a seeded stage, one or two
+    stages after it began, after which `dvc repro` finishes and `dvc status` is clean."""
     import importlib.util
     import random
 
