@@ -170,16 +170,37 @@ def kill_after_line(argv: list[str], project: Path, pattern: str, count: int, de
         proc.stdout.close()
 
 
+def runs_downstream(project: Path) -> dict[str, int]:
+    """How many stages `dvc repro --downstream <stage>` runs, the stage included, from dvc.lock's resolved paths (a
+    stage is downstream of another when one of its deps is, or lies inside, one of the other's outs)."""
+    lock = yaml.load((project / "dvc.lock").read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))["stages"]
+
+    def feeds(outs: list[dict], deps: list[dict]) -> bool:
+        return any(d["path"] == o["path"] or d["path"].startswith(o["path"].rstrip("/") + "/") for o in outs for d in deps)
+
+    children = {a: [b for b in lock if b != a and feeds(lock[a].get("outs", []), lock[b].get("deps", []))] for a in lock}
+
+    def reach(stage: str, seen: set[str]) -> set[str]:
+        for child in children[stage]:
+            if child not in seen:
+                seen.add(child)
+                reach(child, seen)
+        return seen
+
+    return {stage: len(reach(stage, {stage})) for stage in lock}
+
+
 def soak_dvc_repro(project: Path, rng: random.Random, log=print) -> dict:
     """Kill a forced multi-stage `dvc repro` inside a stage: `--downstream` from a stage picked at random among those
-    through `train` (each has at least three stages downstream), 0-2 s after dvc says it runs the second or third
-    stage, so one or two stages are done and locked when the kill lands. The next `dvc repro` must finish and leave
+    that run at least four (runs_downstream), 0-2 s after dvc says it runs the second or third stage, so one or two
+    stages are done and locked when the kill lands. The next `dvc repro` must finish and leave
     `dvc status` clean. Stages, not seconds, place the kill: no reference run is needed to time it (a forced repro
     reuses data/resume, so a first run's timing would not fit). A forced run of the whole DAG would test the same
     thing after running every stage before the killed one again (88 s instead of ~25 on the tiny profile)."""
     dvc = [str(Path(sys.executable).parent / "dvc")]
     stages = list(yaml.safe_load((project / "dvc.yaml").read_text())["stages"])
-    start = rng.choice(stages[:stages.index("train") + 1])
+    runs = runs_downstream(project)
+    start = rng.choice([stage for stage in stages if runs.get(stage, 0) >= 4])
     count, delay = rng.randint(2, 3), rng.uniform(0.0, 2.0)
     killed = kill_after_line(dvc + ["repro", "--force", "--downstream", start], project, r"^Running stage '", count,
                              delay)
