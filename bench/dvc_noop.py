@@ -25,6 +25,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 DVC = [sys.executable, "-m", "dvc"]
+ENV = dict(os.environ, DVC_NO_ANALYTICS="1")
 # `python -m dvc` with ruamel's C extension made unimportable: ruamel then falls back to its pure-Python parser
 PURE_YAML_DVC = [sys.executable, "-c", "import sys; sys.modules['_ruamel_yaml'] = None; "
                  "from dvc.cli import main; sys.exit(main(sys.argv[1:]))"]
@@ -35,7 +36,7 @@ def timed(argv: list[str], cwd: Path, repeats: int) -> float:
     times = []
     for _ in range(repeats):
         t0 = time.perf_counter()
-        subprocess.run(argv, cwd=cwd, check=True, capture_output=True, env=dict(os.environ, DVC_NO_ANALYTICS="1"))
+        subprocess.run(argv, cwd=cwd, check=True, capture_output=True, env=ENV)
         times.append(time.perf_counter() - t0)
     return statistics.median(times)
 
@@ -45,7 +46,7 @@ def floor_project(folder: Path, stages: int = 10) -> Path:
     lines = ["stages:"] + [f"  s{i}:\n    cmd: echo {i} > out{i}.txt\n    outs:\n    - out{i}.txt" for i in range(stages)]
     (folder / "dvc.yaml").write_text("\n".join(lines) + "\n")
     for argv in (["git", "init", "-q"], DVC + ["init", "-q"], DVC + ["repro", "-q"]):
-        subprocess.run(argv, cwd=folder, check=True, capture_output=True)
+        subprocess.run(argv, cwd=folder, check=True, capture_output=True, env=ENV)
     return folder
 
 
@@ -67,7 +68,7 @@ def main() -> None:
     ap.add_argument("--project", type=Path, default=ROOT, help="an up-to-date DVC project (default: this checkout)")
     ap.add_argument("--repeats", type=int, default=5, help="runs of each command; the median counts")
     args = ap.parse_args()
-    status = subprocess.run(DVC + ["status", "--json"], cwd=args.project, capture_output=True, text=True)
+    status = subprocess.run(DVC + ["status", "--json"], cwd=args.project, capture_output=True, text=True, env=ENV)
     if status.returncode or json.loads(status.stdout or "{}"):
         print(f"dvc_noop: skipped: {args.project} is not up to date (run `dvc repro` there first), "
               "or not a DVC project")
