@@ -173,7 +173,7 @@ def kill_after_line(argv: list[str], project: Path, pattern: str, count: int, de
 def runs_downstream(project: Path) -> dict[str, int]:
     """How many stages `dvc repro --downstream <stage>` runs, the stage included, from dvc.lock's resolved paths (a
     stage is downstream of another when one of its deps is, or lies inside, one of the other's outs)."""
-    lock = yaml.load((project / "dvc.lock").read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))["stages"]
+    lock = yaml.safe_load((project / "dvc.lock").read_text())["stages"]
 
     def feeds(outs: list[dict], deps: list[dict]) -> bool:
         return any(d["path"] == o["path"] or d["path"].startswith(o["path"].rstrip("/") + "/") for o in outs for d in deps)

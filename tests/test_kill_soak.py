@@ -3,11 +3,9 @@ run takes must be DVC's own (a start with too few would end before the kill and 
 from __future__ import annotations
 
 import importlib.util
-import os
 import re
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -18,9 +16,8 @@ spec.loader.exec_module(kill_soak)
 
 def dvc_runs(project: Path, stage: str) -> int:
     """Stages a forced `dvc repro --downstream stage` runs, as DVC's dry run lists them."""
-    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
-    out = subprocess.run(["dvc", "repro", "--dry", "--force", "--downstream", stage], cwd=project, env=env,
-                         capture_output=True, text=True, timeout=120, check=True).stdout
+    out = subprocess.run(["dvc", "repro", "--dry", "--force", "--downstream", stage], cwd=project,
+                         env=kill_soak._env(), capture_output=True, text=True, timeout=120, check=True).stdout
     return len(re.findall(r"^Running stage '", out, flags=re.M))
 
 
@@ -29,7 +26,7 @@ def test_runs_downstream_counts_what_dvc_runs(tmp_path):
     # own `dvc repro` in the checkout may hold
     for name in ("dvc.yaml", "dvc.lock", "params.yaml"):
         shutil.copy2(ROOT / name, tmp_path / name)
-    subprocess.run([str(Path(sys.executable).parent / "dvc"), "init", "--no-scm", "-q"], cwd=tmp_path, check=True)
+    subprocess.run(["dvc", "init", "--no-scm", "-q"], cwd=tmp_path, env=kill_soak._env(), check=True)
     runs = kill_soak.runs_downstream(tmp_path)
     assert set(runs) == set(kill_soak.yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"])
     for stage in ("fetch", "dedup", "train", "summary"):  # a side branch, the middle, the model, the last
