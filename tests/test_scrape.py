@@ -418,3 +418,100 @@ def test_overlong_urls_in_the_table_are_counted_not_fetched(tmp_path):
     urls = write_urls(tmp_path / "u.parquet", ["http://a.test/" + "x" * 3000, "http://a.test/ok"])
     assert [r["url"] for r in scrape.load_urls(urls, rep)] == ["http://a.test/ok"]
     assert rep.errors == {"url_too_long": 1}
+
+
+# --- kept-alive connections and the one deadline thread ----------------------------------------------
+def _pages_site(root: Path, hosts: list[str], pages: int, routes: dict | None = None) -> Path:
+    site = root / "site"
+    for h in hosts:
+        (site / h).mkdir(parents=True)
+        for i in range(pages):
+            (site / h / f"p{i}.html").write_text(article(i))
+        (site / h / "robots.txt").write_text("User-agent: *\nDisallow: /private/\n")
+    (site / "_routes.json").write_text(json.dumps(routes or {}))
+    return site
+
+
+def test_a_host_s_pages_share_one_kept_alive_connection(tmp_path):
+    """Three pages and the robots.txt of each of two hosts: two TCP connections, not eight; the WARC's request
+    records no longer ask the server to close."""
+    site = _pages_site(tmp_path, ["a.test", "b.test"], 3)
+    with sitesrv.serve(site) as server, crawler.Fetcher(CFG, host_map=server.host_map) as fetcher:
+        outs = [fetcher.fetch(f"http://{h}/p{i}.html") for i in range(3) for h in ("a.test", "b.test")]
+        connections = server.connections
+    assert [o.reason for o in outs] == ["ok"] * 6 and fetcher.network_fetches == 8
+    assert connections == 2
+    assert all(o.hops[0].request.get_header("Connection") is None for o in outs)
+
+
+def test_least_recently_used_hosts_give_their_connection_back(tmp_path, monkeypatch):
+    """Past MAX_OPEN_HOSTS, the host used longest ago is closed: a crawl of millions of hosts holds a bounded
+    number of sockets, and a host seen again simply connects again."""
+    monkeypatch.setattr(crawler, "MAX_OPEN_HOSTS", 2)
+    hosts = ["a.test", "b.test", "c.test"]
+    site = _pages_site(tmp_path, hosts, 2)
+    cfg = dataclasses.replace(CFG, respect_robots=False)
+    with sitesrv.serve(site) as server, crawler.Fetcher(cfg, host_map=server.host_map) as fetcher:
+        outs = [fetcher.fetch(f"http://{h}/p{i}.html") for i in range(2) for h in hosts]
+        open_pools, connections = len(fetcher._pools), server.connections
+    assert [o.reason for o in outs] == ["ok"] * 6
+    assert open_pools == 2 and connections == 6  # a, b, c, then a again after it was closed, and so on
+
+
+def test_the_deadline_cuts_a_drip_on_a_kept_alive_connection(tmp_path):
+    """The dripping answer comes over the connection an earlier page left open: the Watchdog must cut that
+    socket too (it is handed out by the pool, not connected for this exchange)."""
+    import time
+
+    site = _pages_site(tmp_path, ["drip.test"], 2, routes={"drip.test/slow.html": {"drip_s": 0.2}})
+    (site / "drip.test" / "slow.html").write_text("<html><body>drip drip</body></html>")  # uncut: 7 s
+    cfg = dataclasses.replace(CFG, timeout_s=1.0, deadline_s=1.0, max_retries=0, respect_robots=False)
+    with sitesrv.serve(site) as server, crawler.Fetcher(cfg, host_map=server.host_map) as fetcher:
+        first = fetcher.fetch("http://drip.test/p0.html")
+        t0 = time.monotonic()
+        slow = fetcher.fetch("http://drip.test/slow.html")
+        took = time.monotonic() - t0
+        reused = server.connections
+        after = fetcher.fetch("http://drip.test/p1.html")
+        connections = server.connections
+    assert first.reason == "ok" and reused == 1, reused
+    assert slow.reason == "timeout" and slow.hops[-1].deadline_cut and took < 2.5, (slow.reason, took)
+    assert after.reason == "ok" and connections == 2  # the cut connection is not reused
+
+
+def test_a_watchdog_fires_at_its_deadline_and_never_after_its_exchange_ended():
+    """A kept-alive socket outlives its exchange; a Watchdog that ended must never shut it down later."""
+    import socket
+    import time
+
+    from pipeline.sources import deadline
+
+    ended_a, ended_b = socket.socketpair()
+    with deadline.Watchdog(0.1) as dog:
+        dog.add_socket(ended_a)
+    time.sleep(0.3)
+    ended_a.sendall(b"x")
+    assert ended_b.recv(1) == b"x" and not dog.fired
+
+    cut_a, cut_b = socket.socketpair()
+    with deadline.Watchdog(0.1) as dog:
+        dog.add_socket(cut_a)
+        cut_a.settimeout(2.0)
+        t0 = time.monotonic()
+        assert cut_a.recv(1) == b""  # a blocked read ends at the deadline, not at the socket timeout
+        took = time.monotonic() - t0
+    assert dog.fired and 0.05 < took < 1.5, took
+    for s in (ended_a, ended_b, cut_a, cut_b):
+        s.close()
+
+
+def test_one_thread_keeps_every_exchange_s_deadline():
+    """Fifty exchanges in flight: one alarm thread, not a timer thread each."""
+    from pipeline.sources import deadline
+
+    before = threading.active_count()
+    dogs = [deadline.Watchdog(30).__enter__() for _ in range(50)]
+    names = [t.name for t in threading.enumerate()]
+    for dog in dogs:
+        dog.__exit__(None, None, None)
+    assert names.count("exchange-deadlines") == 1 and threading.active_count() <= before + 1

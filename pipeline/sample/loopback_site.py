@@ -12,7 +12,8 @@ the first `fail_first` requests of a flaky route fail (`fail_with`: an HTTP stat
 "reset": the connection is dropped with no answer), later ones are served normally.
 
 Every response carries a fixed Date and Server header: the site is a simulated world with its
-own clock, which is what makes the scraper's WARC archive byte-identical from run to run.
+own clock, which is what makes the scraper's WARC archive byte-identical from run to run. Ordinary
+answers keep the connection alive (HTTP/1.1), as a real server's do; a drip or a filler body closes it.
 
 Usage:
     with sitesrv.serve("data/raw/sample/site") as site:
@@ -55,8 +56,14 @@ class SiteServer(ThreadingHTTPServer):
         self.hits: Counter[str] = Counter()
         self.arrivals: dict[str, list[float]] = {}  # host -> time.monotonic() of each request (politeness checks)
         self.hits_lock = threading.Lock()
+        self.connections = 0  # TCP connections accepted (tests of kept-alive connections count them)
         self.stopping = threading.Event()
         super().__init__(addr, _Handler)
+
+    def process_request(self, request, client_address) -> None:
+        with self.hits_lock:
+            self.connections += 1
+        super().process_request(request, client_address)
 
     @property
     def port(self) -> int:
@@ -93,6 +100,9 @@ class SiteServer(ThreadingHTTPServer):
 class _Handler(BaseHTTPRequestHandler):
     server: SiteServer
     protocol_version = "HTTP/1.1"
+    # Headers and body go out in two writes; on a kept-alive connection Nagle's algorithm would hold the body
+    # for the client's delayed ACK (40 ms a page). Real servers set TCP_NODELAY too (nginx's tcp_nodelay).
+    disable_nagle_algorithm = True
 
     def version_string(self) -> str:
         return SERVER
@@ -151,9 +161,12 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(size))
         if location:
             self.send_header("Location", location)
-        self.send_header("Connection", "close")
+        # Kept alive like a real server's, unless the client asks to close or the answer is a hostile one
+        # (a drip or a huge filler body, which a client cuts mid-body)
+        if drip_s or not isinstance(body, bytes) or self.headers.get("Connection", "").lower() == "close":
+            self.send_header("Connection", "close")
+            self.close_connection = True
         self.end_headers()
-        self.close_connection = True
         if isinstance(body, bytes) and drip_s:
             for i in range(len(body)):
                 if self.server.stopping.is_set():

@@ -18,6 +18,7 @@ import re
 import socket
 import threading
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Callable
@@ -27,7 +28,7 @@ from urllib.robotparser import RobotFileParser
 import urllib3
 from warcio.statusandheaders import StatusAndHeaders
 
-from pipeline.sources.deadline import Watchdog
+from pipeline.sources.deadline import Watchdog, WatchedHTTPConnectionPool, WatchedHTTPSConnectionPool
 from pipeline.sources.webarchive import origin
 
 log = logging.getLogger(__name__)
@@ -38,6 +39,7 @@ RETRY_STATUSES = {429, 500, 502, 503, 504}  # transient by RFC 9110's meaning; o
 MAX_RETRY_WAIT_S = 60.0  # a Retry-After longer than this is cut to it
 ROBOTS_MAX_BYTES = 512_000  # RFC 9309: crawlers must parse at least the first 500 KiB
 CHUNK = 1 << 16
+MAX_OPEN_HOSTS = 256  # kept-alive connections at once, one per host
 
 
 @dataclass(frozen=True)
@@ -126,6 +128,7 @@ class Fetcher:
         self._locks: dict[str, threading.Lock] = {}
         self._last: dict[str, float] = {}
         self._guard = threading.Lock()
+        self._pools: OrderedDict[tuple, urllib3.HTTPConnectionPool] = OrderedDict()
 
     def _lock(self, key: str) -> threading.Lock:
         with self._guard:
@@ -245,18 +248,8 @@ class Fetcher:
         parts = urlsplit(url)
         target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
         headers = [("Host", parts.netloc.rsplit("@", 1)[-1]), ("User-Agent", self.cfg.user_agent),
-                   ("Accept", "text/html,application/xhtml+xml;q=0.9,*/*;q=0.1"),
-                   ("Accept-Encoding", "identity"), ("Connection", "close")]
+                   ("Accept", "text/html,application/xhtml+xml;q=0.9,*/*;q=0.1"), ("Accept-Encoding", "identity")]
         request = StatusAndHeaders(f"GET {target} HTTP/1.1", headers, is_http_request=True)
-        timeout = urllib3.Timeout(connect=self.cfg.timeout_s, read=self.cfg.timeout_s)
-        if parts.scheme == "https":  # to the vetted IP, but SNI and the certificate check use the URL's host
-            import certifi
-
-            pool = urllib3.HTTPSConnectionPool(ip, port, timeout=timeout, retries=False, cert_reqs="CERT_REQUIRED",
-                                               ca_certs=self.cfg.ca_bundle or certifi.where(),
-                                               server_hostname=parts.hostname, assert_hostname=parts.hostname)
-        else:
-            pool = urllib3.HTTPConnectionPool(ip, port, timeout=timeout, retries=False)
         host = (parts.hostname or "").lower()
         with self._lock("host " + host):  # politeness: one request in flight per host, spaced by the delay
             wait = self._last.get(host, -1e9) + self.cfg.per_domain_delay_s - time.monotonic()
@@ -265,10 +258,45 @@ class Fetcher:
             try:
                 with self._guard:
                     self.network_fetches += 1
-                return self._read(pool, url, ip, target, request, cap, html_only)
+                return self._read(self._pool(parts.scheme, host, ip, port), url, ip, target, request, cap, html_only)
             finally:
                 self._last[host] = time.monotonic()
-                pool.close()
+
+    def _pool(self, scheme: str, host: str, ip: str, port: int):
+        """The connection pool of (scheme, host, vetted ip, port): one kept-alive connection per host, as
+        RFC 9112 asks of clients (no new TCP and TLS handshake per page), the least recently used closed
+        past MAX_OPEN_HOSTS. A pool is only used under its host's lock, so it never has two exchanges."""
+        key = (scheme, host, ip, port)
+        with self._guard:
+            pool = self._pools.pop(key, None)
+            if pool is None:
+                timeout = urllib3.Timeout(connect=self.cfg.timeout_s, read=self.cfg.timeout_s)
+                if scheme == "https":  # to the vetted IP, but SNI and the certificate check use the URL's host
+                    import certifi
+
+                    pool = WatchedHTTPSConnectionPool(ip, port, timeout=timeout, retries=False, maxsize=1,
+                                                      cert_reqs="CERT_REQUIRED",
+                                                      ca_certs=self.cfg.ca_bundle or certifi.where(),
+                                                      server_hostname=host, assert_hostname=host)
+                else:
+                    pool = WatchedHTTPConnectionPool(ip, port, timeout=timeout, retries=False, maxsize=1)
+            self._pools[key] = pool
+            while len(self._pools) > MAX_OPEN_HOSTS:  # an evicted pool still in use closes its connection on release
+                self._pools.popitem(last=False)[1].close()
+        return pool
+
+    def close(self) -> None:
+        """Close every kept-alive connection."""
+        with self._guard:
+            pools, self._pools = list(self._pools.values()), OrderedDict()
+        for pool in pools:
+            pool.close()
+
+    def __enter__(self) -> "Fetcher":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
     def _read(self, pool, url, ip, target, request, cap, html_only) -> Exchange:
         """One exchange, connect to last body byte, inside scrape.deadline_s (Watchdog)."""
@@ -317,7 +345,8 @@ class Fetcher:
                 truncated = "time"  # the deadline shut the socket: a slow drip, not a broken connection
             elif truncated is None and length.isdigit() and len(body) < int(length):
                 truncated = "disconnect"  # EOF before Content-Length: the server went away
-        resp.close()
+        resp.close()  # a body read to its end already went back to the pool; a cut one closes its connection
+        resp.release_conn()
         return Exchange(url, ip, request, resp.status, response, bytes(body), truncated,
                         _warc_date(resp.headers.get("Date")) or self.clock(), deadline_cut=dog.fired)
 

@@ -2,56 +2,145 @@
 
 A socket timeout bounds one read; a server that sends one byte every second never trips it and holds a
 fetch (and, with one request in flight per host, every other URL of its host) for as long as it drips.
-The Watchdog shuts the exchange's sockets down when the deadline passes, which ends a blocked read at once;
+The Watchdog shuts the exchange's socket down when the deadline passes, which ends a blocked read at once;
 the crawler then files the page as `timeout` with the bytes it received.
+
+One alarm thread serves every Watchdog of the process (a heap of deadlines): a threading.Timer per exchange
+started a thread per page, which cost a loopback crawl 15% of its pages/s (bench/scrape_throughput.py).
+Connections are kept alive per host, so the socket to watch is the one the pool hands out for this exchange,
+new or reused: the Watched pools report it.
 """
 from __future__ import annotations
 
+import heapq
+import itertools
 import socket
 import threading
+import time
+
+import urllib3
 
 
 class Watchdog:
-    """Cuts an exchange at its deadline: shuts down the sockets of the pool's connections, which unblocks a
-    read that a server feeding one byte at a time would otherwise hold for as long as it drips (a socket
-    timeout bounds one read, not the exchange). `fired` tells the reader why its socket died."""
+    """Cuts an exchange at its deadline: shuts down the socket of the connection the exchange uses, which
+    unblocks a read that a server feeding one byte at a time would otherwise hold for as long as it drips
+    (a socket timeout bounds one read, not the exchange). `fired` tells the reader why its socket died.
+    Once the `with` block is left the Watchdog never fires, so a kept-alive socket is safe to reuse."""
 
     def __init__(self, seconds: float):
+        self.seconds = max(0.0, seconds)
         self.socks: list[socket.socket] = []
         self.fired = False
-        self._timer = threading.Timer(max(0.0, seconds), self._fire)
-        self._timer.daemon = True
+        self.done = False
+        self.pool = None
+        self._lock = threading.Lock()
 
     def watch(self, pool) -> None:
-        """Record the socket of every connection `pool` opens (urllib3 creates them in _new_conn). The socket
-        itself, not the connection: http.client drops conn.sock once a `Connection: close` answer arrives,
-        while the response still reads from it."""
-        new_conn = pool._new_conn
+        """Watch the connection `pool` (a Watched pool) hands out while this Watchdog is active."""
+        self.pool = pool
+        pool.watchdog = self
 
-        def recorded():
-            conn = new_conn()
-            connect = conn.connect
+    def add_socket(self, sock: socket.socket | None) -> None:
+        """The socket of this exchange (the pool calls it when it hands a connection out, or connects one)."""
+        if sock is None:
+            return
+        with self._lock:
+            self.socks.append(sock)
+            late = self.fired  # connected after the deadline passed
+        if late:
+            _shutdown(sock)
 
-            def connect_and_record():
-                connect()
-                self.socks.append(conn.sock)
-                if self.fired:  # connected after the deadline passed
-                    self._fire()
-            conn.connect = connect_and_record
-            return conn
-        pool._new_conn = recorded
-
-    def _fire(self) -> None:
-        self.fired = True
-        for sock in self.socks:
-            try:
-                sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
+    def fire(self) -> None:
+        with self._lock:
+            if self.done:  # the exchange ended first: its socket may already serve the next one
+                return
+            self.fired = True
+            socks = list(self.socks)
+        for sock in socks:
+            _shutdown(sock)
 
     def __enter__(self) -> "Watchdog":
-        self._timer.start()
+        _ALARM.add(time.monotonic() + self.seconds, self)
         return self
 
     def __exit__(self, *exc) -> None:
-        self._timer.cancel()
+        with self._lock:
+            self.done = True
+        if self.pool is not None and self.pool.watchdog is self:
+            self.pool.watchdog = None
+
+
+def _shutdown(sock: socket.socket) -> None:
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+
+
+class _Alarm:
+    """One daemon thread that fires each Watchdog at its deadline; a Watchdog that ended stays in the heap
+    until its time comes and is then dropped (no removal from the middle of a heap)."""
+
+    def __init__(self):
+        self._cond = threading.Condition()
+        self._heap: list[tuple[float, int, Watchdog]] = []
+        self._order = itertools.count()  # ties broken by arrival, never by comparing Watchdogs
+        self._thread: threading.Thread | None = None
+
+    def add(self, when: float, dog: Watchdog) -> None:
+        with self._cond:
+            heapq.heappush(self._heap, (when, next(self._order), dog))
+            if self._thread is None or not self._thread.is_alive():  # first use, or a forked child
+                self._thread = threading.Thread(target=self._run, name="exchange-deadlines", daemon=True)
+                self._thread.start()
+            if self._heap[0][2] is dog:  # earlier than anything the thread waits for
+                self._cond.notify()
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._heap or self._heap[0][0] > time.monotonic():
+                    self._cond.wait(self._heap[0][0] - time.monotonic() if self._heap else None)
+                due = []
+                while self._heap and self._heap[0][0] <= time.monotonic():
+                    due.append(heapq.heappop(self._heap)[2])
+            for dog in due:  # outside the lock: shutting sockets down must not hold up new exchanges
+                dog.fire()
+
+
+_ALARM = _Alarm()
+
+
+class _Watched:
+    """Pool mixin: report the socket of every connection handed out to the pool's current Watchdog.
+
+    The socket is kept on the connection when it connects: http.client drops conn.sock once a
+    `Connection: close` answer arrives, while the response still reads from it."""
+
+    watchdog: Watchdog | None = None
+
+    def _new_conn(self):
+        conn = super()._new_conn()
+        connect = conn.connect
+
+        def connect_and_report():
+            connect()
+            conn.watched_sock = conn.sock
+            if self.watchdog is not None:
+                self.watchdog.add_socket(conn.sock)
+        conn.connect = connect_and_report
+        return conn
+
+    def _get_conn(self, timeout=None):
+        conn = super()._get_conn(timeout)
+        if conn.sock is not None and self.watchdog is not None:  # a kept-alive connection, already open
+            self.watchdog.add_socket(getattr(conn, "watched_sock", conn.sock))
+        return conn
+
+
+class WatchedHTTPConnectionPool(_Watched, urllib3.HTTPConnectionPool):
+    pass
+
+
+class WatchedHTTPSConnectionPool(_Watched, urllib3.HTTPSConnectionPool):
+    pass

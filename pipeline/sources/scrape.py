@@ -205,8 +205,9 @@ def run(cfg: ScrapeConfig, ecfg: extract.ExtractConfig, urls: str | Path | None,
         verdicts = archive_pages(rows, pages, journal)
     else:
         with sitesrv.serve(site) if site else nullcontext() as server:
-            fetcher = Fetcher(cfg, host_map=server.host_map if server else None, clock=server.clock if server else None)
-            verdicts = fetch_all(rows, fetcher, journal, limit=limit)
+            with Fetcher(cfg, host_map=server.host_map if server else None,
+                         clock=server.clock if server else None) as fetcher:
+                verdicts = fetch_all(rows, fetcher, journal, limit=limit)
     journal.scan()
 
     stage = work / "out"
