@@ -249,7 +249,7 @@ def test_stage_outputs_reasons_and_invalid_utf8(in_tmp_cwd):
     assert (in_tmp_cwd / "out" / "removed" / "too_short").is_dir()
 
 
-def test_kill_resume_replay_and_determinism(in_tmp_cwd, tmp_path_factory):
+def test_kill_resume_replay_and_determinism(in_tmp_cwd, tmp_path_factory, monkeypatch):
     site_dir, urls = make_site(in_tmp_cwd, slow_delay=0.0)  # no slow page: this test is about the journal
     urls_path = write_urls(in_tmp_cwd / "urls.parquet", urls)
     rows = scrape.load_urls(urls_path, StageReport("scrape"))
@@ -284,6 +284,13 @@ def test_kill_resume_replay_and_determinism(in_tmp_cwd, tmp_path_factory):
     before = {p.relative_to(out): sha(p) for p in out.rglob("*") if p.is_file()}
     rep2 = run_stage(in_tmp_cwd, site_dir, urls_path).to_dict()
     assert rep2["fetched"] == 0 and rep2["from_journal"] == len(urls) and rep2["http_requests"] == 0
+    assert {p.relative_to(out): sha(p) for p in out.rglob("*") if p.is_file()} == before
+    # new crawler code: the sample world's journal is not reused (its entries may differ from a fresh clone's)
+    edited = in_tmp_cwd / "crawler_edited.py"
+    edited.write_text(Path(crawler.__file__).read_text() + "\n# edited\n")
+    monkeypatch.setattr(crawler, "__file__", str(edited))
+    rep3 = run_stage(in_tmp_cwd, site_dir, urls_path).to_dict()
+    assert rep3["from_journal"] == 0 and rep3["fetched"] == len(urls)
     assert {p.relative_to(out): sha(p) for p in out.rglob("*") if p.is_file()} == before
     # replay from the WARC alone rebuilds the documents byte for byte
     again = in_tmp_cwd / "replayed"
