@@ -522,3 +522,20 @@ def test_one_thread_keeps_every_exchange_s_deadline():
     for dog in dogs:
         dog.__exit__(None, None, None)
     assert names.count("exchange-deadlines") == 1 and threading.active_count() <= before + 1
+
+
+def test_a_connection_the_server_closed_while_idle_is_replaced_not_failed(tmp_path, monkeypatch):
+    """Servers close idle kept-alive connections (Apache after 5 s); the next page of the host must connect
+    again and succeed, with no retry and no error."""
+    import time
+
+    monkeypatch.setattr(sitesrv._Handler, "timeout", 0.2)
+    site = _pages_site(tmp_path, ["idle.test"], 2)
+    cfg = dataclasses.replace(CFG, max_retries=0, respect_robots=False)
+    with sitesrv.serve(site) as server, crawler.Fetcher(cfg, host_map=server.host_map) as fetcher:
+        first = fetcher.fetch("http://idle.test/p0.html")
+        time.sleep(0.6)  # the server has closed the connection by now
+        second = fetcher.fetch("http://idle.test/p1.html")
+        connections = server.connections
+    assert first.reason == "ok" and second.reason == "ok" and second.retries == 0 and fetcher.retries == 0
+    assert connections == 2

@@ -103,6 +103,7 @@ class _Handler(BaseHTTPRequestHandler):
     # Headers and body go out in two writes; on a kept-alive connection Nagle's algorithm would hold the body
     # for the client's delayed ACK (40 ms a page). Real servers set TCP_NODELAY too (nginx's tcp_nodelay).
     disable_nagle_algorithm = True
+    timeout = 5.0  # an idle kept-alive connection is closed after this (Apache's KeepAliveTimeout default)
 
     def version_string(self) -> str:
         return SERVER
