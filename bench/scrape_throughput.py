@@ -2,7 +2,8 @@
 
 A generated site of --pages article pages over --hosts virtual hosts (sitesrv on 127.0.0.1, every *.test host)
 is fetched three ways in one run:
-  reference  a bare concurrent client: urllib3, --concurrency threads, no robots.txt, no politeness, no WARC;
+  reference  a bare concurrent client: urllib3 (kept-alive connections), --concurrency threads, no robots.txt,
+             no politeness, no WARC;
   ours       pipeline.sources.scrape.fetch_all with per_domain_delay_s=0 (robots.txt, private-address guard, one request
              in flight per host, every exchange appended to a WARC journal);
   ours+delay the same with per_domain_delay_s=--delay.
@@ -70,11 +71,12 @@ def reference(urls: list[str], port: int, concurrency: int) -> tuple[float, int]
 
 def ours(urls: list[str], server: sitesrv.SiteServer, cfg: crawler.ScrapeConfig, work: Path) -> tuple[float, dict]:
     rows = [{"url": u, "post_id": str(i), "score": 3, "subreddit": "bench"} for i, u in enumerate(urls)]
-    fetcher = crawler.Fetcher(cfg, host_map=server.host_map, clock=server.clock)
     journal = webarchive.Journal(work / "journal.warc.gz")
-    start = time.perf_counter()
-    verdicts = scrape.fetch_all(rows, fetcher, journal)
-    return time.perf_counter() - start, {"verdicts": dict(verdicts), "warc_mb": round(journal.path.stat().st_size / 1e6, 2)}
+    with crawler.Fetcher(cfg, host_map=server.host_map, clock=server.clock) as fetcher:
+        start = time.perf_counter()
+        verdicts = scrape.fetch_all(rows, fetcher, journal)
+        seconds = time.perf_counter() - start
+    return seconds, {"verdicts": dict(verdicts), "warc_mb": round(journal.path.stat().st_size / 1e6, 2)}
 
 
 def politeness(server: sitesrv.SiteServer) -> dict:

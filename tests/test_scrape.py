@@ -496,6 +496,7 @@ def test_a_watchdog_fires_at_its_deadline_and_never_after_its_exchange_ended():
     ended_a, ended_b = socket.socketpair()
     with deadline.Watchdog(0.1) as dog:
         dog.add_socket(ended_a)
+    assert dog.socks == []  # the alarm holds the Watchdog until its deadline, but not its sockets
     time.sleep(0.3)
     ended_a.sendall(b"x")
     assert ended_b.recv(1) == b"x" and not dog.fired

@@ -66,6 +66,9 @@ class Watchdog:
     def __exit__(self, *exc) -> None:
         with self._lock:
             self.done = True
+            # The alarm's heap keeps this object until its deadline: it must not keep the sockets (and their file
+            # descriptors: a closed-by-server socket is freed when its last reference goes) that long
+            self.socks.clear()
         if self.pool is not None and self.pool.watchdog is self:
             self.pool.watchdog = None
 
