@@ -26,7 +26,7 @@ from warcio.archiveiterator import ArchiveIterator
 
 from pipeline.core import io, params, records
 from pipeline.sample import loopback_site as sitesrv
-from pipeline.sources import crawler, extract, scrape, webarchive
+from pipeline.sources import connections, crawler, extract, scrape, webarchive
 from pipeline.core.report import StageReport
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -454,15 +454,15 @@ def test_a_host_s_pages_share_one_kept_alive_connection(tmp_path):
 def test_least_recently_used_hosts_give_their_connection_back(tmp_path, monkeypatch):
     """Past MAX_OPEN_HOSTS, the host used longest ago is closed: a crawl of millions of hosts holds a bounded
     number of sockets, and a host seen again simply connects again."""
-    monkeypatch.setattr(crawler, "MAX_OPEN_HOSTS", 2)
+    monkeypatch.setattr(connections, "MAX_OPEN_HOSTS", 2)
     hosts = ["a.test", "b.test", "c.test"]
     site = _pages_site(tmp_path, hosts, 2)
     cfg = dataclasses.replace(CFG, respect_robots=False)
     with sitesrv.serve(site) as server, crawler.Fetcher(cfg, host_map=server.host_map) as fetcher:
         outs = [fetcher.fetch(f"http://{h}/p{i}.html") for i in range(2) for h in hosts]
-        open_pools, connections = len(fetcher._pools), server.connections
+        open_pools, opened = len(fetcher.pools), server.connections
     assert [o.reason for o in outs] == ["ok"] * 6
-    assert open_pools == 2 and connections == 6  # a, b, c, then a again after it was closed, and so on
+    assert open_pools == 2 and opened == 6  # a, b, c, then a again after it was closed, and so on
 
 
 def test_the_deadline_cuts_a_drip_on_a_kept_alive_connection(tmp_path):

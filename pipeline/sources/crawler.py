@@ -1,7 +1,8 @@
 """The WebText crawler's HTTP client: one guarded, polite fetch per URL, every exchange kept for the WARC.
 
 Fetching is polite and safe: robots.txt (RFC 9309, fetched once per origin, archived too), one request in
-flight per host with a minimum gap, a timeout for the whole request, a body cap, an HTML-only content-type
+flight per host with a minimum gap over one kept-alive connection (connections.py), a deadline for the whole
+request (deadline.py), a body cap, an HTML-only content-type
 check, redirects followed by hand, retries with exponential backoff on transient failures (5xx, 429,
 timeouts, connection resets; the failed answers are archived too), and a private-address guard before every
 hop: the host is resolved once, the address must be public unless inside `allow_networks`, and the connection
@@ -18,7 +19,6 @@ import re
 import socket
 import threading
 import time
-from collections import OrderedDict
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Callable
@@ -28,7 +28,8 @@ from urllib.robotparser import RobotFileParser
 import urllib3
 from warcio.statusandheaders import StatusAndHeaders
 
-from pipeline.sources.deadline import Watchdog, WatchedHTTPConnectionPool, WatchedHTTPSConnectionPool
+from pipeline.sources.connections import HostPools
+from pipeline.sources.deadline import Watchdog
 from pipeline.sources.webarchive import origin
 
 log = logging.getLogger(__name__)
@@ -39,7 +40,6 @@ RETRY_STATUSES = {429, 500, 502, 503, 504}  # transient by RFC 9110's meaning; o
 MAX_RETRY_WAIT_S = 60.0  # a Retry-After longer than this is cut to it
 ROBOTS_MAX_BYTES = 512_000  # RFC 9309: crawlers must parse at least the first 500 KiB
 CHUNK = 1 << 16
-MAX_OPEN_HOSTS = 256  # kept-alive connections at once, one per host
 
 
 @dataclass(frozen=True)
@@ -128,7 +128,7 @@ class Fetcher:
         self._locks: dict[str, threading.Lock] = {}
         self._last: dict[str, float] = {}
         self._guard = threading.Lock()
-        self._pools: OrderedDict[tuple, urllib3.HTTPConnectionPool] = OrderedDict()
+        self.pools = HostPools(cfg.timeout_s, cfg.ca_bundle)  # one kept-alive connection per host
 
     def _lock(self, key: str) -> threading.Lock:
         with self._guard:
@@ -258,39 +258,13 @@ class Fetcher:
             try:
                 with self._guard:
                     self.network_fetches += 1
-                return self._read(self._pool(parts.scheme, host, ip, port), url, ip, target, request, cap, html_only)
+                return self._read(self.pools.get(parts.scheme, host, ip, port), url, ip, target, request, cap, html_only)
             finally:
                 self._last[host] = time.monotonic()
 
-    def _pool(self, scheme: str, host: str, ip: str, port: int):
-        """The connection pool of (scheme, host, vetted ip, port): one kept-alive connection per host, as
-        RFC 9112 asks of clients (no new TCP and TLS handshake per page), the least recently used closed
-        past MAX_OPEN_HOSTS. A pool is only used under its host's lock, so it never has two exchanges."""
-        key = (scheme, host, ip, port)
-        with self._guard:
-            pool = self._pools.pop(key, None)
-            if pool is None:
-                timeout = urllib3.Timeout(connect=self.cfg.timeout_s, read=self.cfg.timeout_s)
-                if scheme == "https":  # to the vetted IP, but SNI and the certificate check use the URL's host
-                    import certifi
-
-                    pool = WatchedHTTPSConnectionPool(ip, port, timeout=timeout, retries=False, maxsize=1,
-                                                      cert_reqs="CERT_REQUIRED",
-                                                      ca_certs=self.cfg.ca_bundle or certifi.where(),
-                                                      server_hostname=host, assert_hostname=host)
-                else:
-                    pool = WatchedHTTPConnectionPool(ip, port, timeout=timeout, retries=False, maxsize=1)
-            self._pools[key] = pool
-            while len(self._pools) > MAX_OPEN_HOSTS:  # an evicted pool still in use closes its connection on release
-                self._pools.popitem(last=False)[1].close()
-        return pool
-
     def close(self) -> None:
         """Close every kept-alive connection."""
-        with self._guard:
-            pools, self._pools = list(self._pools.values()), OrderedDict()
-        for pool in pools:
-            pool.close()
+        self.pools.close()
 
     def __enter__(self) -> "Fetcher":
         return self

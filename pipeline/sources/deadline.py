@@ -8,7 +8,7 @@ the crawler then files the page as `timeout` with the bytes it received.
 One alarm thread serves every Watchdog of the process (a heap of deadlines): a threading.Timer per exchange
 started a thread per page, which cost a loopback crawl 15% of its pages/s (bench/scrape_throughput.py).
 Connections are kept alive per host, so the socket to watch is the one the pool hands out for this exchange,
-new or reused: the Watched pools report it.
+new or reused: the pools of connections.py report it.
 """
 from __future__ import annotations
 
@@ -17,8 +17,6 @@ import itertools
 import socket
 import threading
 import time
-
-import urllib3
 
 
 class Watchdog:
@@ -36,7 +34,7 @@ class Watchdog:
         self._lock = threading.Lock()
 
     def watch(self, pool) -> None:
-        """Watch the connection `pool` (a Watched pool) hands out while this Watchdog is active."""
+        """Watch the connection `pool` (a connections.py pool) hands out while this Watchdog is active."""
         self.pool = pool
         pool.watchdog = self
 
@@ -112,38 +110,3 @@ class _Alarm:
 
 
 _ALARM = _Alarm()
-
-
-class _Watched:
-    """Pool mixin: report the socket of every connection handed out to the pool's current Watchdog.
-
-    The socket is kept on the connection when it connects: http.client drops conn.sock once a
-    `Connection: close` answer arrives, while the response still reads from it."""
-
-    watchdog: Watchdog | None = None
-
-    def _new_conn(self):
-        conn = super()._new_conn()
-        connect = conn.connect
-
-        def connect_and_report():
-            connect()
-            conn.watched_sock = conn.sock
-            if self.watchdog is not None:
-                self.watchdog.add_socket(conn.sock)
-        conn.connect = connect_and_report
-        return conn
-
-    def _get_conn(self, timeout=None):
-        conn = super()._get_conn(timeout)
-        if conn.sock is not None and self.watchdog is not None:  # a kept-alive connection, already open
-            self.watchdog.add_socket(getattr(conn, "watched_sock", conn.sock))
-        return conn
-
-
-class WatchedHTTPConnectionPool(_Watched, urllib3.HTTPConnectionPool):
-    pass
-
-
-class WatchedHTTPSConnectionPool(_Watched, urllib3.HTTPSConnectionPool):
-    pass
