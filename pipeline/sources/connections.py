@@ -25,6 +25,7 @@ class _Watched:
     `Connection: close` answer arrives, while the response still reads from it."""
 
     watchdog: Watchdog | None = None
+    reused = False  # the last connection handed out was kept alive from an earlier exchange
 
     def _new_conn(self):
         conn = super()._new_conn()
@@ -40,7 +41,8 @@ class _Watched:
 
     def _get_conn(self, timeout=None):
         conn = super()._get_conn(timeout)
-        if conn.sock is not None and self.watchdog is not None:  # a kept-alive connection, already open
+        self.reused = conn.sock is not None
+        if self.reused and self.watchdog is not None:  # a kept-alive connection, already open
             self.watchdog.add_socket(getattr(conn, "watched_sock", conn.sock))
         return conn
 

@@ -255,10 +255,20 @@ class Fetcher:
             wait = self._last.get(host, -1e9) + self.cfg.per_domain_delay_s - time.monotonic()
             if wait > 0:
                 time.sleep(wait)
+            pool = self.pools.get(parts.scheme, host, ip, port)
             try:
-                with self._guard:
-                    self.network_fetches += 1
-                return self._read(self.pools.get(parts.scheme, host, ip, port), url, ip, target, request, cap, html_only)
+                for attempt in (0, 1):
+                    with self._guard:
+                        self.network_fetches += 1
+                    try:
+                        return self._read(pool, url, ip, target, request, cap, html_only)
+                    except FetchError as exc:
+                        if attempt or exc.reason != "connection_error" or not pool.reused:
+                            raise
+                    # RFC 9112 sec. 9.3.1: a kept-alive connection the server closed as it was reused (its idle
+                    # timeout) ends with no answer; a GET goes once more on a new connection, after the host's gap
+                    log.debug("%s: reused connection closed by the server, sending again on a new one", url)
+                    time.sleep(self.cfg.per_domain_delay_s)
             finally:
                 self._last[host] = time.monotonic()
 
