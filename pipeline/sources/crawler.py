@@ -255,9 +255,9 @@ class Fetcher:
             wait = self._last.get(host, -1e9) + self.cfg.per_domain_delay_s - time.monotonic()
             if wait > 0:
                 time.sleep(wait)
-            pool = self.pools.get(parts.scheme, host, ip, port)
             try:
                 for attempt in (0, 1):
+                    pool = self.pools.get(parts.scheme, host, ip, port)  # anew: a long exchange's pool may be evicted
                     with self._guard:
                         self.network_fetches += 1
                     try:
