@@ -90,7 +90,8 @@ BENCHES = {
     "tokenize_speed": ("tokenize_speed.json", tokenize_speed, "tiktoken, same merges, 1 thread", "reference"),
     "train_speed": ("train_speed.json", top_ratio(1.0), "nanoGPT-design step, same shapes", "reference"),
     "extraction_quality": ("extraction_quality.json", extraction_quality, "trafilatura default settings (F1)", "reference"),
-    "scrape_throughput": ("scrape_throughput.json", scrape_throughput, "plain threaded fetch loop, no politeness", "reference"),
+    "scrape_throughput": ("scrape_throughput.json", scrape_throughput, "plain threaded keep-alive fetch loop, no politeness",
+                          "reference"),
     "dvc_noop": ("dvc_noop.json", dvc_noop, "DVC's floor: no-op `dvc repro` of 10 trivial stages, per stage", "reference"),
 }
 
