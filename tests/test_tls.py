@@ -38,8 +38,8 @@ class Handler(BaseHTTPRequestHandler):
 class TLSServer:
     """An HTTPS server on 127.0.0.1 presenting `cert` (a trustme LeafCert)."""
 
-    def __init__(self, cert):
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    def __init__(self, cert, handler=Handler):
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         cert.configure_cert(ctx)
         self.httpd.socket = ctx.wrap_socket(self.httpd.socket, server_side=True)
@@ -104,3 +104,21 @@ def test_robots_txt_behind_a_bad_certificate_blocks_with_its_cause(ca):
     authority, bundle = ca
     out = fetch(authority.issue_cert("other.test"), bundle, robots=True)
     assert out.reason == "robots_unreachable" and "tls_error" in out.detail
+
+
+class KeepAliveHandler(Handler):
+    protocol_version = "HTTP/1.1"  # BaseHTTPRequestHandler's HTTP/1.0 closes after each answer
+
+
+def test_a_host_s_https_pages_share_one_tls_connection(ca):
+    """robots.txt and three pages over one kept-alive TLS connection: one handshake, not four, and the reused
+    connection still belongs to the certificate checked for the URL's host."""
+    authority, bundle = ca
+    cfg = dataclasses.replace(crawler.ScrapeConfig(), ca_bundle=bundle, max_retries=0, timeout_s=2.0, deadline_s=5.0)
+    server, accepted = TLSServer(authority.issue_cert("tls.test"), handler=KeepAliveHandler), []
+    process = server.httpd.process_request
+    server.httpd.process_request = lambda request, address: (accepted.append(address), process(request, address))
+    with server as port, crawler.Fetcher(cfg, host_map={"tls.test": ("127.0.0.1", port)}) as fetcher:
+        outs = [fetcher.fetch(f"https://tls.test/p{i}.html") for i in range(3)]
+    assert [o.reason for o in outs] == ["ok"] * 3 and all(o.hops[-1].body == PAGE for o in outs)
+    assert fetcher.network_fetches == 4 and len(accepted) == 1
