@@ -7,8 +7,9 @@ check, redirects followed by hand, retries with exponential backoff on transient
 timeouts, connection resets; the failed answers are archived too), and a private-address guard before every
 hop: the host is resolved once, the address must be public unless inside `allow_networks`, and the connection
 goes to that vetted IP (no second lookup, so no DNS rebinding) with the URL's name in the Host header.
-Drop reasons: private_address, robots_disallowed, timeout, http_<status>, too_large, not_html,
-too_many_redirects, connection_error, bad_url, fetch_error; then, after extraction, no_text, too_short.
+Drop reasons: private_address, robots_disallowed, robots_unreachable, crawl_delay_too_long, timeout, http_<status>,
+too_large, not_html, too_many_redirects, connection_error, tls_error, bad_url, fetch_error; then, after extraction,
+no_text, too_short.
 """
 from __future__ import annotations
 
@@ -30,6 +31,7 @@ from warcio.statusandheaders import StatusAndHeaders
 
 from pipeline.sources.connections import HostPools
 from pipeline.sources.deadline import Watchdog
+from pipeline.sources.robots import ROBOTS_MAX_BYTES, crawl_delay, robots_rules
 from pipeline.sources.webarchive import origin
 
 log = logging.getLogger(__name__)
@@ -38,7 +40,6 @@ REDIRECTS = {301, 302, 303, 307, 308}
 HTML_TYPES = ("text/html", "application/xhtml+xml")
 RETRY_STATUSES = {429, 500, 502, 503, 504}  # transient by RFC 9110's meaning; other 4xx/5xx are final
 MAX_RETRY_WAIT_S = 60.0  # a Retry-After longer than this is cut to it
-ROBOTS_MAX_BYTES = 512_000  # RFC 9309: crawlers must parse at least the first 500 KiB
 CHUNK = 1 << 16
 
 
@@ -51,6 +52,7 @@ class ScrapeConfig:
     max_bytes: int = 5_000_000
     user_agent: str = "gpt-repro/0.1 (+https://github.com/gpt-repro; research crawler)"
     per_domain_delay_s: float = 0.0
+    max_crawl_delay_s: float = 30.0  # a robots.txt Crawl-delay is honoured up to this; a host asking more is not crawled
     max_redirects: int = 5
     respect_robots: bool = True
     allow_networks: tuple[str, ...] = ("127.0.0.0/8",)
@@ -175,6 +177,14 @@ class Fetcher:
                     self.on_robots(outcome)
         return self.robots[key].can_fetch(self.cfg.user_agent, url)
 
+    def asked_delay(self, url: str) -> float:
+        """The Crawl-delay of the robots.txt of `url`'s origin (0: none, not fetched yet, or robots ignored)."""
+        return crawl_delay(self.robots.get(origin(url)), self.cfg.user_agent) if self.cfg.respect_robots else 0.0
+
+    def gap(self, url: str) -> float:
+        """Seconds between two requests to the host of `url`: per_domain_delay_s, or its Crawl-delay if longer."""
+        return max(self.cfg.per_domain_delay_s, self.asked_delay(url))
+
     def robots_block(self, url: str) -> FetchError:
         """Why robots.txt blocks `url`: its rules (robots_disallowed), or no usable answer (robots_unreachable:
         RFC 9309 says disallow everything then, but the cause, say a TLS failure, must not be hidden)."""
@@ -195,10 +205,13 @@ class Fetcher:
                 ip, port = self.resolve(current)
                 if page and self.cfg.respect_robots and not self.robots_allow(current):
                     raise self.robots_block(current)
+                if page and self.asked_delay(current) > self.cfg.max_crawl_delay_s:  # honoured in full, or not at all
+                    raise FetchError("crawl_delay_too_long", f"robots.txt of {origin(current)} asks "
+                                     f"{self.asked_delay(current):g} s between requests (scrape.max_crawl_delay_s)")
                 ex = self._exchange_retrying(current, ip, port, cap, page, out)
             except FetchError as exc:
                 out.reason = exc.reason
-                if exc.reason in ("robots_unreachable", "tls_error"):
+                if exc.reason in ("robots_unreachable", "tls_error", "crawl_delay_too_long"):
                     out.detail = str(exc).split(": ", 1)[-1]
                     log.warning("%s: %s", url, exc)
                 break
@@ -251,8 +264,9 @@ class Fetcher:
                    ("Accept", "text/html,application/xhtml+xml;q=0.9,*/*;q=0.1"), ("Accept-Encoding", "identity")]
         request = StatusAndHeaders(f"GET {target} HTTP/1.1", headers, is_http_request=True)
         host = (parts.hostname or "").lower()
-        with self._lock("host " + host):  # politeness: one request in flight per host, spaced by the delay
-            wait = self._last.get(host, -1e9) + self.cfg.per_domain_delay_s - time.monotonic()
+        with self._lock("host " + host):  # politeness: one request in flight per host, spaced by its gap
+            gap = self.gap(url)
+            wait = self._last.get(host, -1e9) + gap - time.monotonic()
             if wait > 0:
                 time.sleep(wait)
             try:
@@ -268,7 +282,7 @@ class Fetcher:
                     # RFC 9112 sec. 9.3.1: a kept-alive connection the server closed as it was reused (its idle
                     # timeout) ends with no answer; a GET goes once more on a new connection, after the host's gap
                     log.debug("%s: reused connection closed by the server, sending again on a new one", url)
-                    time.sleep(self.cfg.per_domain_delay_s)
+                    time.sleep(gap)
             finally:
                 self._last[host] = time.monotonic()
 
@@ -373,18 +387,3 @@ def _tls_reason(exc: Exception) -> str:
             start = text.index(marker)
             return text[start:].split(" (_ssl.c")[0].rstrip(")'\" ")
     return type(exc).__name__
-
-
-def robots_rules(reason: str, status: int, body: bytes) -> RobotFileParser:
-    """RFC 9309: parse a 2xx; a 4xx means no rules; a 5xx or no answer means disallow everything, and the
-    rules then carry `unreachable` (the robots.txt outcome) so a blocked page can say why."""
-    rules = RobotFileParser()
-    rules.unreachable = ""
-    if reason == "ok":
-        rules.parse(body.decode("utf-8", errors="replace").splitlines())
-    elif 400 <= status < 500:
-        rules.allow_all = True
-    else:
-        rules.disallow_all = True
-        rules.unreachable = reason if reason != "ok" and not status else f"http_{status}"
-    return rules

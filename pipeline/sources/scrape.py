@@ -28,8 +28,9 @@ from warcio.statusandheaders import StatusAndHeaders
 
 from pipeline.core import io, params, records, truth
 from pipeline.core.report import StageReport
-from pipeline.sources import connections, crawler, deadline, extract, webarchive
-from pipeline.sources.crawler import Exchange, Fetcher, Outcome, ScrapeConfig, robots_rules
+from pipeline.sources import connections, crawler, deadline, extract, robots, webarchive
+from pipeline.sources.crawler import Exchange, Fetcher, Outcome, ScrapeConfig
+from pipeline.sources.robots import robots_rules
 from pipeline.sources.webarchive import Journal, entry_bytes, replay
 
 log = logging.getLogger(__name__)
@@ -200,8 +201,8 @@ def run(cfg: ScrapeConfig, ecfg: extract.ExtractConfig, urls: str | Path | None,
     # A fixed world (the sample site, a page mirror) also starts clean when the code that writes the journal
     # changes, so a resumed run and a fresh clone publish the same bytes. A live crawl keeps its journal across
     # code versions: it holds days of polite fetching, and its entries are valid WARC whatever wrote them.
-    writers = [__file__, crawler.__file__, connections.__file__, deadline.__file__, webarchive.__file__,
-               *([sitesrv.__file__] if site else [])]
+    writers = [__file__, crawler.__file__, connections.__file__, deadline.__file__, robots.__file__,
+               webarchive.__file__, *([sitesrv.__file__] if site else [])]
     code = writers if world else []
     work = io.work_dir("scrape", io.run_fingerprint(cfg, inputs=world, code=code))
     journal = Journal(work / JOURNAL)
