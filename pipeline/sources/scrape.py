@@ -30,7 +30,6 @@ from pipeline.core import io, params, records, truth
 from pipeline.core.report import StageReport
 from pipeline.sources import connections, crawler, deadline, extract, robots, webarchive
 from pipeline.sources.crawler import Exchange, Fetcher, Outcome, ScrapeConfig
-from pipeline.sources.robots import robots_rules
 from pipeline.sources.webarchive import Journal, entry_bytes, replay
 
 log = logging.getLogger(__name__)
@@ -89,7 +88,7 @@ def fetch_all(rows: list[dict], fetcher: Fetcher, journal: Journal, limit: int |
         This run's fetch verdicts per reason ("ok" included).
     """
     for key, (reason, status, body) in journal.robots_answers().items():
-        fetcher.robots[key] = robots_rules(reason, status, body)
+        fetcher.robots[key] = robots.robots_rules(reason, status, body)
     fetcher.on_robots = lambda outcome: journal.append(entry_bytes(outcome))
     by_host: dict[str, list[dict]] = {}
     for row in sorted(rows, key=lambda r: r["url"]):
