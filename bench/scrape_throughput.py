@@ -81,7 +81,7 @@ def ours(urls: list[str], server: sitesrv.SiteServer, cfg: crawler.ScrapeConfig,
 
 def politeness(server: sitesrv.SiteServer) -> dict:
     """Smallest gap between two arrivals at one host, per the server's own clock, and the requests seen."""
-    gaps = [b - a for times in server.arrivals.values() for a, b in zip(sorted(times), sorted(times)[1:])]
+    gaps = [gap for host in server.arrivals for gap in server.gaps(host)]
     return {"min_gap_s": round(min(gaps), 4) if gaps else None, "requests": sum(map(len, server.arrivals.values()))}
 
 

@@ -598,13 +598,9 @@ def test_a_crawl_delay_spaces_the_host_s_requests_and_fractions_round_up(tmp_pat
     site = _pages_site(tmp_path, ["slow.test", "fast.test"], 3)
     (site / "slow.test" / "robots.txt").write_text("User-agent: *\nCrawl-delay: 0.4\nDisallow: /private/\n")
 
-    def gaps(server, host):
-        times = sorted(server.arrivals[host])
-        return [b - a for a, b in zip(times, times[1:])]
-
     with sitesrv.serve(site) as server, crawler.Fetcher(CFG, host_map=server.host_map) as fetcher:
         outs = [fetcher.fetch(f"http://{h}/p{i}.html") for h in ("fast.test", "slow.test") for i in range(3)]
-        slow, fast = gaps(server, "slow.test"), gaps(server, "fast.test")
+        slow, fast = server.gaps("slow.test"), server.gaps("fast.test")
         asked = fetcher.asked_delay("http://slow.test/p0.html")
     assert [o.reason for o in outs] == ["ok"] * 6 and asked == 1.0
     assert len(slow) == 3 and min(slow[1:]) >= 1.0, slow  # robots.txt, then three pages a second apart
@@ -612,7 +608,7 @@ def test_a_crawl_delay_spaces_the_host_s_requests_and_fractions_round_up(tmp_pat
     ignoring = dataclasses.replace(CFG, respect_robots=False)
     with sitesrv.serve(site) as server, crawler.Fetcher(ignoring, host_map=server.host_map) as fetcher:
         [fetcher.fetch(f"http://slow.test/p{i}.html") for i in range(3)]
-        assert max(gaps(server, "slow.test")) < 0.5
+        assert max(server.gaps("slow.test")) < 0.5
 
 
 def test_a_crawl_delay_over_the_cap_leaves_the_host_uncrawled_with_the_reason(tmp_path):

@@ -79,6 +79,11 @@ class SiteServer(ThreadingHTTPServer):
         """The site's clock as a WARC date: the fetch time of records that got no response."""
         return FIXED_WARC_DATE
 
+    def gaps(self, host: str) -> list[float]:
+        """Seconds between consecutive requests to `host`, by the server's clock (politeness checks)."""
+        times = sorted(self.arrivals.get(host, []))
+        return [b - a for a, b in zip(times, times[1:])]
+
     def count(self, key: str, host: str = "") -> int:
         """Count a request of "<host><path>"; returns how many times it was asked for, this one included."""
         with self.hits_lock:

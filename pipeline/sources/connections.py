@@ -21,8 +21,8 @@ MAX_OPEN_HOSTS = 256  # kept-alive connections at once, one per host
 class _Watched:
     """Pool mixin: report the socket of every connection handed out to the pool's current Watchdog.
 
-    The socket is kept on the connection when it connects: http.client drops conn.sock once a
-    `Connection: close` answer arrives, while the response still reads from it."""
+    A new connection's socket is reported as it connects, so the Watchdog holds the socket itself: http.client
+    drops conn.sock once a `Connection: close` answer arrives, while the response still reads from it."""
 
     watchdog: Watchdog | None = None
     reused = False  # the last connection handed out was kept alive from an earlier exchange
@@ -33,7 +33,6 @@ class _Watched:
 
         def connect_and_report():
             connect()
-            conn.watched_sock = conn.sock
             if self.watchdog is not None:
                 self.watchdog.add_socket(conn.sock)
         conn.connect = connect_and_report
@@ -43,7 +42,7 @@ class _Watched:
         conn = super()._get_conn(timeout)
         self.reused = conn.sock is not None
         if self.reused and self.watchdog is not None:  # a kept-alive connection, already open
-            self.watchdog.add_socket(getattr(conn, "watched_sock", conn.sock))
+            self.watchdog.add_socket(conn.sock)
         return conn
 
 

@@ -205,9 +205,10 @@ class Fetcher:
                 ip, port = self.resolve(current)
                 if page and self.cfg.respect_robots and not self.robots_allow(current):
                     raise self.robots_block(current)
-                if page and self.asked_delay(current) > self.cfg.max_crawl_delay_s:  # honoured in full, or not at all
-                    raise FetchError("crawl_delay_too_long", f"robots.txt of {origin(current)} asks "
-                                     f"{self.asked_delay(current):g} s between requests (scrape.max_crawl_delay_s)")
+                asked = self.asked_delay(current) if page else 0.0
+                if asked > self.cfg.max_crawl_delay_s:  # honoured in full, or not at all
+                    raise FetchError("crawl_delay_too_long", f"robots.txt of {origin(current)} asks {asked:g} s "
+                                     "between requests (scrape.max_crawl_delay_s)")
                 ex = self._exchange_retrying(current, ip, port, cap, page, out)
             except FetchError as exc:
                 out.reason = exc.reason
