@@ -137,7 +137,7 @@ def add_variant_args(ap: argparse.ArgumentParser) -> None:
                          "(pipeline/lm/triton_loss.py)")
     ap.add_argument("--loss-block", type=int, default=None,
                     help="with --loss-kernel triton: columns per step of the kernel's passes (triton_loss.BLOCK, "
-                         "default 32,768; 16,384 and 8,192 compile without spilling)")
+                         "default 8,192 by 16 warps; 32,768 spills, 16,384 and 8,192 do not)")
     ap.add_argument("--bf16-residual", action="store_true",
                     help="CUDA: ours keeps the residual stream in bf16 (GPT.residual_dtype; llm.c's activations)")
     ap.add_argument("--compiled-update", action="store_true",
