@@ -8,7 +8,7 @@ What it checks, on one CUDA device (run it where one is at hand; it refuses to r
 Prints one JSON object (also written to $OUT/gpu_train_check.json when OUT is set) with the report's figures.
 
 Usage: python3 bench/gpu_train_check.py [--steps 150] [--batch 16] [--nproc 1] [--loss-kernel auto|torch|triton]
-                                        [--residual-dtype float32|bfloat16]
+                                        [--residual-dtype auto|float32|bfloat16]
 On a bare GPU image without dvclive, carry the wheels `bash bench/device_wheels.sh` downloads into .whl/ (cp312,
 --no-deps, the versions requirements.lock pins; 26 files, 9.2 MB) and put them on PYTHONPATH as its header says.
 
@@ -90,9 +90,9 @@ def main() -> None:
     ap.add_argument("--loss-kernel", choices=("auto", "torch", "triton"), default="auto",
                     help="train.loss_kernel for the stage; the bench step beside it takes the path the stage "
                          "reports it resolved to")
-    ap.add_argument("--residual-dtype", choices=("float32", "bfloat16"), default="float32",
-                    help="train.residual_dtype for the stage; the bench step beside it takes the same stream "
-                         "(--bf16-residual)")
+    ap.add_argument("--residual-dtype", choices=("auto", "float32", "bfloat16"), default="auto",
+                    help="train.residual_dtype for the stage; the bench step beside it takes the stream the stage "
+                         "reports it resolved to (--bf16-residual)")
     ap.add_argument("--no-bench", action="store_true", help="skip bench/train_speed.py at the same shape")
     ap.add_argument("--allow-cpu", action="store_true", help="smoke-test the script itself on CPU (checks will fail)")
     args = ap.parse_args()

@@ -8,7 +8,7 @@ Out: --out    checkpoint folder: ckpt.pt (model args, weights, optimizer, step, 
      reports/train.json (final val/train loss, unigram entropy baseline, tokens/s, params, MFU on GPU)
 Params: seed, model.* (preset; sizes when preset is tiny; overrides), train.* (AdamW, schedule, global
         batch, accumulation, GPT-3 batch ramp, compile, eval/checkpoint cadence, peak TFLOPs for MFU,
-        strategy ddp|fsdp, deterministic, loss_kernel auto|torch|triton, residual_dtype float32|bfloat16).
+        strategy ddp|fsdp, deterministic, loss_kernel auto|torch|triton, residual_dtype auto|float32|bfloat16).
 Resume: rerun the same command after a kill; it continues from the last resume checkpoint.
 Env: GPT_REPRO_THREADS (torch threads, default 2); GPT_REPRO_CPU_ISA (avx2, the default: one CPU code path, so
      a CPU-trained model's bytes do not depend on the CPU's kind; native: the libraries' own choice;

@@ -18,7 +18,8 @@ from pipeline.lm import tokens
 from pipeline.lm.model import GPT, ModelConfig, from_params
 from pipeline.lm.checkpoint import load_checkpoint
 from pipeline.lm.batches import mean_loss, random_batch
-from pipeline.lm.train import (TrainConfig, TrainingStopped, batch_at, lr_at, make_optimizer, residual_dtype_of, train,
+from pipeline.lm.train import (TrainConfig, TrainingStopped, batch_at, lr_at, make_optimizer, recorded,
+                              resolved_residual_dtype, residual_dtype_of, train,
                                use_triton_loss)
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -92,7 +93,7 @@ def test_training_beats_unigram_entropy_and_writes_outputs(tmp_path, in_tmp_cwd)
     assert report["params"] > 0 and report["tokens_per_s"] > 0
     assert report["loss_kernel"] == ("triton" if use_triton_loss("auto", "cuda" if torch.cuda.is_available() else "cpu")
                                      else "torch")  # what auto resolved to
-    assert report["residual_dtype"] == "float32"  # the default stream, named in the report
+    assert report["residual_dtype"] == ("bfloat16" if torch.cuda.is_available() else "float32")  # auto, resolved
     assert json.loads(Path("reports/train.json").read_text())["final_val_loss"] == report["final_val_loss"]
     # dvclive: metrics.json (latest values) and one tsv per metric, val at steps 0, 50, 100.
     metrics = json.loads(Path("reports/train/metrics.json").read_text())
@@ -410,6 +411,24 @@ def test_residual_dtype_resolves_to_the_models_stream_dtype():
     assert residual_dtype_of("bfloat16", "cuda:1") is torch.bfloat16
     with pytest.raises(ValueError, match="needs a GPU"):
         residual_dtype_of("bfloat16", "cpu")
+
+
+def test_auto_residual_dtype_is_bf16_only_on_gpus_under_ddp_and_recorded_resolved():
+    """auto: the bf16 stream on a GPU under ddp (where its speed and loss parity were measured), fp32 on a CPU and
+    under fsdp; explicit names pass through. Recorded resolved: a CPU run's checkpoint keeps no residual_dtype
+    (bytes as before auto), a GPU run's names bfloat16, so its fingerprint differs from an fp32 run's."""
+    assert TrainConfig().residual_dtype == "auto"
+    assert resolved_residual_dtype("auto", "cpu") == "float32"
+    assert resolved_residual_dtype("auto", "cuda:0") == "bfloat16"
+    assert resolved_residual_dtype("auto", "cuda:0", "fsdp") == "float32"
+    assert resolved_residual_dtype("float32", "cuda:0") == "float32"
+    assert resolved_residual_dtype("bfloat16", "cpu") == "bfloat16"  # refused later, by residual_dtype_of
+    cpu = dataclasses.replace(TrainConfig(), residual_dtype=resolved_residual_dtype("auto", "cpu"))
+    gpu = dataclasses.replace(TrainConfig(), residual_dtype=resolved_residual_dtype("auto", "cuda:0"))
+    assert "residual_dtype" not in recorded(cpu)
+    assert recorded(gpu)["residual_dtype"] == "bfloat16"
+    with pytest.raises(ValueError, match="must be one of \\('auto', 'float32', 'bfloat16'\\)"):
+        residual_dtype_of("fp8", "cuda:0")
 
 
 def test_auto_loss_kernel_takes_the_triton_kernel_only_where_it_was_measured(monkeypatch):

@@ -39,7 +39,7 @@ class TrainConfig:
     strategy: str = "ddp"  # ddp: a whole replica per rank; fsdp: FSDP2 shards (distributed.py, memory_estimate.py)
     deterministic: bool = False  # GPU: deterministic kernels for bit-identical reruns (CPU always is)
     loss_kernel: str = "auto"  # auto | torch | triton: train.use_triton_loss
-    residual_dtype: str = "float32"  # float32 | bfloat16 (GPU, under bf16 autocast): train.residual_dtype_of
+    residual_dtype: str = "auto"  # auto | float32 | bfloat16 (GPU, under bf16 autocast): train.resolved_residual_dtype
 
 
 

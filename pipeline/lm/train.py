@@ -12,7 +12,8 @@ and checkpoints hold whole tensors whatever the strategy. On CUDA the step runs 
 `compile` wraps the model in torch.compile (FSDP: each block). `deterministic` makes GPU reruns bit-identical.
 `loss_kernel: triton` computes the LM head's loss and gradient in one Triton kernel (triton_loss.py); `auto` does
 so on NVIDIA GPUs under ddp (use_triton_loss), `torch`'s path elsewhere. `residual_dtype: bfloat16` keeps the
-residual stream between blocks in bf16 under the GPU's autocast (residual_dtype_of), fp32 by default.
+residual stream between blocks in bf16 under the GPU's autocast (residual_dtype_of); `auto` does so on GPUs under
+ddp, fp32 elsewhere (resolved_residual_dtype).
 
 Resume: at every eval (nanoGPT saves there too) rank 0 writes `resume.pt` into
 io.work_dir("train", <fingerprint>) -- outside DVC's outs, which DVC deletes before a rerun. It holds
@@ -52,6 +53,8 @@ RESUME_NAME = "resume.pt"
 NEUTRAL_KNOBS = ("compile", "peak_tflops")
 # Knobs added after the first published models: written into the checkpoint and the resume fingerprint only when
 # set away from their default, so a default run keeps its checkpoint bytes and an older run still resumes.
+# residual_dtype is recorded resolved (`auto` -> what ran), so float32 here: a CPU run's bytes are as before `auto`
+# became the default, and a GPU run's bf16 stream enters its fingerprint (an older fp32 run does not resume into it).
 LATE_KNOBS = {"strategy": "ddp", "deterministic": False, "loss_kernel": "auto", "residual_dtype": "float32"}
 LOSS_KERNELS = ("auto", "torch", "triton")
 RESIDUAL_DTYPES = {"float32": None, "bfloat16": torch.bfloat16}  # None: the stream stays as autocast gives it
@@ -93,19 +96,32 @@ def use_triton_loss(loss_kernel: str, device: str, strategy: str = "ddp") -> boo
     return True
 
 
+def resolved_residual_dtype(name: str, device: str, strategy: str = "ddp") -> str:
+    """train.residual_dtype with `auto` resolved to the stream that runs; other names pass through unchecked.
+
+    `auto` is `bfloat16` on a GPU under ddp: on an H200 at gpt2-small it measured 1.05-1.08x the fp32 stream's
+    step, and its loss held (bench/residual_parity.py: 400 steps, val loss within 0.01% of the fp32 stream's,
+    inside the 0.08% a reordered fp32 run moves; README "Speed"). Elsewhere `float32`: a CPU step has no
+    autocast, and FSDP with the bf16 stream has not run on a GPU yet.
+    """
+    if name != "auto":
+        return name
+    return "bfloat16" if device.startswith("cuda") and strategy == "ddp" else "float32"
+
+
 def residual_dtype_of(name: str, device: str) -> torch.dtype | None:
-    """GPT.residual_dtype for train.residual_dtype; a clear error where it cannot run.
+    """GPT.residual_dtype for a resolved train.residual_dtype; a clear error where it cannot run.
 
     `bfloat16` casts the residual stream to bf16 after the embeddings (llm.c's all-bf16 activations): under the
     GPU step's bf16 autocast the stream is otherwise fp32, so every LayerNorm and residual add moves twice the
-    bytes. On an H200 at gpt2-small it measured 1.05x the step (README "Speed"). A CPU step runs without autocast,
-    where a bf16 stream would meet fp32 weights, so it is refused there. `float32` (None) leaves the stream alone.
+    bytes. A CPU step runs without autocast, where a bf16 stream would meet fp32 weights, so it is refused there.
+    `float32` (None) leaves the stream alone.
     """
     if name not in RESIDUAL_DTYPES:
-        raise ValueError(f"train.residual_dtype must be one of {tuple(RESIDUAL_DTYPES)}, got {name!r}")
+        raise ValueError(f"train.residual_dtype must be one of {('auto', *RESIDUAL_DTYPES)}, got {name!r}")
     if RESIDUAL_DTYPES[name] is not None and not device.startswith("cuda"):
         raise ValueError(f"train.residual_dtype: {name} needs a GPU (the step's bf16 autocast; a CPU step runs in "
-                         "fp32 throughout); set it back to float32 here")
+                         "fp32 throughout); set it to auto or float32 here")
     return RESIDUAL_DTYPES[name]
 
 
@@ -166,6 +182,9 @@ def _train(data_dir: Path, out_dir: Path, live_dir: Path, mcfg: ModelConfig, tcf
     sharded = tcfg.strategy == "fsdp"
     master = rank == 0
     device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if torch.cuda.is_available() else "cpu"
+    # from here on tcfg names the stream that runs: the checkpoint, the fingerprint and the report record it
+    tcfg = dataclasses.replace(tcfg, residual_dtype=resolved_residual_dtype(tcfg.residual_dtype, device,
+                                                                            tcfg.strategy))
     report = StageReport("train")
     train_data = load_tokens(data_dir, "train", report)
     val_data = load_tokens(data_dir, "val", report)
