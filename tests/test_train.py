@@ -19,7 +19,7 @@ from pipeline.lm.model import GPT, ModelConfig, from_params
 from pipeline.lm.checkpoint import load_checkpoint
 from pipeline.lm.batches import mean_loss, random_batch
 from pipeline.lm.train import (TrainConfig, TrainingStopped, batch_at, lr_at, make_optimizer, recorded,
-                              resolved_residual_dtype, residual_dtype_of, train,
+                               resolved_residual_dtype, residual_dtype_of, train,
                                use_triton_loss)
 
 ROOT = Path(__file__).resolve().parents[1]
