@@ -17,7 +17,7 @@ from pipeline.lm import tokens
 from pipeline.lm.checkpoint import load_checkpoint
 from pipeline.lm.distributed import CUBLAS_WORKSPACE, deterministic
 from pipeline.lm.model import ModelConfig
-from pipeline.lm.train import TrainConfig, recorded, run_fingerprint, train
+from pipeline.lm.train import TrainConfig, recorded, resolved_residual_dtype, run_fingerprint, train
 from tiny_torchrun import setup, stage, torchrun
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -150,14 +150,17 @@ def test_new_knobs_leave_a_default_run_as_it_was(tmp_path):
     checkpoint's recorded params and the resume fingerprint are what they were (the committed models/ keep their
     bytes); set, they count."""
     late = {"strategy", "deterministic", "loss_kernel", "residual_dtype"}
-    assert set(recorded(TrainConfig())) == {f.name for f in dataclasses.fields(TrainConfig)} - late
+    # a default run records residual_dtype resolved: on a CPU `auto` is float32, the stream the first models had
+    default = dataclasses.replace(TrainConfig(), residual_dtype=resolved_residual_dtype(TrainConfig().residual_dtype,
+                                                                                         "cpu"))
+    assert set(recorded(default)) == {f.name for f in dataclasses.fields(TrainConfig)} - late
     assert recorded(TrainConfig(strategy="fsdp"))["strategy"] == "fsdp"
     assert recorded(TrainConfig(deterministic=True))["deterministic"] is True
     assert recorded(TrainConfig(loss_kernel="triton"))["loss_kernel"] == "triton"
     assert recorded(TrainConfig(residual_dtype="bfloat16"))["residual_dtype"] == "bfloat16"
     tokens.write_shard(tmp_path / "train_00000.bin", np.arange(50), 64, 63)
     prints = {run_fingerprint(ModelConfig(), cfg, 1, tmp_path) for cfg in
-              (TrainConfig(), TrainConfig(strategy="fsdp"), TrainConfig(deterministic=True),
+              (default, TrainConfig(strategy="fsdp"), TrainConfig(deterministic=True),
                TrainConfig(loss_kernel="triton"), TrainConfig(residual_dtype="bfloat16"))}
     assert len(prints) == 5  # a bf16 stream's run never resumes an fp32 one
 

@@ -16,7 +16,6 @@ timestamp; only then does the largest start. The report records both times and c
 """
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import logging
 import math
@@ -34,7 +33,7 @@ from pipeline.core import io
 from pipeline.core.report import StageReport, write_plot
 from pipeline.lm.batches import data_meta, load_tokens
 from pipeline.lm.model import GPT, ModelConfig, from_params
-from pipeline.lm.train import TrainConfig, run_fingerprint, train
+from pipeline.lm.train import TrainConfig, train
 
 log = logging.getLogger(__name__)
 PREDICTION = "prediction.json"
@@ -88,8 +87,6 @@ def train_size(data_dir: Path, mcfg: ModelConfig, tcfg: TrainConfig, seed: int) 
     """Train one size with pipeline.lm.train into a scratch folder; its losses and throughput."""
     with tempfile.TemporaryDirectory(prefix="scaling_") as tmp:
         rep = train(data_dir, Path(tmp) / "ckpt", Path(tmp) / "live", mcfg, tcfg, seed, progress=False)
-    with contextlib.suppress(OSError):  # train() leaves its resume folder empty after a finished run
-        (io.WORK_ROOT / "train" / run_fingerprint(mcfg, tcfg, seed, data_dir)).rmdir()
     return {k: rep.extra[k] for k in ("final_val_loss", "final_train_loss", "tokens_seen", "tokens_per_s")}
 
 

@@ -23,6 +23,7 @@ the result + the data's meta.json) matches; on CPU a resumed run is bit-identica
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import importlib.util
@@ -390,6 +391,8 @@ def _train(data_dir: Path, out_dir: Path, live_dir: Path, mcfg: ModelConfig, tcf
     if master:
         io.publish_file(work / CKPT_NAME, out_dir / CKPT_NAME)
         (work / RESUME_NAME).unlink(missing_ok=True)  # the final checkpoint resumes too
+        with contextlib.suppress(OSError):  # a finished run leaves no empty folder behind (a kill leaves its files)
+            work.rmdir()
     report.bytes_out = (out_dir / CKPT_NAME).stat().st_size if master else 0
     return report
 
