@@ -33,9 +33,10 @@ Parts, in order, each a subprocess with its own time limit, skipped when the cal
 Usage (device machine, the wheels of bench/device_wheels.sh installed as its header says): python3 bench/gpu_issue12.py [--budget 480]
           [--only layers stage]
 Next call (the H200 runs gpt2-small at its 700 W power cap, 1,620 of 1,980 MHz: whether an H100, the issue's other
-card, holds its clock higher at this step; the default step (Triton kernel, bf16 stream) and the stage under
-`auto`; ~300 s; run(kind="nvidia-h100-x1")):
-          python3 bench/gpu_issue12.py --only kernel_test defaults stage --budget 330
+card, holds its clock higher at this step; the default step (Triton kernel, bf16 stream), the stage under `auto`
+and the banded layer against the mask, so all three of the issue's figures come from that card; ~360 s;
+run(kind="nvidia-h100-x1", timeout_s=450)):
+          python3 bench/gpu_issue12.py --only kernel_test defaults stage layers --budget 420
 
 Measured 2026-11-26, one H200, torch 2.11 (two calls: all but `steps` with --budget 500, then --only steps; 900 s of
 device time in all, start-up included): layers 43 s: flex 2.82x the mask at T=2,048 (0.88x at 1,024, 19.3x at
