@@ -18,9 +18,8 @@ from pipeline.lm import tokens
 from pipeline.lm.model import GPT, ModelConfig, from_params
 from pipeline.lm.checkpoint import load_checkpoint
 from pipeline.lm.batches import mean_loss, random_batch
-from pipeline.lm.train import (TrainConfig, TrainingStopped, batch_at, lr_at, make_optimizer, recorded,
-                               resolved_residual_dtype, residual_dtype_of, train,
-                               use_triton_loss)
+from pipeline.lm.device_knobs import residual_dtype_of, resolved_residual_dtype, use_triton_loss
+from pipeline.lm.train import TrainConfig, TrainingStopped, batch_at, lr_at, make_optimizer, recorded, train
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ModelConfig(n_layer=1, n_head=2, n_embd=32, block_size=32, dropout=0.0)

@@ -17,7 +17,8 @@ from pipeline.lm import tokens
 from pipeline.lm.checkpoint import load_checkpoint
 from pipeline.lm.distributed import CUBLAS_WORKSPACE, deterministic
 from pipeline.lm.model import ModelConfig
-from pipeline.lm.train import TrainConfig, recorded, resolved_residual_dtype, run_fingerprint, train
+from pipeline.lm.device_knobs import resolved_residual_dtype
+from pipeline.lm.train import TrainConfig, recorded, run_fingerprint, train
 from tiny_torchrun import setup, stage, torchrun
 
 ROOT = Path(__file__).resolve().parents[1]

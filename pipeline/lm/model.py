@@ -264,11 +264,11 @@ class GPT(nn.Module):
 
     fused_head_loss: bool | None = None  # None: the chunked loss on CPU only, where it measured faster
     # True: LM head + loss through pipeline/lm/triton_loss.py (needs triton: CUDA, or its CPU interpreter); the
-    # stage sets it from train.loss_kernel (train.use_triton_loss: auto takes it on NVIDIA GPUs, measured faster)
+    # stage sets it from train.loss_kernel (device_knobs.use_triton_loss: auto takes it on NVIDIA GPUs, measured faster)
     triton_head_loss: bool = False
     # A dtype: the residual stream is cast to it after the embeddings (bf16: llm.c's all-bf16 activations, half
     # the bytes in every LayerNorm and residual kernel). None: it stays as the embeddings give it (fp32 under
-    # autocast). The stage sets it from train.residual_dtype (train.residual_dtype_of: GPU only), the benches
+    # autocast). The stage sets it from train.residual_dtype (device_knobs.residual_dtype_of: GPU only), the benches
     # with --bf16-residual.
     residual_dtype: torch.dtype | None = None
 

@@ -38,8 +38,8 @@ class TrainConfig:
     peak_tflops: float = 0.0  # MFU denominator; 0: the detected GPU's dense bf16 peak (device_peak.py)
     strategy: str = "ddp"  # ddp: a whole replica per rank; fsdp: FSDP2 shards (distributed.py, memory_estimate.py)
     deterministic: bool = False  # GPU: deterministic kernels for bit-identical reruns (CPU always is)
-    loss_kernel: str = "auto"  # auto | torch | triton: train.use_triton_loss
-    residual_dtype: str = "auto"  # auto | float32 | bfloat16 (GPU, under bf16 autocast): train.resolved_residual_dtype
+    loss_kernel: str = "auto"  # auto | torch | triton: device_knobs.use_triton_loss
+    residual_dtype: str = "auto"  # auto | float32 | bfloat16 (GPU, under bf16 autocast): device_knobs.resolved_residual_dtype
 
 
 

@@ -11,9 +11,9 @@ DDP when WORLD_SIZE > 1, fsdp shards it with FSDP2 (gloo on CPU, nccl on GPU); r
 and checkpoints hold whole tensors whatever the strategy. On CUDA the step runs under bf16 autocast;
 `compile` wraps the model in torch.compile (FSDP: each block). `deterministic` makes GPU reruns bit-identical.
 `loss_kernel: triton` computes the LM head's loss and gradient in one Triton kernel (triton_loss.py); `auto` does
-so on NVIDIA GPUs under ddp (use_triton_loss), `torch`'s path elsewhere. `residual_dtype: bfloat16` keeps the
-residual stream between blocks in bf16 under the GPU's autocast (residual_dtype_of); `auto` does so on GPUs under
-ddp, fp32 elsewhere (resolved_residual_dtype).
+so on NVIDIA GPUs under ddp, `torch`'s path elsewhere. `residual_dtype: bfloat16` keeps the
+residual stream between blocks in bf16 under the GPU's autocast; `auto` does so on GPUs under ddp, fp32
+elsewhere. Both resolve per device in device_knobs.py.
 
 Resume: at every eval (nanoGPT saves there too) rank 0 writes `resume.pt` into
 io.work_dir("train", <fingerprint>) -- outside DVC's outs, which DVC deletes before a rerun. It holds
@@ -26,7 +26,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import hashlib
-import importlib.util
 import logging
 import os
 import random
@@ -40,6 +39,7 @@ from pipeline.core.report import StageReport
 from pipeline.lm import tokens
 from pipeline.lm.batches import PinnedWindows, autocast, data_meta, load_tokens, mean_loss, random_batch, windows
 from pipeline.lm.checkpoint import find_resume, rng_state, save_checkpoint, set_rng_state
+from pipeline.lm.device_knobs import residual_dtype_of, resolved_residual_dtype, use_triton_loss
 from pipeline.lm.device_peak import detected_peak
 from pipeline.lm.distributed import (deterministic, full_states, grad_sync, load_states, local_scalar, replica_divergence,
                                      replicate, setup_distributed, shard)
@@ -57,8 +57,6 @@ NEUTRAL_KNOBS = ("compile", "peak_tflops")
 # residual_dtype is recorded resolved (`auto` -> what ran), so float32 here: a CPU run's bytes are as before `auto`
 # became the default, and a GPU run's bf16 stream enters its fingerprint (an older fp32 run does not resume into it).
 LATE_KNOBS = {"strategy": "ddp", "deterministic": False, "loss_kernel": "auto", "residual_dtype": "float32"}
-LOSS_KERNELS = ("auto", "torch", "triton")
-RESIDUAL_DTYPES = {"float32": None, "bfloat16": torch.bfloat16}  # None: the stream stays as autocast gives it
 LOG_EVERY = 10  # steps between reads of the loss on the host (nanoGPT's log_interval); reads lag by as many
 WARMUP_STEPS = 2  # first steps of a run timed apart (compilation): throughput.py
 
@@ -71,59 +69,6 @@ class TrainingStopped(RuntimeError):
 def num_threads(threads: int | None = None) -> int:
     """Torch intra-op threads: the argument, else env GPT_REPRO_THREADS / OMP_NUM_THREADS, else 2."""
     return int(threads or os.environ.get("GPT_REPRO_THREADS") or os.environ.get("OMP_NUM_THREADS") or 2)
-
-
-def use_triton_loss(loss_kernel: str, device: str, strategy: str = "ddp") -> bool:
-    """Whether the LM head's loss runs through pipeline/lm/triton_loss.py; a clear error where it cannot run.
-
-    `auto` takes the kernel where it was measured faster (an H200 at gpt2-small: 1.03-1.04x the compiled
-    cross-entropy's step, README "Speed"): an NVIDIA GPU of compute capability 8.0 or newer, triton importable, and
-    strategy ddp (FSDP with the kernel has not run on a GPU yet). Anywhere else `auto` is `torch`: the compiled
-    cross-entropy on GPUs, the chunked loss on CPUs (GPT.lm_head_loss).
-    """
-    if loss_kernel not in LOSS_KERNELS:
-        raise ValueError(f"train.loss_kernel must be one of {LOSS_KERNELS}, got {loss_kernel!r}")
-    if loss_kernel == "torch":
-        return False
-    has_triton = importlib.util.find_spec("triton") is not None
-    if loss_kernel == "auto":
-        return (has_triton and strategy == "ddp" and device.startswith("cuda") and torch.version.hip is None
-                and torch.cuda.get_device_capability(device) >= (8, 0))
-    if not has_triton:
-        raise ValueError("train.loss_kernel: triton needs the triton package, which CUDA builds of torch install")
-    if not device.startswith("cuda") and os.environ.get("TRITON_INTERPRET") != "1":
-        raise ValueError("train.loss_kernel: triton runs on a GPU (on a CPU only through triton's interpreter, "
-                         "TRITON_INTERPRET=1, which the tests use); set it back to auto here")
-    return True
-
-
-def resolved_residual_dtype(name: str, device: str, strategy: str = "ddp") -> str:
-    """train.residual_dtype with `auto` resolved to the stream that runs; other names pass through unchecked.
-
-    `auto` is `bfloat16` on a GPU under ddp: on an H200 at gpt2-small it measured 1.05-1.08x the fp32 stream's
-    step, and its loss held (bench/residual_parity.py: 400 steps, val loss within 0.01% of the fp32 stream's,
-    inside the 0.08% a reordered fp32 run moves; README "Speed"). Elsewhere `float32`: a CPU step has no
-    autocast, and FSDP with the bf16 stream has not run on a GPU yet.
-    """
-    if name != "auto":
-        return name
-    return "bfloat16" if device.startswith("cuda") and strategy == "ddp" else "float32"
-
-
-def residual_dtype_of(name: str, device: str) -> torch.dtype | None:
-    """GPT.residual_dtype for a resolved train.residual_dtype; a clear error where it cannot run.
-
-    `bfloat16` casts the residual stream to bf16 after the embeddings (llm.c's all-bf16 activations): under the
-    GPU step's bf16 autocast the stream is otherwise fp32, so every LayerNorm and residual add moves twice the
-    bytes. A CPU step runs without autocast, where a bf16 stream would meet fp32 weights, so it is refused there.
-    `float32` (None) leaves the stream alone.
-    """
-    if name not in RESIDUAL_DTYPES:
-        raise ValueError(f"train.residual_dtype must be one of {('auto', *RESIDUAL_DTYPES)}, got {name!r}")
-    if RESIDUAL_DTYPES[name] is not None and not device.startswith("cuda"):
-        raise ValueError(f"train.residual_dtype: {name} needs a GPU (the step's bf16 autocast; a CPU step runs in "
-                         "fp32 throughout); set it to auto or float32 here")
-    return RESIDUAL_DTYPES[name]
 
 
 # --- resume state ----------------------------------------------------------------------------------

@@ -17,7 +17,7 @@ gradient is stored in the logits' dtype (bf16 under autocast), as the plain path
 Runs wherever Triton runs: CUDA, or the CPU with TRITON_INTERPRET=1 set before triton is imported (the tests do,
 where triton is installed; it ships with CUDA builds of torch, not with the CPU wheel). `GPT.triton_head_loss`
 switches it on: the stage sets it from train.loss_kernel (`auto` on NVIDIA GPUs, where it measured 1.03-1.04x the
-compiled cross-entropy's step; train.use_triton_loss), the benches with --loss-kernel triton. The loss is kept out
+compiled cross-entropy's step; device_knobs.use_triton_loss), the benches with --loss-kernel triton. The loss is kept out
 of torch.compile's graph (a graph break before the LM head) so inductor never has to trace an in-place user kernel;
 the hidden states are cast to bf16 before that break (in_kernel_dtype), so they cross it at half the bytes.
 """
