@@ -39,6 +39,8 @@ import numpy as np
 import torch
 import yaml
 
+from pipeline.lm.device_knobs import LOSS_KERNELS, RESIDUAL_DTYPES
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
@@ -87,10 +89,10 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--nproc", type=int, default=1)
     ap.add_argument("--no-compile", action="store_true")
-    ap.add_argument("--loss-kernel", choices=("auto", "torch", "triton"), default="auto",
+    ap.add_argument("--loss-kernel", choices=LOSS_KERNELS, default="auto",
                     help="train.loss_kernel for the stage; the bench step beside it takes the path the stage "
                          "reports it resolved to")
-    ap.add_argument("--residual-dtype", choices=("auto", "float32", "bfloat16"), default="auto",
+    ap.add_argument("--residual-dtype", choices=("auto", *RESIDUAL_DTYPES), default="auto",
                     help="train.residual_dtype for the stage; the bench step beside it takes the stream the stage "
                          "reports it resolved to (--bf16-residual)")
     ap.add_argument("--no-bench", action="store_true", help="skip bench/train_speed.py at the same shape")

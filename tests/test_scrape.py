@@ -12,8 +12,10 @@ import hashlib
 import json
 import shutil
 import logging
+import socket
 import sys
 import threading
+import time
 from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -26,7 +28,7 @@ from warcio.archiveiterator import ArchiveIterator
 
 from pipeline.core import io, params, records
 from pipeline.sample import loopback_site as sitesrv
-from pipeline.sources import connections, crawler, extract, scrape, webarchive
+from pipeline.sources import connections, crawler, deadline, extract, scrape, webarchive
 from pipeline.core.report import StageReport
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -394,8 +396,6 @@ def test_page_mirror_is_archived_under_its_urls_and_replays(in_tmp_cwd, shared_d
 def test_a_dripping_server_is_cut_at_the_deadline_not_held_for_its_drip(tmp_path):
     """One byte every 0.2 s never trips the 1 s socket timeout; the 1.5 s whole-exchange deadline cuts it, keeps the
     bytes received, does not retry it (scrape.retry_deadline: false), and other pages of the host go on."""
-    import time
-
     site = tmp_path / "site"
     (site / "drip.test").mkdir(parents=True)
     (site / "drip.test" / "slow.html").write_text(article(1))  # ~2,000 bytes: 400 s at this drip rate
@@ -470,8 +470,6 @@ def test_least_recently_used_hosts_give_their_connection_back(tmp_path, monkeypa
 def test_the_deadline_cuts_a_drip_on_a_kept_alive_connection(tmp_path):
     """The dripping answer comes over the connection an earlier page left open: the Watchdog must cut that
     socket too (it is handed out by the pool, not connected for this exchange)."""
-    import time
-
     site = _pages_site(tmp_path, ["drip.test"], 2, routes={"drip.test/slow.html": {"drip_s": 0.2}})
     (site / "drip.test" / "slow.html").write_text("<html><body>drip drip</body></html>")  # uncut: 7 s
     cfg = dataclasses.replace(CFG, timeout_s=1.0, deadline_s=1.0, max_retries=0, respect_robots=False)
@@ -490,11 +488,6 @@ def test_the_deadline_cuts_a_drip_on_a_kept_alive_connection(tmp_path):
 
 def test_a_watchdog_fires_at_its_deadline_and_never_after_its_exchange_ended():
     """A kept-alive socket outlives its exchange; a Watchdog that ended must never shut it down later."""
-    import socket
-    import time
-
-    from pipeline.sources import deadline
-
     ended_a, ended_b = socket.socketpair()
     with deadline.Watchdog(0.1) as dog:
         dog.add_socket(ended_a)
@@ -517,8 +510,6 @@ def test_a_watchdog_fires_at_its_deadline_and_never_after_its_exchange_ended():
 
 def test_one_thread_keeps_every_exchange_s_deadline():
     """Fifty exchanges in flight: one alarm thread, not a timer thread each."""
-    from pipeline.sources import deadline
-
     before = threading.active_count()
     dogs = [deadline.Watchdog(30).__enter__() for _ in range(50)]
     names = [t.name for t in threading.enumerate()]
@@ -530,8 +521,6 @@ def test_one_thread_keeps_every_exchange_s_deadline():
 def test_a_connection_the_server_closed_while_idle_is_replaced_not_failed(tmp_path, monkeypatch):
     """Servers close idle kept-alive connections (Apache after 5 s); the next page of the host must connect
     again and succeed, with no retry and no error."""
-    import time
-
     monkeypatch.setattr(sitesrv._Handler, "timeout", 0.2)
     site = _pages_site(tmp_path, ["idle.test"], 2)
     cfg = dataclasses.replace(CFG, max_retries=0, respect_robots=False)
@@ -548,8 +537,6 @@ def test_a_kept_alive_connection_closed_as_it_is_reused_is_sent_again_on_a_new_o
     """A server's idle timeout can close a connection just as the next request goes out on it: no answer comes
     back. The GET goes once more on a new connection (RFC 9112 sec. 9.3.1), with no retry counted and no page
     lost, even with max_retries 0; a failure on a new connection is not sent twice."""
-    import socket
-
     accepted: list[int] = []
     listener = socket.create_server(("127.0.0.1", 0))
 
